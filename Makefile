@@ -1,0 +1,37 @@
+# trainhub: `make run` starts the API and one worker (embedded mode); `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+
+.PHONY: install run test test-fast test-slow bench services clean
+
+install: $(VENV)/.installed
+
+# pip (not uv/poetry): torch==2.14.1 and torchvision==0.29.1 come from this machine's disk.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+run: install
+	PORT=$(PORT) $(VENV)/bin/trainhub up
+
+services:
+	bash scripts/services.sh
+
+test: install services
+	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m slow -q
+
+test-fast: install services
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: install services
+	$(PY) -m pytest -m slow -q
+
+bench: install services
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,65 @@
+"""One settings object for the API and the worker (environment prefix TRAINHUB_)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINHUB_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    broker_url: str | None = None
+    redis_url: str | None = None
+    dataset_root: Path | None = None
+    allow_download: bool = True
+    lease_seconds: int = Field(60, ge=5)
+    # Longer than the longest job: Redis re-delivers an unacked message after this.
+    broker_visibility_timeout: int = Field(7 * 24 * 3600, ge=60)
+    # How often a running loop asks whether it was cancelled (seconds).
+    cancel_check_seconds: float = Field(2.0, gt=0)
+    events_ttl_seconds: int = Field(24 * 3600, ge=60)
+    queue: str = "trainhub"
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """SQLAlchemy URL; plain postgresql:// URLs get the psycopg (v3) driver."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'trainhub.db'}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def resolved_dataset_root(self) -> Path:
+        return (self.dataset_root or self.data_dir / "datasets").expanduser().resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

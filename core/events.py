@@ -1,0 +1,36 @@
+"""The live channel: one Redis stream per job, `trainhub:job:{id}:events`."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+STREAM_MAXLEN = 100_000
+
+
+def stream_key(job_id: str) -> str:
+    return f"trainhub:job:{job_id}:events"
+
+
+def connect(redis_url: str):
+    import redis
+
+    return redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def publish(client, job_id: str, events: Iterable[dict[str, Any]],
+            expire_seconds: int | None = None) -> None:
+    """Append events (each one JSON object with a `type`) to the job's stream in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    key = stream_key(job_id)
+    for event in events:
+        pipe.xadd(key, {"data": json.dumps(event)}, maxlen=STREAM_MAXLEN, approximate=True)
+    if expire_seconds is not None:
+        pipe.expire(key, expire_seconds)
+    pipe.execute()
+
+
+def read(client, job_id: str, last_id: str = "0-0", count: int = 1000) -> list[tuple[str, dict]]:
+    """Events after last_id, as (event id, payload) pairs."""
+    rows = client.xrange(stream_key(job_id), min=f"({last_id}" if last_id != "0-0" else "-",
+                         count=count)
+    return [(rid.decode(), json.loads(fields[b"data"])) for rid, fields in rows]

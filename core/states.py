@@ -1,0 +1,36 @@
+"""The job state machine: queued -> running -> succeeded | failed | cancelled."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+ALLOWED = {
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.cancelled}),
+    JobStatus.running: frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}),
+}
+
+
+class InvalidTransition(Exception):
+    def __init__(self, current: JobStatus, target: JobStatus):
+        super().__init__(f"job is {current.value}; it cannot become {target.value}")
+        self.current, self.target = current, target
+
+
+def check_transition(current: JobStatus, target: JobStatus) -> None:
+    """Raise InvalidTransition unless current -> target is an edge of the machine."""
+    if target not in ALLOWED.get(current, frozenset()):
+        raise InvalidTransition(current, target)

@@ -1,0 +1,1 @@
+"""The Celery worker: task, training loop, datasets, metric sink."""

@@ -1,0 +1,87 @@
+"""The Celery app, configured for long GPU jobs, and the worker's process lifecycle."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init
+
+from core.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "trainhub.run_job"
+
+# Set when this (child) process is asked to stop; the running loop sees it at its next check.
+shutdown_requested = threading.Event()
+
+
+def celery_config(settings: Settings) -> dict:
+    broker = settings.resolved_broker_url
+    config = {
+        "broker_url": broker,
+        "task_default_queue": settings.queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,  # the database holds the outcome, not a result backend
+        # A job message is acknowledged only when the job is done, and handed back if the
+        # process running it dies; one job per process at a time, none reserved ahead.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "broker_connection_retry_on_startup": True,
+        # Fail a submission fast when the broker is down rather than hang the request.
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2,
+                                      "interval_step": 0.5, "interval_max": 1},
+        "broker_transport_options": {
+            # Redis re-delivers an unacknowledged message after this: longer than any job.
+            "visibility_timeout": settings.broker_visibility_timeout,
+        },
+    }
+    if broker.startswith("filesystem://"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"].update({
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        })
+        # The filesystem transport has no fan-out for remote control; jobs need none.
+        config["worker_enable_remote_control"] = False
+    return config
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    celery = Celery("trainhub", include=["worker.tasks"])
+    celery.conf.update(celery_config(settings or get_settings()))
+    return celery
+
+
+app = create_app()
+
+
+@worker_init.connect
+def _migrate_before_consuming(**_kwargs) -> None:
+    # The main worker process brings the schema up to date (under a lock) before any task.
+    from core.db import upgrade_schema
+
+    upgrade_schema()
+
+
+@worker_process_init.connect
+def _init_child(**_kwargs) -> None:
+    # Connections made before the fork belong to the parent; start from a clean engine.
+    from core.db import reset_engine
+
+    reset_engine()
+
+    def _on_term(signum, _frame):
+        shutdown_requested.set()
+
+    signal.signal(signal.SIGTERM, _on_term)

@@ -1,0 +1,197 @@
+"""Datasets as uint8 tensors held in memory (or on the GPU), a tensor cache, and batching."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from core.catalog import BUILTIN_DATASETS, DatasetInfo
+
+log = logging.getLogger(__name__)
+
+
+class DatasetUnavailable(Exception):
+    """The dataset's files are missing or unreadable; the message says where they go."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split
+    mean: list[float]  # per channel, of train images scaled to [0, 1]
+    std: list[float]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
+    x = images.to(torch.float64).div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    std = x.std(dim=1).clamp_min(1e-6)
+    return x.mean(dim=1).tolist(), std.tolist()
+
+
+def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+    """Hold out a reproducible random `fraction` of train as a validation split."""
+    if fraction <= 0:
+        return train, None
+    n_val = max(1, int(round(len(train) * fraction)))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return (Split(train.images[train_idx], train.labels[train_idx]),
+            Split(train.images[val_idx], train.labels[val_idx]))
+
+
+def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised float batches; shuffled when a generator is given (the last may be short)."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if generator is not None else None
+    if order is not None:
+        order = order.to(split.images.device)
+    for start in range(0, n, batch_size):
+        if order is None:
+            images = split.images[start:start + batch_size]
+            labels = split.labels[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            images, labels = split.images[idx], split.labels[idx]
+        yield images.float().div_(255).sub_(mean).div_(std), labels
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+def load_dataset(name: str, dataset_root: Path, cache_dir: Path,
+                 allow_download: bool) -> ImageDataset:
+    """A built-in dataset, from the tensor cache when it was read before."""
+    info = BUILTIN_DATASETS.get(name)
+    if info is None:
+        raise DatasetUnavailable(f"unknown dataset {name!r}")
+    if name == "fake":  # generated from a fixed seed: cheaper to make than to cache
+        return _finish(name, list(info.classes), *_load_fake(info))
+    cache_file = cache_dir / f"{name}.pt"
+    if cache_file.exists():
+        try:
+            return _read_cache(name, cache_file)
+        except Exception as exc:  # a torn or foreign file: rebuild it
+            log.warning("ignoring unreadable tensor cache %s: %s", cache_file, exc)
+    if name == "digits":
+        train, test = _load_digits()
+        classes = list(info.classes)
+    else:
+        train, test, classes = _load_torchvision(info, dataset_root, allow_download)
+    dataset = _finish(name, classes, train, test)
+    _write_cache(dataset, cache_file)
+    return dataset
+
+
+def _finish(name: str, classes: list[str], train: Split, test: Split) -> ImageDataset:
+    mean, std = channel_stats(train.images)
+    return ImageDataset(name, classes, train, test, mean, std)
+
+
+def _read_cache(name: str, path: Path) -> ImageDataset:
+    blob = torch.load(path, weights_only=True)
+    return ImageDataset(name, list(blob["classes"]),
+                        Split(blob["train_images"], blob["train_labels"]),
+                        Split(blob["test_images"], blob["test_labels"]),
+                        list(blob["mean"]), list(blob["std"]))
+
+
+def _write_cache(dataset: ImageDataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"classes": dataset.classes, "mean": dataset.mean, "std": dataset.std,
+                "train_images": dataset.train.images, "train_labels": dataset.train.labels,
+                "test_images": dataset.test.images, "test_labels": dataset.test.labels}, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """DESIGN.md's digits split: pixel values 0-16, as scikit-learn ships them."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    return train_test_split(digits.images, digits.target, test_size=0.2,
+                            stratify=digits.target, random_state=0)
+
+
+def _load_digits() -> tuple[Split, Split]:
+    x_train, x_test, y_train, y_test = digits_split()
+
+    def to_split(x: np.ndarray, y: np.ndarray) -> Split:
+        # Scale 0-16 to 0-255 as a PNG of the digit would hold it.
+        pixels = np.rint(x * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+        return Split(torch.from_numpy(pixels), torch.from_numpy(y.astype(np.int64)))
+
+    return to_split(x_train, y_train), to_split(x_test, y_test)
+
+
+def _load_fake(info: DatasetInfo) -> tuple[Split, Split]:
+    from torchvision.datasets import FakeData
+    from torchvision.transforms.functional import pil_to_tensor
+
+    def make(size: int, offset: int) -> Split:
+        data = FakeData(size=size, image_size=info.shape, num_classes=len(info.classes),
+                        random_offset=offset)
+        images, labels = zip(*(data[i] for i in range(size)))
+        return Split(torch.stack([pil_to_tensor(im) for im in images]),
+                     torch.tensor(labels, dtype=torch.int64))
+
+    return make(info.train_size, 0), make(info.test_size, info.train_size)
+
+
+def _load_torchvision(info: DatasetInfo, root: Path,
+                      allow_download: bool) -> tuple[Split, Split, list[str]]:
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST,
+           "cifar10": datasets.CIFAR10}[info.name]
+    where = root / (info.folder or "")
+    by_hand = (f"put the files {', '.join(info.files)} in {where}/ "
+               f"(torchvision's {cls.__name__} layout under TRAINHUB_DATASET_ROOT={root})")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        train = cls(str(root), train=True, download=allow_download)
+        test = cls(str(root), train=False, download=allow_download)
+    except Exception as exc:
+        if allow_download:
+            raise DatasetUnavailable(
+                f"{info.name}: downloading failed ({type(exc).__name__}: {exc}); {by_hand}"
+            ) from None
+        raise DatasetUnavailable(
+            f"{info.name} files not found and downloads are disabled "
+            f"(TRAINHUB_ALLOW_DOWNLOAD=false): {by_hand}") from None
+
+    def to_split(ds) -> Split:
+        data = torch.as_tensor(np.asarray(ds.data))
+        images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
+        return Split(images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64))
+
+    return to_split(train), to_split(test), list(train.classes)

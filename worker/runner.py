@@ -1,0 +1,95 @@
+"""Runs one job: claim it, build data and model, call the loop, record how it ended."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import models
+from core import events, jobs
+from core.config import get_settings
+from core.db import session_scope
+from core.jobspec import Hyperparameters
+from core.states import InvalidTransition, JobStatus
+from core.tables import Job
+from worker.celery_app import shutdown_requested
+from worker.data import DatasetUnavailable, load_dataset
+from worker.loop import fit, resolve_device
+from worker.sink import JobReporter
+
+log = logging.getLogger(__name__)
+
+
+def run(job_id: str, worker_name: str) -> str:
+    """Returns the job's final status, or 'skipped' when this delivery is not ours to run."""
+    settings = get_settings()
+    redis_client = events.connect(settings.redis_url) if settings.redis_url else None
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            log.warning("job %s: no such job, dropping the message", job_id)
+            return "skipped"
+        spec = dict(job.spec)
+    try:
+        device = resolve_device(spec.get("device", "auto"))
+    except RuntimeError as exc:
+        return _finish(job_id, JobStatus.failed, redis_client, settings, error=str(exc))
+    try:
+        with session_scope() as session:
+            jobs.claim(session, job_id, worker_name, str(device), settings.lease_seconds)
+    except InvalidTransition as exc:
+        log.info("job %s: not claimed (%s)", job_id, exc)
+        return "skipped"
+    _publish(redis_client, job_id, {"type": "status", "status": JobStatus.running.value,
+                                    "worker": worker_name, "device": str(device)})
+    log.info("job %s: running on %s (%s)", job_id, device, worker_name)
+    reporter = JobReporter(job_id, settings, redis_client, stop_event=shutdown_requested)
+    try:
+        hp = Hyperparameters(**spec["hyperparameters"])
+        torch.manual_seed(hp.seed)
+        dataset = load_dataset(spec["dataset"], settings.resolved_dataset_root,
+                               settings.cache_dir, settings.allow_download)
+        model = models.build(spec["model"], dataset.shape, len(dataset.classes))
+        result = fit(model, dataset, hp, device, reporter, settings.cancel_check_seconds)
+        reporter.flush()
+    except DatasetUnavailable as exc:
+        return _finish(job_id, JobStatus.failed, redis_client, settings, error=str(exc))
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        reporter.buffer.clear()
+        return _finish(job_id, JobStatus.failed, redis_client, settings,
+                       error=f"{type(exc).__name__}: {exc}")
+    if reporter.interrupted:
+        return _finish(job_id, JobStatus.failed, redis_client, settings,
+                       final_metrics=result.final_metrics,
+                       error=f"interrupted: the worker shut down at epoch {result.epochs_completed}"
+                             f", step {result.step}")
+    status = JobStatus.cancelled if result.stopped else JobStatus.succeeded
+    return _finish(job_id, status, redis_client, settings, final_metrics=result.final_metrics)
+
+
+def _finish(job_id: str, status: JobStatus, redis_client, settings, error: str | None = None,
+            final_metrics: dict | None = None) -> str:
+    fields = {"final_metrics": final_metrics or None, "error": error}
+    try:
+        with session_scope() as session:
+            job = jobs.transition(session, job_id, status, **fields)
+            status_now = job.status
+    except InvalidTransition as exc:
+        # e.g. cancelled while queued and then failed on delivery: the first end stands.
+        log.info("job %s: %s", job_id, exc)
+        return exc.current.value
+    log.info("job %s: %s%s", job_id, status_now, f" ({error})" if error else "")
+    _publish(redis_client, job_id, {"type": "status", "status": status_now, "error": error,
+                                    "final_metrics": final_metrics or None},
+             expire=settings.events_ttl_seconds)
+    return status_now
+
+
+def _publish(redis_client, job_id: str, payload: dict, expire: int | None = None) -> None:
+    if redis_client is None:
+        return
+    try:
+        events.publish(redis_client, job_id, [payload], expire_seconds=expire)
+    except Exception as exc:
+        log.warning("job %s: could not publish status to Redis: %s", job_id, exc)

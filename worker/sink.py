@@ -1,0 +1,70 @@
+"""The loop's Reporter for a real job: batched rows in the database, events on Redis."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Sequence
+
+from core import events, jobs
+from core.config import Settings
+from core.db import session_scope
+from worker.loop import Metric
+
+log = logging.getLogger(__name__)
+
+
+class JobReporter:
+    """Buffers points and writes them in one INSERT (and one Redis pipeline) per flush."""
+
+    def __init__(self, job_id: str, settings: Settings, redis_client=None,
+                 flush_every_s: float = 0.5, max_buffer: int = 500, stop_event=None):
+        self.job_id = job_id
+        self.settings = settings
+        self.redis = redis_client
+        self.flush_every_s = flush_every_s
+        self.max_buffer = max_buffer
+        self.stop_event = stop_event
+        self.buffer: list[Metric] = []
+        self.last_flush = 0.0
+        self.interrupted = False
+
+    def metrics(self, points: Sequence[Metric]) -> None:
+        self.buffer.extend(points)
+        if (len(self.buffer) >= self.max_buffer
+                or time.monotonic() - self.last_flush >= self.flush_every_s):
+            self.flush()
+
+    def progress(self, epoch: int, step: int, total_steps: int) -> None:
+        self.flush()
+        with session_scope() as session:
+            jobs.record_progress(session, self.job_id, epoch, step, total_steps,
+                                 self.settings.lease_seconds)
+        self._publish([{"type": "progress", "epoch": epoch, "step": step,
+                        "total_steps": total_steps}])
+
+    def should_stop(self) -> bool:
+        self.flush()
+        if self.stop_event is not None and self.stop_event.is_set():
+            self.interrupted = True
+            return True
+        with session_scope() as session:
+            return jobs.cancel_requested(session, self.job_id)
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.buffer:
+            return
+        points, self.buffer = [asdict(p) for p in self.buffer], []
+        with session_scope() as session:
+            jobs.insert_metrics(session, self.job_id, points)
+        self._publish([{"type": "metric", **p} for p in points])
+
+    def _publish(self, payloads: list[dict]) -> None:
+        if self.redis is None:
+            return
+        try:
+            events.publish(self.redis, self.job_id, payloads)
+        except Exception as exc:  # the database is the truth; a live-channel outage is not fatal
+            log.warning("job %s: could not publish %d events to Redis: %s",
+                        self.job_id, len(payloads), exc)
