@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
@@ -13,9 +10,6 @@ from core.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "trainhub.run_job"
-
-# Set when this (child) process is asked to stop; the running loop sees it at its next check.
-shutdown_requested = threading.Event()
 
 
 def celery_config(settings: Settings) -> dict:
@@ -80,8 +74,3 @@ def _init_child(**_kwargs) -> None:
     from core.db import reset_engine
 
     reset_engine()
-
-    def _on_term(signum, _frame):
-        shutdown_requested.set()
-
-    signal.signal(signal.SIGTERM, _on_term)

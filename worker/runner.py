@@ -12,7 +12,6 @@ from core.db import session_scope
 from core.jobspec import Hyperparameters
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
-from worker.celery_app import shutdown_requested
 from worker.data import DatasetUnavailable, load_dataset
 from worker.loop import fit, resolve_device
 from worker.sink import JobReporter
@@ -43,7 +42,7 @@ def run(job_id: str, worker_name: str) -> str:
     _publish(redis_client, job_id, {"type": "status", "status": JobStatus.running.value,
                                     "worker": worker_name, "device": str(device)})
     log.info("job %s: running on %s (%s)", job_id, device, worker_name)
-    reporter = JobReporter(job_id, settings, redis_client, stop_event=shutdown_requested)
+    reporter = JobReporter(job_id, settings, redis_client)
     try:
         hp = Hyperparameters(**spec["hyperparameters"])
         torch.manual_seed(hp.seed)
@@ -59,11 +58,12 @@ def run(job_id: str, worker_name: str) -> str:
         reporter.buffer.clear()
         return _finish(job_id, JobStatus.failed, redis_client, settings,
                        error=f"{type(exc).__name__}: {exc}")
-    if reporter.interrupted:
-        return _finish(job_id, JobStatus.failed, redis_client, settings,
-                       final_metrics=result.final_metrics,
-                       error=f"interrupted: the worker shut down at epoch {result.epochs_completed}"
-                             f", step {result.step}")
+    except BaseException:
+        # The pool turns SIGTERM into SystemExit wherever the loop is: record the end, then
+        # let the process go down as asked.
+        _finish(job_id, JobStatus.failed, redis_client, settings,
+                error="interrupted: the worker shut down while the job was running")
+        raise
     status = JobStatus.cancelled if result.stopped else JobStatus.succeeded
     return _finish(job_id, status, redis_client, settings, final_metrics=result.final_metrics)
 

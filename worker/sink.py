@@ -18,16 +18,14 @@ class JobReporter:
     """Buffers points and writes them in one INSERT (and one Redis pipeline) per flush."""
 
     def __init__(self, job_id: str, settings: Settings, redis_client=None,
-                 flush_every_s: float = 0.5, max_buffer: int = 500, stop_event=None):
+                 flush_every_s: float = 0.5, max_buffer: int = 500):
         self.job_id = job_id
         self.settings = settings
         self.redis = redis_client
         self.flush_every_s = flush_every_s
         self.max_buffer = max_buffer
-        self.stop_event = stop_event
         self.buffer: list[Metric] = []
         self.last_flush = 0.0
-        self.interrupted = False
 
     def metrics(self, points: Sequence[Metric]) -> None:
         self.buffer.extend(points)
@@ -45,9 +43,6 @@ class JobReporter:
 
     def should_stop(self) -> bool:
         self.flush()
-        if self.stop_event is not None and self.stop_event.is_set():
-            self.interrupted = True
-            return True
         with session_scope() as session:
             return jobs.cancel_requested(session, self.job_id)
 

@@ -1,0 +1,28 @@
+"""Assembles the FastAPI app: routers, error handlers, schema upgrade at start."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routes import catalog, health, jobs, metrics
+from core.db import upgrade_schema
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI):
+    upgrade_schema()  # under a lock: API and workers may start at the same moment
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
+                  description="Training as a service for PyTorch.")
+    for router in (jobs.router, metrics.router, catalog.router, health.router):
+        app.include_router(router)
+    errors.install(app)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,106 @@
+"""Jobs: submit, list, read, cancel."""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from sqlalchemy import and_, or_, select
+
+from api.deps import JobDep, SessionDep
+from api.schemas import JobList, JobPublic
+from core import jobs
+from core.catalog import steps_per_epoch
+from core.jobspec import JobSpec
+from core.states import JobStatus
+from core.tables import Job
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+class BrokerUnavailable(Exception):
+    """The job row exists but its message could not be handed to the broker."""
+
+
+def enqueue(job_id: str) -> None:
+    from worker.celery_app import RUN_JOB_TASK, app
+
+    try:
+        app.send_task(RUN_JOB_TASK, args=[job_id])
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        raise BrokerUnavailable(str(exc)) from exc
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPublic:
+    resolved = spec.resolved()
+    hp = spec.hyperparameters
+    job = jobs.create_job(session, resolved)
+    per_epoch = steps_per_epoch(spec.dataset, hp.batch_size, hp.validation_fraction)
+    job.total_steps = per_epoch * hp.epochs if per_epoch else None
+    # Commit before enqueueing: a fast worker must find the row (Celery's "database
+    # transactions" race).
+    session.commit()
+    try:
+        enqueue(job.id)
+    except BrokerUnavailable as exc:
+        log.error("job %s: broker unavailable: %s", job.id, exc)
+        jobs.transition(session, job.id, JobStatus.failed,
+                        error="could not enqueue: the broker was unreachable")
+        session.commit()
+        raise HTTPException(503, f"broker unavailable; job {job.id} was not queued") from exc
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobPublic.from_row(job)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(422, [{"loc": ["query", "cursor"], "field": "cursor",
+                                   "msg": "cursor is not one this API returned",
+                                   "type": "value_error"}]) from None
+
+
+@router.get("", response_model=JobList)
+def list_jobs(session: SessionDep,
+              status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              cursor: str | None = None) -> JobList:
+    """Newest first; pass next_cursor back as cursor for the next page."""
+    query = select(Job)
+    if status_filter is not None:
+        query = query.where(Job.status == status_filter.value)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created,
+                                and_(Job.created_at == created, Job.id < job_id)))
+    rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
+                           .limit(limit + 1)).all()
+    page = rows[:limit]
+    next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+    return JobList(jobs=[JobPublic.from_row(j) for j in page], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def read_job(job: JobDep) -> JobPublic:
+    return JobPublic.from_row(job)
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
+    """A queued job ends now; a running one stops at its loop's next check."""
+    updated = jobs.request_cancel(session, job.id)
+    session.commit()
+    return JobPublic.from_row(updated)
