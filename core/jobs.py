@@ -25,13 +25,15 @@ def create_job(session: Session, spec: dict) -> Job:
     return job
 
 
-def transition(session: Session, job_id: str, target: JobStatus, **fields: Any) -> Job:
+def transition(session: Session, job_id: str, target: JobStatus,
+               from_states: frozenset[JobStatus] | None = None, **fields: Any) -> Job:
     """Move a job to target if its current state allows it, atomically; else InvalidTransition.
 
     The WHERE clause carries the allowed source states, so two processes racing on one
-    job cannot both win, and no terminal state is ever left.
+    job cannot both win, and no terminal state is ever left. from_states narrows the sources.
     """
-    sources = [s.value for s, targets in ALLOWED.items() if target in targets]
+    sources = [s.value for s, targets in ALLOWED.items()
+               if target in targets and (from_states is None or s in from_states)]
     values: dict[str, Any] = {"status": target.value, "updated_at": utcnow(), **fields}
     if target.is_terminal:
         values.setdefault("finished_at", utcnow())
@@ -62,16 +64,17 @@ def claim(session: Session, job_id: str, worker: str, device: str,
 def request_cancel(session: Session, job_id: str) -> Job:
     """A queued job is cancelled at once; a running one is flagged for its loop to see."""
     try:
-        return transition(session, job_id, JobStatus.cancelled)
+        return transition(session, job_id, JobStatus.cancelled,
+                          from_states=frozenset({JobStatus.queued}))
     except InvalidTransition as exc:
         if exc.current is not JobStatus.running:
             raise
-    result = session.execute(
+    flagged = session.execute(
         update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value)
         .values(cancel_requested=True, updated_at=utcnow())
         .execution_options(synchronize_session=False))
     job = session.get(Job, job_id, populate_existing=True)
-    if result.rowcount == 0:  # it finished in between
+    if flagged.rowcount == 0:  # it finished in between
         raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled)
     return job
 

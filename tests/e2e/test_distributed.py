@@ -1,0 +1,145 @@
+"""Distributed mode: Postgres + Redis broker + Redis live events, API and worker as separate
+processes started at the same moment on an empty database."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from core.events import stream_key
+from tests.conftest import create_database
+from tests.procs import Proc, env_with, free_port, start_worker, wait_http, wait_status, wait_until
+
+pytestmark = pytest.mark.slow
+
+ACCEPTANCE_JOB = {"model": "lenet", "dataset": "digits",
+                  "hyperparameters": {"epochs": 3, "batch_size": 4, "optimizer": "adam",
+                                      "lr": 0.001, "log_every": 100}}
+LONG_JOB = {"model": "lenet", "dataset": "fake", "hyperparameters": {"epochs": 500, "log_every": 25}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distributed")
+    db_url = create_database("trainhub_dist")
+    env = env_with(TRAINHUB_DATABASE_URL=db_url, TRAINHUB_DATA_DIR=str(tmp / "data"),
+                   TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
+                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5")
+    port = free_port()
+    # Both at once, on an empty database: each migrates under the advisory lock.
+    api = Proc(["api", "--port", str(port)], env, tmp / "api.log")
+    worker = Proc(["worker", "--name", "w1@test"], env, tmp / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base, api)
+        worker.wait_for_log(" ready.")
+        yield {"base": base, "db_url": db_url, "env": env, "tmp": tmp, "worker": worker}
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def submit(base: str, body: dict) -> dict:
+    resp = httpx.post(f"{base}/jobs", json=body, timeout=10)
+    assert resp.status_code == 201, resp.text
+    assert resp.headers["location"] == f"/jobs/{resp.json()['id']}"
+    return resp.json()
+
+
+def test_health_reports_every_backing_service(stack):
+    body = httpx.get(f"{stack['base']}/health").json()
+    assert body == {"status": "ok", "database": "ok", "broker": "ok", "events": "ok"}
+
+
+def test_acceptance_job_lands_in_postgres_and_redis(stack):
+    base = stack["base"]
+    job = submit(base, ACCEPTANCE_JOB)
+    done = wait_status(base, job["id"])
+    assert done["status"] == "succeeded", done
+    assert done["worker"] == "w1@test" and done["device"] == "cpu"
+    assert done["metrics"]["eval_accuracy"] >= 0.90
+    total = done["progress"]["total_steps"]
+    assert total == 3 * 360 and done["progress"]["step"] == total
+
+    page = httpx.get(f"{base}/jobs/{job['id']}/metrics", params={"name": "loss"}).json()
+    points = page["metrics"]
+    per_epoch = (total // 3) // 100
+    assert len(points) == 3 * per_epoch
+    assert [p["step"] for p in points] == sorted(p["step"] for p in points)
+    assert [(p["epoch"], p["batch"]) for p in points] == [
+        (e, b) for e in (1, 2, 3) for b in (100, 200, 300)]
+    assert page["next_since_step"] is None
+
+    # The same points are rows in Postgres ...
+    with psycopg.connect(stack["db_url"]) as conn:
+        rows = conn.execute("SELECT step, value FROM metric_points WHERE job_id = %s AND "
+                            "name = 'loss' ORDER BY step", (job["id"],)).fetchall()
+    assert [(r[0], pytest.approx(r[1])) for r in rows] == [(p["step"], p["value"]) for p in points]
+    # ... and events on the job's Redis stream, ending with the terminal status.
+    client = redis.Redis.from_url(stack["env"]["TRAINHUB_REDIS_URL"])
+    events = [json.loads(f[b"data"]) for _, f in client.xrange(stream_key(job["id"]))]
+    loss_events = [e for e in events if e["type"] == "metric" and e["name"] == "loss"]
+    assert [e["step"] for e in loss_events] == [p["step"] for p in points]
+    statuses = [e["status"] for e in events if e["type"] == "status"]
+    assert statuses == ["running", "succeeded"]
+    assert client.ttl(stream_key(job["id"])) > 0  # kept for a day, not forever
+
+
+def test_cancel_running_then_queued_job(stack):
+    base = stack["base"]
+    running = submit(base, LONG_JOB)
+    wait_status(base, running["id"], {"running"}, timeout=60)
+    # One worker process, one job at a time: this one waits in the queue.
+    queued = submit(base, LONG_JOB)
+    assert httpx.get(f"{base}/jobs/{queued['id']}").json()["status"] == "queued"
+
+    resp = httpx.post(f"{base}/jobs/{queued['id']}/cancel")
+    assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
+
+    wait_until(lambda: httpx.get(f"{base}/jobs/{running['id']}/metrics",
+                                 params={"name": "loss"}).json()["metrics"], timeout=60)
+    resp = httpx.post(f"{base}/jobs/{running['id']}/cancel")
+    assert resp.status_code == 202 and resp.json()["cancel_requested"] is True
+    done = wait_status(base, running["id"], timeout=60)
+    assert done["status"] == "cancelled"
+    kept = httpx.get(f"{base}/jobs/{running['id']}/metrics").json()["metrics"]
+    assert kept, "a cancelled job keeps the metrics it logged"
+
+    # Finished jobs cannot be cancelled again, and the queued one never ran.
+    assert httpx.post(f"{base}/jobs/{running['id']}/cancel").status_code == 409
+    assert httpx.post(f"{base}/jobs/{queued['id']}/cancel").status_code == 409
+    # The worker picks up the cancelled message and drops it, then keeps serving.
+    stack["worker"].wait_for_log(f"job {queued['id']}: not claimed", timeout=60)
+    later = httpx.get(f"{base}/jobs/{queued['id']}").json()
+    assert later["status"] == "cancelled" and later["started_at"] is None
+
+
+def test_failing_job_reports_why_and_worker_keeps_serving(stack):
+    base = stack["base"]
+    failing = submit(base, {"model": "lenet", "dataset": "cifar10"})
+    done = wait_status(base, failing["id"])
+    assert done["status"] == "failed"
+    assert "cifar-10-batches-py" in done["error"] and "data_batch_1" in done["error"]
+    assert "Traceback" not in done["error"]
+
+    ok = submit(base, {"model": "mlp", "dataset": "digits",
+                       "hyperparameters": {"epochs": 1, "batch_size": 32, "log_every": 10}})
+    assert wait_status(base, ok["id"])["status"] == "succeeded"
+
+
+def test_job_needing_a_missing_gpu_fails_with_message(stack):
+    import torch
+
+    base = stack["base"]
+    job = submit(base, {"model": "lenet", "dataset": "digits", "device": "cuda",
+                        "hyperparameters": {"epochs": 1, "log_every": 100}})
+    done = wait_status(base, job["id"])
+    if torch.cuda.is_available():  # the same test on a GPU box: the job runs there
+        assert done["status"] == "succeeded" and done["device"].startswith("cuda")
+    else:
+        assert done["status"] == "failed"
+        assert "'cuda' was requested" in done["error"] and "no CUDA device" in done["error"]

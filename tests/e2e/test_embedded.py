@@ -1,0 +1,88 @@
+"""Embedded mode as a new user runs it: `make run` (SQLite, filesystem broker, one worker),
+the README's curl example, then Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.procs import REPO, env_with, free_port, wait_http, wait_status
+from tests.e2e.test_distributed import ACCEPTANCE_JOB
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "data"
+    # Nothing configured but the port and the data dir: every default is the embedded one.
+    env = env_with(PORT=str(port), TRAINHUB_DATA_DIR=str(data_dir), TRAINHUB_DATABASE_URL=None,
+                   TRAINHUB_BROKER_URL=None, TRAINHUB_REDIS_URL=None)
+    log_path = tmp_path / "make-run.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base, timeout=120)
+        yield {"base": base, "proc": proc, "data_dir": data_dir, "log": log_path}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_make_run_trains_the_readme_job_and_stops_on_ctrl_c(make_run):
+    base, data_dir = make_run["base"], make_run["data_dir"]
+    health = httpx.get(f"{base}/health").json()
+    assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+
+    resp = httpx.post(f"{base}/jobs", json=ACCEPTANCE_JOB)
+    assert resp.status_code == 201, resp.text
+    job = wait_status(base, resp.json()["id"], timeout=240)
+    assert job["status"] == "succeeded", job
+    assert job["metrics"]["eval_accuracy"] >= 0.90
+
+    points = httpx.get(f"{base}/jobs/{job['id']}/metrics", params={"name": "loss"}).json()["metrics"]
+    batches_per_epoch = job["progress"]["total_steps"] // 3
+    assert len(points) == 3 * (batches_per_epoch // 100)
+    assert [p["step"] for p in points] == sorted(p["step"] for p in points)
+    # Embedded defaults: everything under the data dir.
+    assert (data_dir / "trainhub.db").exists() and (data_dir / "broker").is_dir()
+    with sqlite3.connect(data_dir / "trainhub.db") as conn:
+        (count,) = conn.execute("SELECT count(*) FROM metric_points WHERE job_id = ?",
+                                (job["id"],)).fetchone()
+    assert count == len(points) + 3 * 6  # loss points + six per-epoch metrics
+
+    # Ctrl-C in the terminal: the whole foreground group gets SIGINT; both processes stop.
+    proc = make_run["proc"]
+    os.killpg(proc.pid, signal.SIGINT)
+    started = time.monotonic()
+    proc.wait(timeout=60)
+    assert time.monotonic() - started < 60
+    log = make_run["log"].read_text(errors="replace")
+    assert "stopping API and worker" in log
+    assert "[1,   100] loss:" in log  # the tutorial's progress lines reach the terminal
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{base}/health", timeout=2)
+
+
+def test_ctrl_c_during_a_job_marks_it_interrupted(make_run):
+    base, data_dir = make_run["base"], make_run["data_dir"]
+    resp = httpx.post(f"{base}/jobs", json={"model": "lenet", "dataset": "fake",
+                                            "hyperparameters": {"epochs": 500, "log_every": 25}})
+    job_id = resp.json()["id"]
+    wait_status(base, job_id, {"running"}, timeout=120)
+    proc = make_run["proc"]
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    with sqlite3.connect(data_dir / "trainhub.db") as conn:
+        status, error = conn.execute("SELECT status, error FROM jobs WHERE id = ?",
+                                     (job_id,)).fetchone()
+    assert status == "failed" and error.startswith("interrupted")

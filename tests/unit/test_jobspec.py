@@ -1,0 +1,156 @@
+"""The job spec: DESIGN.md's defaults, bounds and enums, validated with pydantic."""
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.catalog import DATASET_NAMES
+from core.jobspec import Hyperparameters, JobSpec
+from models import MODEL_NAMES
+
+DESIGN_DEFAULTS = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
+                   "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
+                   "loss": "cross_entropy", "scheduler": "none", "seed": 0,
+                   "log_every": 2000, "validation_fraction": 0.0}
+MINIMAL = {"model": "lenet", "dataset": "digits"}
+
+
+def error_locs(excinfo) -> list[tuple]:
+    return [tuple(err["loc"]) for err in excinfo.value.errors()]
+
+
+def test_defaults_are_the_designs():
+    assert Hyperparameters().model_dump() == DESIGN_DEFAULTS
+    spec = JobSpec(**MINIMAL)
+    assert spec.hyperparameters.model_dump() == DESIGN_DEFAULTS
+    assert spec.device == "auto" and spec.name is None
+
+
+def test_model_and_dataset_alone_are_a_valid_spec():
+    spec = JobSpec.model_validate(MINIMAL)
+    assert (spec.model, spec.dataset) == ("lenet", "digits")
+    resolved = spec.resolved()
+    assert resolved == {"name": "lenet-digits", "model": "lenet", "dataset": "digits",
+                        "hyperparameters": DESIGN_DEFAULTS, "device": "auto"}
+    named = JobSpec(**MINIMAL, name="mine").resolved()
+    assert named["name"] == "mine"
+
+
+def test_the_designs_example_body_is_valid():
+    body = {"name": "lenet-cifar10", "model": "lenet", "dataset": "cifar10",
+            "hyperparameters": dict(DESIGN_DEFAULTS), "device": "auto"}
+    assert JobSpec.model_validate(body).resolved() == body
+
+
+@pytest.mark.parametrize("field", ["model", "dataset"])
+def test_model_and_dataset_are_required(field):
+    body = dict(MINIMAL)
+    del body[field]
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate(body)
+    assert (field,) in error_locs(excinfo)
+
+
+BAD_BOUNDS = [("epochs", 0), ("epochs", 1001), ("batch_size", 0), ("batch_size", 65537),
+              ("lr", 0), ("lr", -0.1), ("lr", 10.5), ("momentum", 1), ("momentum", -0.1),
+              ("weight_decay", 1.5), ("weight_decay", -0.5), ("log_every", 0),
+              ("validation_fraction", 0.6), ("validation_fraction", -0.1),
+              ("seed", -1), ("seed", 2**32)]
+
+
+@pytest.mark.parametrize("field, value", BAD_BOUNDS)
+def test_out_of_bounds_hyperparameters_are_rejected_naming_the_field(field, value):
+    with pytest.raises(ValidationError) as excinfo:
+        Hyperparameters(**{field: value})
+    assert error_locs(excinfo) == [(field,)]
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, "hyperparameters": {field: value}})
+    assert error_locs(excinfo) == [("hyperparameters", field)]
+
+
+GOOD_EDGES = [("epochs", 1), ("epochs", 1000), ("batch_size", 1), ("batch_size", 65536),
+              ("lr", 10), ("lr", 1e-9), ("momentum", 0), ("momentum", 0.999),
+              ("weight_decay", 0), ("weight_decay", 1), ("log_every", 1),
+              ("validation_fraction", 0.5), ("seed", 2**32 - 1)]
+
+
+@pytest.mark.parametrize("field, value", GOOD_EDGES)
+def test_values_on_the_bounds_are_accepted(field, value):
+    assert getattr(Hyperparameters(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize("field, good, bad", [
+    ("optimizer", ["sgd", "adam", "adamw"], ["rmsprop", "SGD", ""]),
+    ("loss", ["cross_entropy", "mse"], ["nll", "l1"]),
+    ("scheduler", ["none", "step", "cosine", "onecycle"], ["linear", None]),
+])
+def test_hyperparameter_enums(field, good, bad):
+    for value in good:
+        assert getattr(Hyperparameters(**{field: value}), field) == value
+    for value in bad:
+        with pytest.raises(ValidationError) as excinfo:
+            JobSpec.model_validate({**MINIMAL, "hyperparameters": {field: value}})
+        assert error_locs(excinfo) == [("hyperparameters", field)]
+        message = str(excinfo.value)
+        for allowed in good:
+            assert repr(allowed) in message  # the message lists the allowed values
+
+
+@pytest.mark.parametrize("field, good, bad", [
+    ("device", ["auto", "cpu", "cuda"], ["gpu", "cuda:0", "tpu"]),
+    ("model", list(MODEL_NAMES), ["vgg16", "LeNet", ""]),
+    ("dataset", list(DATASET_NAMES), ["imagenet", "MNIST", ""]),
+])
+def test_spec_enums(field, good, bad):
+    for value in good:
+        assert getattr(JobSpec.model_validate({**MINIMAL, field: value}), field) == value
+    for value in bad:
+        with pytest.raises(ValidationError) as excinfo:
+            JobSpec.model_validate({**MINIMAL, field: value})
+        assert error_locs(excinfo) == [(field,)]
+        message = str(excinfo.value)
+        for allowed in good:
+            assert allowed in message
+
+
+def test_unknown_fields_are_rejected_at_both_levels():
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, "epochs": 3})
+    assert error_locs(excinfo) == [("epochs",)]
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, "hyperparameters": {"learning_rate": 0.1}})
+    assert error_locs(excinfo) == [("hyperparameters", "learning_rate")]
+    with pytest.raises(ValidationError):
+        Hyperparameters(amp=True)
+
+
+@pytest.mark.parametrize("params", [
+    {"optimizer": "adam", "nesterov": True},
+    {"optimizer": "adamw", "nesterov": True},
+    {"optimizer": "sgd", "nesterov": True, "momentum": 0},
+])
+def test_nesterov_needs_sgd_with_momentum(params):
+    with pytest.raises(ValidationError, match="nesterov"):
+        Hyperparameters(**params)
+    with pytest.raises(ValidationError, match="nesterov"):
+        JobSpec.model_validate({**MINIMAL, "hyperparameters": params})
+
+
+def test_nesterov_with_sgd_momentum_is_valid():
+    hp = Hyperparameters(optimizer="sgd", nesterov=True, momentum=0.9)
+    assert hp.nesterov and hp.optimizer == "sgd"
+
+
+def test_wrong_types_are_rejected():
+    for field, value in [("epochs", "two"), ("epochs", 2.5), ("nesterov", "maybe"),
+                         ("lr", "fast")]:
+        with pytest.raises(ValidationError) as excinfo:
+            Hyperparameters(**{field: value})
+        assert error_locs(excinfo) == [(field,)]
+
+
+def test_name_is_bounded():
+    assert JobSpec(**MINIMAL, name="x" * 200).name == "x" * 200
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(**MINIMAL, name="x" * 201)
+    assert error_locs(excinfo) == [("name",)]

@@ -1,0 +1,63 @@
+"""The job state machine: queued -> running -> succeeded | failed | cancelled."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from core.states import ALLOWED, TERMINAL, InvalidTransition, JobStatus, check_transition
+
+S = JobStatus
+EDGES = {
+    (S.queued, S.running), (S.queued, S.failed), (S.queued, S.cancelled),
+    (S.running, S.succeeded), (S.running, S.failed), (S.running, S.cancelled),
+}
+ALL_PAIRS = list(itertools.product(JobStatus, JobStatus))
+
+
+def test_the_five_states():
+    assert [s.value for s in JobStatus] == ["queued", "running", "succeeded", "failed",
+                                           "cancelled"]
+    assert TERMINAL == {S.succeeded, S.failed, S.cancelled}
+    assert [s for s in JobStatus if s.is_terminal] == [S.succeeded, S.failed, S.cancelled]
+    assert not S.queued.is_terminal and not S.running.is_terminal
+
+
+@pytest.mark.parametrize("current, target", sorted(EDGES), ids=lambda s: s.value)
+def test_allowed_edges_pass(current, target):
+    assert check_transition(current, target) is None
+
+
+@pytest.mark.parametrize("current, target",
+                         [pair for pair in ALL_PAIRS if pair not in EDGES],
+                         ids=lambda s: s.value)
+def test_every_other_transition_is_invalid(current, target):
+    with pytest.raises(InvalidTransition) as excinfo:
+        check_transition(current, target)
+    assert excinfo.value.current is current and excinfo.value.target is target
+    assert str(excinfo.value) == f"job is {current.value}; it cannot become {target.value}"
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL), ids=lambda s: s.value)
+def test_leaving_a_terminal_state_raises(terminal):
+    for target in JobStatus:
+        with pytest.raises(InvalidTransition):
+            check_transition(terminal, target)
+
+
+def test_queued_cannot_jump_to_succeeded():
+    with pytest.raises(InvalidTransition, match="job is queued; it cannot become succeeded"):
+        check_transition(S.queued, S.succeeded)
+
+
+def test_no_self_loops_and_the_table_matches():
+    for status in JobStatus:
+        with pytest.raises(InvalidTransition):
+            check_transition(status, status)
+    assert {(a, b) for a, targets in ALLOWED.items() for b in targets} == EDGES
+
+
+def test_string_values_compare_as_statuses():
+    # the DB stores plain strings; JobStatus is a str enum so both sides compare
+    check_transition(JobStatus("queued"), JobStatus("running"))
+    assert S.running == "running"
