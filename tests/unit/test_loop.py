@@ -305,6 +305,24 @@ def test_same_seed_gives_identical_runs_and_another_seed_differs():
     assert first[1] != other[1]
 
 
+def test_shuffle_order_comes_from_the_seed_alone():
+    """Same initial weights, different hp.seed: only the data order differs, and it shows."""
+    dataset = make_dataset(60, 20)
+
+    def losses(seed: int, rng_noise: int | None = None) -> list[float]:
+        torch.manual_seed(0)
+        model = tiny_model(dataset)
+        if rng_noise is not None:
+            torch.manual_seed(rng_noise)  # the global RNG must not pick the order
+        rep = RecordingReporter()
+        fit(model, dataset, hp(epochs=2, batch_size=4, log_every=1, seed=seed, lr=0.05), CPU,
+            rep, NEVER)
+        return [p.value for p in rep.named("loss")]
+
+    assert losses(1) == losses(1, rng_noise=123)
+    assert losses(1) != losses(2)
+
+
 # ---- optimizers, losses, schedulers --------------------------------------------------------
 
 OPTIMIZERS = {
