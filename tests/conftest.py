@@ -24,24 +24,34 @@ def pg_url(dbname: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + dbname
 
 
-def create_database(prefix: str = "trainhub_test") -> str:
+def create_database(prefix: str = "trainhub_test", name: str | None = None) -> str:
     """A new empty Postgres database; dropped when the session ends. Returns its URL."""
     import psycopg
 
-    name = f"{prefix}_{_RUN_ID}_{len(_created_databases)}"
+    name = name or f"{prefix}_{_RUN_ID}_{len(_created_databases)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     _created_databases.append(name)
     return pg_url(name)
 
 
+MAIN_DATABASE = f"trainhub_test_{_RUN_ID}_main"
+
+
 def pytest_configure(config):
     data_dir = tempfile.mkdtemp(prefix="trainhub-test-")
     os.environ["TRAINHUB_DATA_DIR"] = data_dir
-    os.environ["TRAINHUB_DATABASE_URL"] = create_database()
+    # Named now, created only if a collected test needs Postgres (unit tests do not).
+    os.environ["TRAINHUB_DATABASE_URL"] = pg_url(MAIN_DATABASE)
     os.environ["TRAINHUB_BROKER_URL"] = f"{REDIS_BASE}/{BROKER_DB}"
     os.environ["TRAINHUB_REDIS_URL"] = f"{REDIS_BASE}/{EVENTS_DB}"
     os.environ["TRAINHUB_ALLOW_DOWNLOAD"] = "false"
+
+
+def pytest_collection_finish(session):
+    unit = os.path.join("tests", "unit") + os.sep
+    if any(unit not in str(item.path) for item in session.items):
+        create_database(name=MAIN_DATABASE)
 
 
 def pytest_unconfigure(config):
@@ -53,6 +63,8 @@ def pytest_unconfigure(config):
         reset_engine()
     except Exception:
         pass
+    if not _created_databases:
+        return
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         for name in _created_databases:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

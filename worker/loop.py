@@ -75,8 +75,10 @@ def make_scheduler(optimizer, hp, total_steps: int):
     if hp.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hp.epochs), False
     if hp.scheduler == "onecycle":
+        # cycle_momentum=False: keep the momentum (or Adam's beta1) the job asked for.
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
-                                                   total_steps=total_steps), True
+                                                   total_steps=total_steps,
+                                                   cycle_momentum=False), True
     return None, False
 
 
@@ -107,6 +109,7 @@ def train_one_epoch(model: nn.Module, train: Split, mean: torch.Tensor, std: tor
     epoch_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
+    lr_used = optimizer.param_groups[0]["lr"]
     next_check = time.monotonic() + check_every_s
     started = time.perf_counter()
     for batch, (inputs, labels) in enumerate(batches(train, hp.batch_size, mean, std,
@@ -115,6 +118,7 @@ def train_one_epoch(model: nn.Module, train: Split, mean: torch.Tensor, std: tor
         outputs = model(inputs)
         loss = criterion(outputs, labels)
         loss.backward()
+        lr_used = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
         optimizer.step()
         if batch_scheduler is not None:
             batch_scheduler.step()
@@ -139,6 +143,7 @@ def train_one_epoch(model: nn.Module, train: Split, mean: torch.Tensor, std: tor
         "train_loss": epoch_loss.item() / max(seen, 1),
         "train_accuracy": correct.item() / max(seen, 1),
         "samples_per_second": seen / seconds if seconds > 0 else 0.0,
+        "lr": lr_used,  # what the epoch's last mini-batch was trained with
     }
     return step, epoch_metrics, False
 
@@ -183,7 +188,6 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         if stopped:
             reporter.progress(epoch - 1, step, total_steps)
             return FitResult(epoch - 1, step, True, final)
-        epoch_metrics["lr"] = optimizer.param_groups[0]["lr"]
         epoch_metrics["eval_loss"], epoch_metrics["eval_accuracy"] = evaluate(
             model, test, mean, std, criterion, hp.batch_size)
         if val is not None:

@@ -417,11 +417,12 @@ def test_onecycle_steps_per_batch_and_ends_near_zero():
     expected = []
     for _ in range(epochs):
         for _ in range(per_epoch):
+            used = reference_opt.param_groups[0]["lr"]  # the rate this batch trains with
             reference_opt.step()
             reference.step()
-        expected.append(reference_opt.param_groups[0]["lr"])
+        expected.append(used)
     assert got == pytest.approx(expected)
-    # the value after the last batch's step: one step past the schedule's end, still ~0
+    # the rate the very last mini-batch used: the schedule's end, ~lr / 25 / 1e4
     assert got[-1] < lr * 1e-3
     assert max(got) <= lr and got[1] > got[-1] and got[0] > lr / 25  # up from lr/25, then down
 
@@ -525,3 +526,22 @@ def test_lenet_learns_digits(tmp_path):
     assert loss[-1].value < loss[0].value
     assert result.final_metrics["eval_accuracy"] >= 0.90
     assert result.final_metrics["train_accuracy"] >= 0.85
+
+
+@pytest.mark.parametrize("optimizer, key, value", [("sgd", "momentum", 0.0),
+                                                   ("sgd", "momentum", 0.5),
+                                                   ("adam", "betas", (0.9, 0.999))])
+def test_onecycle_keeps_the_momentum_the_job_asked_for(optimizer, key, value):
+    from core.jobspec import Hyperparameters
+
+    params = dict(optimizer=optimizer, scheduler="onecycle", lr=0.1, epochs=2)
+    if key == "momentum":
+        params["momentum"] = value
+    hp = Hyperparameters(**params)
+    opt = make_optimizer(nn.Linear(2, 2), hp)
+    sched, per_batch = make_scheduler(opt, hp, total_steps=10)
+    assert per_batch
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        assert opt.param_groups[0][key] == value
