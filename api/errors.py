@@ -52,3 +52,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, database_unavailable)
     app.add_exception_handler(DBAPIError, database_unavailable)
     app.add_exception_handler(Exception, unexpected)
+
+
+def field_error(field: str, msg: str, status: int = 422):
+    """An HTTPException shaped like request-validation errors, for checks made in handlers."""
+    from fastapi import HTTPException
+
+    return HTTPException(status, [{"field": field, "msg": msg, "type": "value_error",
+                                   "loc": ["body", *field.split(".")]}])

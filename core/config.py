@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     cancel_check_seconds: float = Field(2.0, gt=0)
     events_ttl_seconds: int = Field(24 * 3600, ge=60)
     queue: str = "trainhub"
+    # Checkpoints kept per job besides `best` (the newest ones).
+    checkpoint_keep: int = Field(3, ge=1)
+    # /predict limits: bytes per image, decoded pixels per image, images per request.
+    predict_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    predict_max_pixels: int = Field(64_000_000, ge=1)
+    predict_max_images: int = Field(64, ge=1)
+    # Trained models held in the API process for /predict (least recently used leave).
+    predict_cache_size: int = Field(8, ge=1)
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -32,6 +32,16 @@ class Hyperparameters(BaseModel):
         return self
 
 
+class InitFrom(BaseModel):
+    """Start from another job's weights (fine-tuning); the optimizer starts fresh."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(pattern="^[0-9a-f]{32}$")
+    checkpoint: str = Field("best", pattern="^(latest|best|[0-9]{1,6})$",
+                            description="latest, best or an epoch number")
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +50,7 @@ class JobSpec(BaseModel):
     dataset: str
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    init_from: InitFrom | None = None
 
     @field_validator("model")
     @classmethod

@@ -63,6 +63,11 @@ def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
             Split(train.images[val_idx], train.labels[val_idx]))
 
 
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1] -> per-channel standardised: training and /predict alike."""
+    return images.float().div_(255).sub_(mean).div_(std)
+
+
 def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
             generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised float batches; shuffled when a generator is given (the last may be short)."""
@@ -77,7 +82,7 @@ def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor
         else:
             idx = order[start:start + batch_size]
             images, labels = split.images[idx], split.labels[idx]
-        yield images.float().div_(255).sub_(mean).div_(std), labels
+        yield normalize(images, mean, std), labels
 
 
 def num_batches(n: int, batch_size: int) -> int:

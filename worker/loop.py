@@ -5,7 +5,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,19 @@ class NullReporter:
 
     def should_stop(self) -> bool:
         return False
+
+
+@dataclass
+class EpochEnd:
+    """The training state at the end of an epoch, handed to on_epoch_end (checkpointing)."""
+
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator
 
 
 @dataclass
@@ -165,7 +178,8 @@ def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tens
 
 
 def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
-        reporter: Reporter, check_every_s: float = 2.0) -> FitResult:
+        reporter: Reporter, check_every_s: float = 2.0,
+        on_epoch_end: Callable[[EpochEnd], None] | None = None) -> FitResult:
     """Train for hp.epochs, evaluating on test (and validation) after each epoch."""
     train, val = split_validation(dataset.train, hp.validation_fraction, hp.seed)
     train, test = train.to(device), dataset.test.to(device)
@@ -198,6 +212,9 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         final = {k: v for k, v in epoch_metrics.items() if math.isfinite(v)}
         reporter.metrics([Metric(name, epoch, per_epoch, step, value)
                           for name, value in epoch_metrics.items()])
+        if on_epoch_end is not None:
+            on_epoch_end(EpochEnd(epoch, step, dict(epoch_metrics), model, optimizer, scheduler,
+                                  generator))
         reporter.progress(epoch, step, total_steps)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in epoch_metrics.items()))
     return FitResult(hp.epochs, step, False, final)

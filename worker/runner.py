@@ -6,13 +6,16 @@ import logging
 import torch
 
 import models
+from core import checkpoints as ckpt
 from core import events, jobs
+from core.artifacts import get_store
 from core.config import get_settings
 from core.db import session_scope
 from core.jobspec import Hyperparameters
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
-from worker.data import DatasetUnavailable, load_dataset
+from worker.checkpoints import CheckpointWriter
+from worker.data import DatasetUnavailable, ImageDataset, load_dataset
 from worker.loop import fit, resolve_device
 from worker.sink import JobReporter
 
@@ -43,15 +46,20 @@ def run(job_id: str, worker_name: str) -> str:
                                     "worker": worker_name, "device": str(device)})
     log.info("job %s: running on %s (%s)", job_id, device, worker_name)
     reporter = JobReporter(job_id, settings, redis_client)
+    store = get_store()
     try:
         hp = Hyperparameters(**spec["hyperparameters"])
         torch.manual_seed(hp.seed)
         dataset = load_dataset(spec["dataset"], settings.resolved_dataset_root,
                                settings.cache_dir, settings.allow_download)
         model = models.build(spec["model"], dataset.shape, len(dataset.classes))
-        result = fit(model, dataset, hp, device, reporter, settings.cancel_check_seconds)
+        if spec.get("init_from"):
+            load_initial_weights(model, spec, dataset, store)
+        writer = CheckpointWriter(job_id, spec, dataset, store, settings.checkpoint_keep)
+        result = fit(model, dataset, hp, device, reporter, settings.cancel_check_seconds,
+                     on_epoch_end=writer)
         reporter.flush()
-    except DatasetUnavailable as exc:
+    except (DatasetUnavailable, JobInputError) as exc:
         return _finish(job_id, JobStatus.failed, redis_client, settings, error=str(exc))
     except Exception as exc:
         log.exception("job %s failed", job_id)
@@ -66,6 +74,34 @@ def run(job_id: str, worker_name: str) -> str:
         raise
     status = JobStatus.cancelled if result.stopped else JobStatus.succeeded
     return _finish(job_id, status, redis_client, settings, final_metrics=result.final_metrics)
+
+
+class JobInputError(Exception):
+    """Something the job asked for cannot be used; the message is for the user."""
+
+
+def load_initial_weights(model, spec: dict, dataset: ImageDataset, store) -> None:
+    """init_from: copy another job's checkpointed weights into the new model."""
+    source = spec["init_from"]
+    with session_scope() as session:
+        source_job = session.get(Job, source["job_id"])
+        row = ckpt.resolve(session, source["job_id"], source_job.spec, source["checkpoint"]) \
+            if source_job else None
+    if row is None:
+        raise JobInputError(f"init_from: job {source['job_id']} has no checkpoint "
+                            f"{source['checkpoint']!r}")
+    try:
+        with store.open(row.storage_key) as f:
+            blob = ckpt.load(f)
+    except (ckpt.CheckpointError, OSError) as exc:
+        raise JobInputError(f"init_from: {exc}") from None
+    target = {"name": spec["model"], "input_shape": list(dataset.shape),
+              "num_classes": len(dataset.classes)}
+    mismatch = ckpt.architecture_mismatch(blob["architecture"], target)
+    if mismatch:
+        raise JobInputError(f"init_from: {mismatch}")
+    model.load_state_dict(blob["model_state"])
+    log.info("initialised from job %s epoch %d", source["job_id"], row.epoch)
 
 
 def _finish(job_id: str, status: JobStatus, redis_client, settings, error: str | None = None,

@@ -11,9 +11,12 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import and_, or_, select
 
 from api.deps import JobDep, SessionDep
+from api.errors import field_error
 from api.schemas import JobList, JobPublic
 from core import jobs
-from core.catalog import steps_per_epoch
+from core import checkpoints as ckpt
+from core.artifacts import get_store, job_prefix
+from core.catalog import BUILTIN_DATASETS, steps_per_epoch
 from core.jobspec import JobSpec
 from core.states import JobStatus
 from core.tables import Job
@@ -35,8 +38,30 @@ def enqueue(job_id: str) -> None:
         raise BrokerUnavailable(str(exc)) from exc
 
 
+def check_init_from(session, spec: JobSpec) -> None:
+    """init_from must name a checkpoint that exists, of the same architecture."""
+    source = spec.init_from
+    source_job = session.get(Job, source.job_id)
+    if source_job is None:
+        raise field_error("init_from.job_id", f"no job {source.job_id}")
+    if ckpt.resolve(session, source.job_id, source_job.spec, source.checkpoint) is None:
+        raise field_error("init_from.checkpoint", f"job {source.job_id} has no checkpoint "
+                          f"{source.checkpoint!r} (yet); see GET /jobs/{source.job_id}/checkpoints")
+    mismatch = ckpt.architecture_mismatch(architecture(source_job.model, source_job.dataset),
+                                          architecture(spec.model, spec.dataset))
+    if mismatch:
+        raise field_error("init_from", f"architectures don't match: {mismatch}")
+
+
+def architecture(model: str, dataset: str) -> dict:
+    info = BUILTIN_DATASETS[dataset]
+    return {"name": model, "input_shape": list(info.shape), "num_classes": len(info.classes)}
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
 def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPublic:
+    if spec.init_from is not None:
+        check_init_from(session, spec)
     resolved = spec.resolved()
     hp = spec.hyperparameters
     job = jobs.create_job(session, resolved)
@@ -104,3 +129,29 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     updated = jobs.request_cancel(session, job.id)
     session.commit()
     return JobPublic.from_row(updated)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(job: JobDep, session: SessionDep) -> Response:
+    """A finished job goes with its metrics, checkpoints and artifacts; 409 while it runs."""
+    if not JobStatus(job.status).is_terminal:
+        raise HTTPException(409, f"job is {job.status}; cancel it and wait for it to end first")
+    job_id = job.id
+    session.delete(job)  # metric points and checkpoint rows go by ON DELETE CASCADE
+    session.commit()
+    get_store().delete_prefix(job_prefix(job_id))
+    drop_event_stream(job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def drop_event_stream(job_id: str) -> None:
+    from core import events
+    from core.config import get_settings
+
+    url = get_settings().redis_url
+    if not url:
+        return
+    try:
+        events.connect(url).delete(events.stream_key(job_id))
+    except Exception as exc:  # it expires on its own within a day
+        log.warning("job %s: could not delete its event stream: %s", job_id, exc)

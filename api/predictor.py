@@ -1,0 +1,107 @@
+"""Models for /predict: decoded from checkpoints once, kept in a bounded LRU cache."""
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+import models
+from core import checkpoints as ckpt
+from core.artifacts import ArtifactStore
+from worker.data import normalize
+
+
+class NotAnImage(Exception):
+    pass
+
+
+class ImageTooLarge(Exception):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    classes: list[str]
+    shape: tuple[int, int, int]
+    mean: torch.Tensor
+    std: torch.Tensor
+    epoch: int
+
+
+def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Image:
+    """Open an upload with Pillow; the pixel count is checked before anything is decoded."""
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, Image.DecompressionBombError):
+            raise ImageTooLarge(f"{name}: {exc}") from None
+        raise NotAnImage(f"{name} is not an image Pillow can read") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{name} is {width}x{height} = {width * height} pixels; "
+                            f"the limit is {max_pixels}")
+    try:
+        image.load()
+    except Exception:
+        raise NotAnImage(f"{name} could not be decoded (truncated or corrupt)") from None
+    return image
+
+
+def to_tensor(image: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 (C, H, W) as the job's data was stored: its channels and its size."""
+    channels, height, width = shape
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return array.view(height, width, -1).permute(2, 0, 1).contiguous()
+
+
+class Predictor:
+    def __init__(self, store: ArtifactStore, capacity: int):
+        self.store, self.capacity = store, capacity
+        self._cache: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str, storage_key: str, sha256: str) -> LoadedModel:
+        key = (storage_key, sha256)  # a rewritten file has a new hash: never serve a stale one
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        loaded = self._load(storage_key)
+        with self._lock:
+            self._cache[key] = loaded
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return loaded
+
+    def _load(self, storage_key: str) -> LoadedModel:
+        with self.store.open(storage_key) as f:
+            blob = ckpt.load(f)
+        arch = blob["architecture"]
+        shape = tuple(arch["input_shape"])
+        model = models.build(arch["name"], shape, arch["num_classes"])
+        model.load_state_dict(blob["model_state"])
+        model.eval()
+        norm = blob["normalization"]
+        return LoadedModel(model, list(blob["classes"]), shape,  # type: ignore[arg-type]
+                           torch.tensor(norm["mean"]).view(1, -1, 1, 1),
+                           torch.tensor(norm["std"]).view(1, -1, 1, 1), blob["epoch"])
+
+    @staticmethod
+    def predict(loaded: LoadedModel, images: list[Image.Image], top_k: int) -> list[list[dict]]:
+        """Top-k classes per image, all images in one forward pass."""
+        batch = torch.stack([to_tensor(im, loaded.shape) for im in images])
+        with torch.inference_mode():
+            probs = torch.softmax(loaded.model(normalize(batch, loaded.mean, loaded.std)), dim=1)
+            values, indices = probs.topk(top_k, dim=1)
+        return [[{"label": loaded.classes[i], "index": i, "probability": p}
+                 for p, i in zip(vals.tolist(), idxs.tolist())]
+                for vals, idxs in zip(values, indices)]
