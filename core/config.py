@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     # Checkpoints kept per job besides `best` (the newest ones).
     checkpoint_keep: int = Field(3, ge=1)
     # /predict limits: bytes per image, decoded pixels per image, images per request.
-    predict_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    predict_max_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     predict_max_pixels: int = Field(64_000_000, ge=1)
     predict_max_images: int = Field(64, ge=1)
     # Trained models held in the API process for /predict (least recently used leave).

@@ -117,3 +117,13 @@ def env_with(**overrides: str | None) -> dict[str, str]:
             env[key] = value
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def shared_dir() -> Path:
+    """The project's shared/ folder (datasets): beside the checkout, as CI places it."""
+    candidates = [os.environ.get("TRAINHUB_SHARED_DIR"), REPO.parent / "shared", "/work/shared"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "datasets").is_dir():
+            return Path(candidate)
+    raise FileNotFoundError("shared/datasets not found beside the checkout; set "
+                            "TRAINHUB_SHARED_DIR to the folder holding datasets/")

@@ -3,16 +3,13 @@ processes started at the same moment on an empty database."""
 from __future__ import annotations
 
 import json
-import uuid
-
 import httpx
 import psycopg
 import pytest
 import redis
 
 from core.events import stream_key
-from tests.conftest import create_database
-from tests.procs import Proc, env_with, free_port, start_worker, wait_http, wait_status, wait_until
+from tests.procs import wait_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -20,27 +17,6 @@ ACCEPTANCE_JOB = {"model": "lenet", "dataset": "digits",
                   "hyperparameters": {"epochs": 3, "batch_size": 4, "optimizer": "adam",
                                       "lr": 0.001, "log_every": 100}}
 LONG_JOB = {"model": "lenet", "dataset": "fake", "hyperparameters": {"epochs": 500, "log_every": 25}}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("distributed")
-    db_url = create_database("trainhub_dist")
-    env = env_with(TRAINHUB_DATABASE_URL=db_url, TRAINHUB_DATA_DIR=str(tmp / "data"),
-                   TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
-                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5")
-    port = free_port()
-    # Both at once, on an empty database: each migrates under the advisory lock.
-    api = Proc(["api", "--port", str(port)], env, tmp / "api.log")
-    worker = Proc(["worker", "--name", "w1@test"], env, tmp / "worker.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base, api)
-        worker.wait_for_log(" ready.")
-        yield {"base": base, "db_url": db_url, "env": env, "tmp": tmp, "worker": worker}
-    finally:
-        api.stop()
-        worker.stop()
 
 
 def submit(base: str, body: dict) -> dict:

@@ -1,0 +1,33 @@
+"""One distributed stack for the end-to-end tests: Postgres + Redis broker + Redis events,
+API and one worker as separate processes, started at the same moment on an empty database."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import create_database
+from tests.procs import Proc, env_with, free_port, wait_http
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distributed")
+    db_url = create_database("trainhub_dist")
+    env = env_with(TRAINHUB_DATABASE_URL=db_url, TRAINHUB_DATA_DIR=str(tmp / "data"),
+                   TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
+                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5")
+    port = free_port()
+    # Both at once, on an empty database: each migrates under the advisory lock.
+    api = Proc(["api", "--port", str(port)], env, tmp / "api.log")
+    worker = Proc(["worker", "--name", "w1@test"], env, tmp / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base, api)
+        worker.wait_for_log(" ready.")
+        yield {"base": base, "db_url": db_url, "env": env, "tmp": tmp, "worker": worker}
+    finally:
+        api.stop()
+        worker.stop()
+
+
