@@ -119,6 +119,47 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds the whole machine has been busy (all cores, /proc/stat)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores kept busy over a phase: the API process, the rest of the server (idle worker,
+    `up`), this benchmark process (clients), and everything else on the machine."""
+
+    def __init__(self, server: "Server"):
+        self.server = server
+
+    def __enter__(self) -> "CpuMeter":
+        self.t0, self.bench0 = time.perf_counter(), time.process_time()
+        self.server0, self.machine0 = self.server.cpu_seconds(), machine_busy_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self.t0
+        server1 = self.server.cpu_seconds()
+        bench = (time.process_time() - self.bench0) / wall
+        rest = (server1["rest"] - self.server0["rest"]) / wall
+        api = (None if server1["api"] is None or self.server0["api"] is None
+               else (server1["api"] - self.server0["api"]) / wall)
+        machine = (machine_busy_seconds() - self.machine0) / wall
+        self.cores = {"api": api, "server_rest": rest, "bench": bench, "machine": machine,
+                      "other": max(0.0, machine - bench - rest - (api or 0.0))}
+
+
+def cpu_note(cores: dict | None) -> str:
+    if not cores:
+        return ""
+    api = "?" if cores["api"] is None else f"{cores['api']:.2f}"
+    return (f"CPU cores busy during the run: API process {api}, idle worker and `up` "
+            f"{cores['server_rest']:.2f}, benchmark clients {cores['bench']:.2f}, other "
+            f"processes on the machine {cores['other']:.2f} (of {os.cpu_count()}).")
+
+
 class Server:
     """`trainhub up` on a free port with a fresh data dir; stopped with SIGINT to its group."""
 
@@ -176,6 +217,15 @@ class Server:
             if "core.cli" in argv and "api" in argv:
                 return pid
         return None
+
+    def cpu_seconds(self) -> dict:
+        """CPU seconds used so far by the API process and by the rest of `up` (the idle
+        worker and its pool, `up` itself)."""
+        rest = 0.0
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+            if pid != self.api_pid:
+                rest += cpu_seconds(pid) or 0.0
+        return {"api": cpu_seconds(self.api_pid) if self.api_pid else None, "rest": rest}
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -319,7 +369,8 @@ def summary(values) -> dict:
             "max": float(np.max(values))}
 
 
-def run_latency(base, job_id, pngs, labels, n, warmup, progress) -> tuple[dict, Stats]:
+def run_latency(server, job_id, pngs, labels, n, warmup, progress) -> tuple[dict, Stats]:
+    base = server.base
     stats = Stats()
     first_ms = None
     with new_client(base) as client:
@@ -331,19 +382,21 @@ def run_latency(base, job_id, pngs, labels, n, warmup, progress) -> tuple[dict, 
             if i == 0:
                 first_ms = s.client_ms
         step = max(1, n // 5)
-        for i in range(n):
-            k = (warmup + i) % len(pngs)
-            stats.samples.append(predict(client, job_id, [pngs[k]], [labels[k]]))
-            if (i + 1) % step == 0 or i + 1 == n:
-                progress(f"latency: {i + 1}/{n} requests")
+        with CpuMeter(server) as meter:
+            for i in range(n):
+                k = (warmup + i) % len(pngs)
+                stats.samples.append(predict(client, job_id, [pngs[k]], [labels[k]]))
+                if (i + 1) % step == 0 or i + 1 == n:
+                    progress(f"latency: {i + 1}/{n} requests")
     ok = [s for s in stats.samples if not s.error]
     return {"requests": n, "warmup": warmup, "first_request_ms": first_ms,
             "server_ms": summary([s.server_ms for s in ok]),
-            "client_ms": summary([s.client_ms for s in ok])}, stats
+            "client_ms": summary([s.client_ms for s in ok]), "cpu_cores": meter.cores}, stats
 
 
-def run_throughput(base, job_id, pngs, labels, clients, duration, progress,
-                   api_pid) -> tuple[dict, Stats]:
+def run_throughput(server, job_id, pngs, labels, clients, duration, progress
+                   ) -> tuple[dict, Stats]:
+    base = server.base
     per_client: list[list[Sample]] = [[] for _ in range(clients)]
     ready, go = threading.Barrier(clients + 1), threading.Event()
     deadline = [0.0]
@@ -377,8 +430,7 @@ def run_throughput(base, job_id, pngs, labels, clients, duration, progress,
         ready.wait(timeout=120)
     except threading.BrokenBarrierError:
         raise RuntimeError(f"throughput clients failed to start: {failures!r}") from None
-    cpu0 = time.process_time()
-    api0 = cpu_seconds(api_pid) if api_pid else None
+    meter = CpuMeter(server).__enter__()
     t0 = time.perf_counter()
     deadline[0] = t0 + duration
     go.set()
@@ -394,8 +446,7 @@ def run_throughput(base, job_id, pngs, labels, clients, duration, progress,
         if now - t0 > duration + 120:
             raise RuntimeError("throughput clients did not finish 120 s after the deadline")
     wall = time.perf_counter() - t0
-    cpu_client = time.process_time() - cpu0
-    api1 = cpu_seconds(api_pid) if api_pid else None
+    meter.__exit__(None, None, None)
     if failures:
         raise RuntimeError(f"throughput clients failed: {failures!r}")
     stats = Stats([s for c in per_client for s in c])
@@ -407,9 +458,7 @@ def run_throughput(base, job_id, pngs, labels, clients, duration, progress,
             "client_ms": summary([s.client_ms for s in ok]),
             "server_ms": summary([s.server_ms for s in ok]),
             "per_client_requests": [len(c) for c in per_client],
-            "cpu_cores_busy_bench": cpu_client / wall,
-            "cpu_cores_busy_api": None if api0 is None or api1 is None
-            else (api1 - api0) / wall}, stats
+            "cpu_cores": meter.cores}, stats
 
 
 def run_batch(base, job_id, pngs, labels, size, repeats, progress) -> tuple[dict, Stats]:
@@ -442,11 +491,10 @@ def run(args, progress) -> dict:
              f"bytes on average); options {opts}")
     with Server(progress, keep_data=args.keep_data) as server:
         job = train(server.base, progress)
-        latency, lat_stats = run_latency(server.base, job["id"], pngs, labels,
+        latency, lat_stats = run_latency(server, job["id"], pngs, labels,
                                          opts["requests"], opts["warmup"], progress)
-        throughput, thr_stats = run_throughput(server.base, job["id"], pngs, labels,
-                                               opts["clients"], opts["duration"], progress,
-                                               server.api_pid)
+        throughput, thr_stats = run_throughput(server, job["id"], pngs, labels,
+                                               opts["clients"], opts["duration"], progress)
         batch, batch_stats = run_batch(server.base, job["id"], pngs, labels,
                                        opts["batch_size"], opts["batch_repeats"], progress)
 
@@ -477,10 +525,6 @@ def markdown(r: dict) -> str:
     def row(name, s):
         return f"| {name} | {f(s['p50'])} | {f(s['p90'])} | {f(s['p99'])} | {f(s['mean'])} |"
 
-    busy = ""
-    if thr["cpu_cores_busy_api"] is not None:
-        busy = (f" CPU busy during the run: API process {thr['cpu_cores_busy_api']:.2f} cores, "
-                f"benchmark clients {thr['cpu_cores_busy_bench']:.2f} cores (same machine).")
     per_client = thr["per_client_requests"]
     return "\n".join([
         "Model: LeNet trained by the benchmark through the API (`POST /jobs` "
@@ -500,7 +544,7 @@ def markdown(r: dict) -> str:
         row("client (wall, request → response read)", lat["client_ms"]),
         "",
         f"First request after training (loads the checkpoint into the API process): "
-        f"{f(lat['first_request_ms'])} ms client time.",
+        f"{f(lat['first_request_ms'])} ms client time. {cpu_note(lat['cpu_cores'])}",
         "",
         f"### Throughput: {thr['clients']} concurrent clients, {thr['duration_s']:g} s",
         "",
@@ -513,7 +557,7 @@ def markdown(r: dict) -> str:
         f"| {f(thr['server_ms']['p99'])} |",
         "",
         f"One image per request, so images/s = requests/s. Requests per client: "
-        f"{min(per_client)}–{max(per_client)}.{busy}",
+        f"{min(per_client)}–{max(per_client)}. {cpu_note(thr['cpu_cores'])}",
         "",
         f"### Batch: {bat['images']} images in one request, {bat['repeats']} requests "
         "(after 1 warm-up)",

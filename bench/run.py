@@ -88,6 +88,24 @@ def memory_gib() -> str:
     return "unknown"
 
 
+def cpu_times() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        values = [float(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def cores_busy(seconds: float = 2.0) -> float | None:
+    """How many cores the whole machine kept busy over `seconds` (before we start)."""
+    try:
+        busy0, total0 = cpu_times()
+        time.sleep(seconds)
+        busy1, total1 = cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy1 - busy0) / max(total1 - total0, 1e-9) * (os.cpu_count() or 1)
+
+
 def git_revision() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
@@ -129,6 +147,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "busy_before": cores_busy(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "git": git_revision(),
         "command": command_line(),
@@ -179,6 +198,8 @@ def render(info: dict, results: list[dict], quick: bool) -> str:
     if quick:
         lines += ["> **Quick run** (`--quick`): few requests and short durations; the "
                   "numbers are rough. Run `make bench` for the real figures.", ""]
+    busy = ("not measured" if info["busy_before"] is None else
+            f"{info['busy_before']:.2f} cores busy in the 2 s before the run")
     lines += ["## Machine", "", "| | |", "|---|---|",
               f"| CPU | {info['cpu']} |",
               f"| cores | {info['cores']} (available to the benchmark: "
@@ -187,6 +208,7 @@ def render(info: dict, results: list[dict], quick: bool) -> str:
               f"| OS | {info['os']} |",
               f"| Python | {info['python']} |",
               f"| torch | {info['torch']} ({info['torch_threads']} intra-op threads) |",
+              f"| other load | {busy} |",
               f"| date | {info['date']} |",
               f"| trainhub | git {info['git']} |",
               f"| command | `{info['command']}` |", ""]
@@ -220,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     progress(f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}; "
              f"benchmarks: {', '.join(selected)}{' (quick)' if args.quick else ''}")
+    if info["busy_before"] is not None and info["busy_before"] > 0.25:
+        progress(f"warning: the machine is already busy ({info['busy_before']:.2f} cores); "
+                 "other programs will slow the server and skew the numbers")
     results = []
     for name in selected:
         module = modules[name]
