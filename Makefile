@@ -30,8 +30,10 @@ test-fast: install services
 test-slow: install services
 	$(PY) -m pytest -m slow -q
 
-bench: install services
-	$(PY) bench/run.py
+# Embedded mode (SQLite, filesystem broker): needs no PostgreSQL or Redis. Rewrites
+# BENCHMARKS.md; `make bench BENCH_ARGS=--quick` for a short run, `--help` for the options.
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -1,14 +1,14 @@
-"""HTTP middleware: refuse oversized uploads before reading them; report server time."""
+"""HTTP middleware: cap upload bodies while they stream in; report server time."""
 from __future__ import annotations
 
 import time
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from core.config import get_settings
 
-# Multipart framing around the images: generous, the per-image checks are exact.
+# Multipart framing and form fields around the files: generous; per-file checks are exact.
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
@@ -16,16 +16,41 @@ def upload_limit(path: str) -> int | None:
     settings = get_settings()
     if path == "/predict":
         return settings.predict_max_bytes * settings.predict_max_images + _MULTIPART_OVERHEAD
+    if path == "/datasets":
+        return settings.dataset_max_upload_bytes + _MULTIPART_OVERHEAD
     return None
 
 
-async def reject_oversized_uploads(request: Request, call_next):
-    limit = upload_limit(request.url.path) if request.method == "POST" else None
-    length = request.headers.get("content-length")
-    if limit is not None and length and length.isdigit() and int(length) > limit:
-        return JSONResponse({"detail": f"request body is {length} bytes; the limit for "
-                                       f"{request.url.path} is {limit}"}, status_code=413)
-    return await call_next(request)
+class BodyLimit:
+    """413 for a body over the route's limit: at once from Content-Length, else while it
+    streams, so an upload without a length cannot fill the disk either."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        limit = (upload_limit(scope["path"])
+                 if scope["type"] == "http" and scope["method"] == "POST" else None)
+        if limit is None:
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            response = JSONResponse({"detail": f"request body is {int(length)} bytes; the limit "
+                                               f"for {scope['path']} is {limit}"}, status_code=413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                # FastAPI re-raises an HTTPException from body parsing as it is.
+                raise HTTPException(413, f"request body is over the limit for "
+                                         f"{scope['path']} ({limit} bytes)")
+            return message
+
+        await self.app(scope, counted_receive, send)
 
 
 async def server_timing(request: Request, call_next):

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, limits
-from api.routes import catalog, checkpoints, health, jobs, metrics, predict
+from api.routes import catalog, checkpoints, datasets, health, jobs, metrics, predict
 from core.db import upgrade_schema
 
 
@@ -20,10 +20,10 @@ def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
                   description="Training as a service for PyTorch.")
     for router in (jobs.router, metrics.router, checkpoints.router, predict.router,
-                   catalog.router, health.router):
+                   datasets.router, catalog.router, health.router):
         app.include_router(router)
     errors.install(app)
-    app.middleware("http")(limits.reject_oversized_uploads)
+    app.add_middleware(limits.BodyLimit)
     app.middleware("http")(limits.server_timing)
     return app
 

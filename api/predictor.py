@@ -13,6 +13,7 @@ import models
 from core import checkpoints as ckpt
 from core.artifacts import ArtifactStore
 from worker.data import normalize
+from worker.images import to_uint8
 
 
 class NotAnImage(Exception):
@@ -55,11 +56,9 @@ def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Ima
 def to_tensor(image: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
     """uint8 (C, H, W) as the job's data was stored: its channels and its size."""
     channels, height, width = shape
-    image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
-    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return array.view(height, width, -1).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(to_uint8(image, channels).copy())
 
 
 class Predictor:

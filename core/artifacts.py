@@ -10,7 +10,8 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Protocol
+from contextlib import contextmanager
+from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -29,9 +30,19 @@ class ArtifactStore(Protocol):
 
     def delete_prefix(self, prefix: str) -> None: ...
 
+    def save_stream(self, key: str, source: BinaryIO, max_bytes: int) -> int:
+        """Copy a stream in; TooLarge (and nothing stored) past max_bytes. Returns the size."""
+
+    def local_file(self, key: str) -> ContextManager[Path]:
+        """A local path holding the artifact for as long as the context lasts."""
+
+
+class TooLarge(Exception):
+    pass
+
 
 def check_key(key: str) -> str:
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
         raise ValueError(f"invalid artifact key {key!r}")
     return key
 
@@ -77,6 +88,25 @@ class LocalArtifactStore:
             tmp.unlink(missing_ok=True)
         return writer.size, writer.sha.hexdigest()
 
+    def save_stream(self, key: str, source: BinaryIO, max_bytes: int) -> int:
+        def copy(out) -> None:
+            copied = 0
+            while chunk := source.read(1 << 20):
+                copied += len(chunk)
+                if copied > max_bytes:
+                    raise TooLarge(f"more than {max_bytes} bytes")
+                out.write(chunk)
+
+        size, _ = self.save(key, copy)
+        return size
+
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        path = self.path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {key} is missing")
+        yield path
+
     def open(self, key: str) -> BinaryIO:
         return open(self.path(key), "rb")
 
@@ -111,3 +141,15 @@ def checkpoint_key(job_id: str, epoch: int) -> str:
 
 def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}"
+
+
+def dataset_prefix(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}"
+
+
+def dataset_upload_key(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/upload"
+
+
+def dataset_tensors_key(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/tensors.pt"

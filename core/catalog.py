@@ -50,13 +50,3 @@ DATASET_NAMES = tuple(BUILTIN_DATASETS)
 METRIC_NAMES = ("loss", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy",
                 "val_loss", "val_accuracy", "samples_per_second", "lr")
 
-
-def steps_per_epoch(dataset: str, batch_size: int, validation_fraction: float) -> int | None:
-    """Mini-batches per epoch of a built-in dataset (as the loop will count them)."""
-    info = BUILTIN_DATASETS.get(dataset)
-    if info is None:
-        return None
-    n = info.train_size
-    if validation_fraction > 0:
-        n -= max(1, int(round(n * validation_fraction)))
-    return -(-n // batch_size)

@@ -14,7 +14,8 @@ FORMAT = "trainhub.checkpoint"
 FORMAT_VERSION = 1
 REQUIRED = ("format", "format_version", "architecture", "model_state", "normalization",
             "classes", "epoch", "step")
-REF_PATTERN = re.compile(r"^(latest|best|[0-9]{1,6})$")
+REF_REGEX = r"^(latest|best|[0-9]{1,6})$"  # for pydantic (its regex's $ is the true end)
+REF_PATTERN = re.compile(r"^(latest|best|[0-9]{1,6})\Z")
 
 
 class CheckpointError(Exception):

@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.catalog import DATASET_NAMES
+from core.checkpoints import REF_REGEX
+from core.datasets import UPLOAD_ID
 from models import MODEL_NAMES
 
 
@@ -38,7 +40,7 @@ class InitFrom(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(pattern="^[0-9a-f]{32}$")
-    checkpoint: str = Field("best", pattern="^(latest|best|[0-9]{1,6})$",
+    checkpoint: str = Field("best", pattern=REF_REGEX,
                             description="latest, best or an epoch number")
 
 
@@ -62,8 +64,10 @@ class JobSpec(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value not in DATASET_NAMES:
-            raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASET_NAMES)}")
+        # An upload id is checked against the database by the API (it must be ready).
+        if value not in DATASET_NAMES and not UPLOAD_ID.match(value):
+            raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASET_NAMES)} "
+                             "or the id of an uploaded dataset")
         return value
 
     def resolved(self) -> dict:

@@ -99,3 +99,31 @@ class Checkpoint(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Dataset(Base):
+    """An uploaded dataset: the raw upload, then a materialised uint8 tensor file."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # processing | ready | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    source_filename: Mapped[str | None] = mapped_column(String(255))
+    upload_key: Mapped[str | None] = mapped_column(String(512))
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    options: Mapped[dict] = mapped_column(JSON)  # test_fraction, resize, channels
+    layout: Mapped[str | None] = mapped_column(String(32))  # split | single | npz
+    classes: Mapped[list | None] = mapped_column(JSON)
+    counts: Mapped[dict | None] = mapped_column(JSON)
+    shape: Mapped[list | None] = mapped_column(JSON)
+    mean: Mapped[list | None] = mapped_column(JSON)
+    std: Mapped[list | None] = mapped_column(JSON)
+    cache_key: Mapped[str | None] = mapped_column(String(512))
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

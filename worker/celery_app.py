@@ -10,6 +10,7 @@ from core.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "trainhub.run_job"
+PROCESS_DATASET_TASK = "trainhub.process_dataset"
 
 
 def celery_config(settings: Settings) -> dict:

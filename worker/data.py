@@ -98,11 +98,11 @@ def load_dataset(name: str, dataset_root: Path, cache_dir: Path,
     if info is None:
         raise DatasetUnavailable(f"unknown dataset {name!r}")
     if name == "fake":  # generated from a fixed seed: cheaper to make than to cache
-        return _finish(name, list(info.classes), *_load_fake(info))
+        return build_dataset(name, list(info.classes), *_load_fake(info))
     cache_file = cache_dir / f"{name}.pt"
     if cache_file.exists():
         try:
-            return _read_cache(name, cache_file)
+            return read_tensor_file(name, cache_file)
         except Exception as exc:  # a torn or foreign file: rebuild it
             log.warning("ignoring unreadable tensor cache %s: %s", cache_file, exc)
     if name == "digits":
@@ -110,17 +110,18 @@ def load_dataset(name: str, dataset_root: Path, cache_dir: Path,
         classes = list(info.classes)
     else:
         train, test, classes = _load_torchvision(info, dataset_root, allow_download)
-    dataset = _finish(name, classes, train, test)
-    _write_cache(dataset, cache_file)
+    dataset = build_dataset(name, classes, train, test)
+    write_tensor_file(dataset, cache_file)
     return dataset
 
 
-def _finish(name: str, classes: list[str], train: Split, test: Split) -> ImageDataset:
+def build_dataset(name: str, classes: list[str], train: Split, test: Split) -> ImageDataset:
     mean, std = channel_stats(train.images)
     return ImageDataset(name, classes, train, test, mean, std)
 
 
-def _read_cache(name: str, path: Path) -> ImageDataset:
+def read_tensor_file(name: str, path) -> ImageDataset:
+    """A dataset from the tensor file format (a path or an open binary file)."""
     blob = torch.load(path, weights_only=True)
     return ImageDataset(name, list(blob["classes"]),
                         Split(blob["train_images"], blob["train_labels"]),
@@ -128,12 +129,16 @@ def _read_cache(name: str, path: Path) -> ImageDataset:
                         list(blob["mean"]), list(blob["std"]))
 
 
-def _write_cache(dataset: ImageDataset, path: Path) -> None:
+def tensor_file_contents(dataset: ImageDataset) -> dict:
+    return {"classes": dataset.classes, "mean": dataset.mean, "std": dataset.std,
+            "train_images": dataset.train.images, "train_labels": dataset.train.labels,
+            "test_images": dataset.test.images, "test_labels": dataset.test.labels}
+
+
+def write_tensor_file(dataset: ImageDataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"classes": dataset.classes, "mean": dataset.mean, "std": dataset.std,
-                "train_images": dataset.train.images, "train_labels": dataset.train.labels,
-                "test_images": dataset.test.images, "test_labels": dataset.test.labels}, tmp)
+    torch.save(tensor_file_contents(dataset), tmp)
     os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
 
 

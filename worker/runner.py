@@ -7,7 +7,7 @@ import torch
 
 import models
 from core import checkpoints as ckpt
-from core import events, jobs
+from core import datasets, events, jobs
 from core.artifacts import get_store
 from core.config import get_settings
 from core.db import session_scope
@@ -15,7 +15,7 @@ from core.jobspec import Hyperparameters
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
 from worker.checkpoints import CheckpointWriter
-from worker.data import DatasetUnavailable, ImageDataset, load_dataset
+from worker.data import DatasetUnavailable, ImageDataset, load_dataset, read_tensor_file
 from worker.loop import fit, resolve_device
 from worker.sink import JobReporter
 
@@ -50,8 +50,7 @@ def run(job_id: str, worker_name: str) -> str:
     try:
         hp = Hyperparameters(**spec["hyperparameters"])
         torch.manual_seed(hp.seed)
-        dataset = load_dataset(spec["dataset"], settings.resolved_dataset_root,
-                               settings.cache_dir, settings.allow_download)
+        dataset = load_job_dataset(spec["dataset"], settings, store)
         model = models.build(spec["model"], dataset.shape, len(dataset.classes))
         if spec.get("init_from"):
             load_initial_weights(model, spec, dataset, store)
@@ -78,6 +77,20 @@ def run(job_id: str, worker_name: str) -> str:
 
 class JobInputError(Exception):
     """Something the job asked for cannot be used; the message is for the user."""
+
+
+def load_job_dataset(ref: str, settings, store) -> ImageDataset:
+    """A built-in by name (tensor cache after the first read), or a ready upload by id."""
+    if not datasets.is_upload_ref(ref):
+        return load_dataset(ref, settings.resolved_dataset_root, settings.cache_dir,
+                            settings.allow_download)
+    with session_scope() as session:
+        try:
+            view = datasets.resolve(session, ref)
+        except datasets.DatasetNotUsable as exc:
+            raise JobInputError(str(exc)) from None
+    with store.open(view.cache_key) as f:
+        return read_tensor_file(ref, f)
 
 
 def load_initial_weights(model, spec: dict, dataset: ImageDataset, store) -> None:

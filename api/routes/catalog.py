@@ -1,10 +1,8 @@
-"""What can be trained: models and datasets."""
+"""What can be trained: the models (datasets: api/routes/datasets.py)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from core.catalog import BUILTIN_DATASETS
-from core.config import get_settings
 from core.jobspec import Hyperparameters
 from models import MODELS
 
@@ -18,27 +16,3 @@ def list_models() -> dict:
                         "input": "any (channels, height, width); adapts to the dataset",
                         "default_hyperparameters": defaults} for m in MODELS.values()]}
 
-
-@router.get("/datasets")
-def list_datasets() -> dict:
-    settings = get_settings()
-    root = settings.resolved_dataset_root
-    out = []
-    for info in BUILTIN_DATASETS.values():
-        item = {"name": info.name, "description": info.description, "shape": list(info.shape),
-                "num_classes": len(info.classes), "classes": list(info.classes),
-                "counts": {"train": info.train_size, "test": info.test_size},
-                "source": "builtin"}
-        if info.folder:
-            folder = root / info.folder
-            present = all((folder / f).exists() or (folder / f"{f}.gz").exists()
-                          for f in info.files)
-            cached = (settings.cache_dir / f"{info.name}.pt").exists()
-            item["location"] = str(folder)
-            item["available"] = present or cached or settings.allow_download
-            item["status"] = ("ready" if present or cached else
-                              "downloads on first use" if settings.allow_download else "missing")
-        else:
-            item["available"], item["status"] = True, "ready"
-        out.append(item)
-    return {"datasets": out}

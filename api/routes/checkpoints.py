@@ -32,7 +32,7 @@ def list_checkpoints(job: JobDep, session: SessionDep) -> dict:
 
 def resolve_or_error(session, job, ref: str) -> Checkpoint:
     """The checkpoint a reference names; 404 for a bad reference or a missing epoch."""
-    if not ckpt.REF_PATTERN.match(ref):
+    if not ckpt.REF_PATTERN.fullmatch(ref):
         raise HTTPException(404, f"checkpoint {ref!r} not found: use latest, best or an epoch")
     row = ckpt.resolve(session, job.id, job.spec, ref)
     if row is None:

@@ -13,10 +13,9 @@ from sqlalchemy import and_, or_, select
 from api.deps import JobDep, SessionDep
 from api.errors import field_error
 from api.schemas import JobList, JobPublic
-from core import jobs
+from core import datasets, jobs
 from core import checkpoints as ckpt
 from core.artifacts import get_store, job_prefix
-from core.catalog import BUILTIN_DATASETS, steps_per_epoch
 from core.jobspec import JobSpec
 from core.states import JobStatus
 from core.tables import Job
@@ -38,35 +37,39 @@ def enqueue(job_id: str) -> None:
         raise BrokerUnavailable(str(exc)) from exc
 
 
-def check_init_from(session, spec: JobSpec) -> None:
+def check_init_from(session, spec: JobSpec, target: dict) -> None:
     """init_from must name a checkpoint that exists, of the same architecture."""
     source = spec.init_from
     source_job = session.get(Job, source.job_id)
     if source_job is None:
         raise field_error("init_from.job_id", f"no job {source.job_id}")
-    if ckpt.resolve(session, source.job_id, source_job.spec, source.checkpoint) is None:
+    row = ckpt.resolve(session, source.job_id, source_job.spec, source.checkpoint)
+    if row is None:
         raise field_error("init_from.checkpoint", f"job {source.job_id} has no checkpoint "
                           f"{source.checkpoint!r} (yet); see GET /jobs/{source.job_id}/checkpoints")
-    mismatch = ckpt.architecture_mismatch(architecture(source_job.model, source_job.dataset),
-                                          architecture(spec.model, spec.dataset))
+    try:
+        with get_store().open(row.storage_key) as f:
+            source_arch = ckpt.load(f)["architecture"]
+    except (ckpt.CheckpointError, OSError) as exc:
+        raise field_error("init_from.checkpoint", f"cannot be read: {exc}") from None
+    mismatch = ckpt.architecture_mismatch(source_arch, target)
     if mismatch:
         raise field_error("init_from", f"architectures don't match: {mismatch}")
 
 
-def architecture(model: str, dataset: str) -> dict:
-    info = BUILTIN_DATASETS[dataset]
-    return {"name": model, "input_shape": list(info.shape), "num_classes": len(info.classes)}
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
 def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPublic:
+    try:
+        view = datasets.resolve(session, spec.dataset)
+    except datasets.DatasetNotUsable as exc:
+        raise field_error("dataset", str(exc)) from None
     if spec.init_from is not None:
-        check_init_from(session, spec)
+        check_init_from(session, spec, datasets.architecture(spec.model, view))
     resolved = spec.resolved()
     hp = spec.hyperparameters
     job = jobs.create_job(session, resolved)
-    per_epoch = steps_per_epoch(spec.dataset, hp.batch_size, hp.validation_fraction)
-    job.total_steps = per_epoch * hp.epochs if per_epoch else None
+    job.total_steps = hp.epochs * datasets.steps_per_epoch(view, hp.batch_size,
+                                                             hp.validation_fraction)
     # Commit before enqueueing: a fast worker must find the row (Celery's "database
     # transactions" race).
     session.commit()

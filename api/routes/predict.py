@@ -28,7 +28,7 @@ def predict(
     image: Annotated[list[UploadFile], File(description="one or more images (any format and "
                                                         "mode Pillow reads)")],
     job_id: Annotated[str, Form()],
-    checkpoint: Annotated[str, Form(pattern=ckpt.REF_PATTERN.pattern,
+    checkpoint: Annotated[str, Form(pattern=ckpt.REF_REGEX,
                                     description="latest, best or an epoch")] = "best",
     top_k: Annotated[int, Form(ge=1)] = 5,
 ) -> dict:

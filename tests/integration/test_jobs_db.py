@@ -142,8 +142,8 @@ def test_many_processes_migrate_an_empty_database_at_once():
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert {"jobs", "metric_points", "checkpoints", "alembic_version"} <= tables
-    assert version == [("0001",)]
+    assert {"jobs", "metric_points", "checkpoints", "datasets", "alembic_version"} <= tables
+    assert version == [("0002",)]
 
 
 def test_sqlite_schema_matches_postgres(tmp_path):
@@ -155,12 +155,12 @@ def test_sqlite_schema_matches_postgres(tmp_path):
     import sqlite3
 
     with sqlite3.connect(db) as conn:
-        sqlite_cols = {(t, c[1]) for t in ("jobs", "metric_points", "checkpoints")
+        sqlite_cols = {(t, c[1]) for t in ("jobs", "metric_points", "checkpoints", "datasets")
                        for c in conn.execute(f"PRAGMA table_info({t})")}
     from core.db import get_engine
     from sqlalchemy import inspect
 
     insp = inspect(get_engine())
-    pg_cols = {(t, c["name"]) for t in ("jobs", "metric_points", "checkpoints")
+    pg_cols = {(t, c["name"]) for t in ("jobs", "metric_points", "checkpoints", "datasets")
                for c in insp.get_columns(t)}
     assert sqlite_cols == pg_cols

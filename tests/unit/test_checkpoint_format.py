@@ -30,6 +30,16 @@ CPU = torch.device("cpu")
 EPOCHS = 2
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add overhead (and stall on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+    trained.cache_clear()  # free the cached checkpoints (resnet18's are ~90 MB each)
+
+
 # ---- helpers -------------------------------------------------------------------------------
 
 def make_dataset(shape, n_train=12, n_test=6, num_classes=3, seed=0) -> ImageDataset:
@@ -62,13 +72,14 @@ class Trained:
 
 
 # (model, optimizer, scheduler, validation_fraction): every optimizer x scheduler on lenet,
-# the BatchNorm models on a few combinations (resnet18 is the slow one).
+# the BatchNorm models on a few combinations (resnet18, 11M parameters, only once: the
+# whole file has to stay fast on a 2-core machine).
 CASES = ([("lenet", o, s, 0.0) for o in ("sgd", "adam", "adamw")
           for s in ("none", "step", "cosine", "onecycle")]
          + [("lenet", "sgd", "onecycle", 0.25),
             ("cnn", "sgd", "step", 0.0), ("cnn", "adam", "onecycle", 0.0),
             ("cnn", "adamw", "cosine", 0.0),
-            ("resnet18", "adamw", "onecycle", 0.0), ("resnet18", "sgd", "cosine", 0.0)])
+            ("resnet18", "sgd", "onecycle", 0.0)])
 CASE_IDS = [f"{m}-{o}-{s}" + ("-val" if v else "") for m, o, s, v in CASES]
 SHAPES = {"lenet": (1, 8, 8), "cnn": (1, 8, 8), "resnet18": (3, 8, 8)}
 
@@ -193,7 +204,10 @@ def test_checkpoint_round_trips_with_everything_to_resume_and_predict(case):
         assert_same(blob["scheduler_state"], t.scheduler.state_dict(), "scheduler_state")
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+RESUME = [(c, i) for c, i in zip(CASES, CASE_IDS) if c[0] != "resnet18"]
+
+
+@pytest.mark.parametrize("case", [c for c, _ in RESUME], ids=[i for _, i in RESUME])
 def test_training_resumed_from_a_checkpoint_continues_exactly(case):
     """Fresh model + optimizer + scheduler loaded from the file take the same next step."""
     t = trained.__wrapped__(*case)  # a private run: its live objects get trained further
@@ -201,9 +215,11 @@ def test_training_resumed_from_a_checkpoint_continues_exactly(case):
     arch = blob["architecture"]
     model = models.build(arch["name"], tuple(arch["input_shape"]), arch["num_classes"])
     model.load_state_dict(blob["model_state"])
+    # PyTorch's resume order: build optimizer and scheduler, then load both states (a
+    # scheduler's constructor sets the optimizer's lr, so it must come before the load)
     optimizer = make_optimizer(model, t.hp)
-    optimizer.load_state_dict(blob["optimizer_state"])
     scheduler, _ = make_scheduler(optimizer, t.hp, t.total_steps)
+    optimizer.load_state_dict(blob["optimizer_state"])
     if blob["scheduler_state"] is None:
         assert scheduler is None and t.scheduler is None
     else:
@@ -317,7 +333,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, payl
     marker = tmp_path / "pwned"
     evil = payload(str(marker))
     if container == "pickle":
-        data = pickle.dumps(evil)
+        data = pickle.dumps(evil, protocol=2)  # torch.load expects protocol 2
     elif container == "torch.save":
         data = save_bytes(evil)
     else:  # a well-formed checkpoint dict with one poisoned entry

@@ -237,10 +237,12 @@ def test_split_to_device_and_len():
 
 
 @pytest.mark.parametrize("batch_size, fraction", [(4, 0.0), (4, 0.2), (7, 0.5), (1437, 0.0)])
-def test_catalog_steps_per_epoch_agrees_with_the_loaded_digits(tmp_path, batch_size, fraction):
-    from core.catalog import steps_per_epoch
+def test_steps_per_epoch_agrees_with_the_loaded_digits(tmp_path, batch_size, fraction):
+    from core.catalog import BUILTIN_DATASETS
+    from core.datasets import DatasetView, steps_per_epoch
 
+    info = BUILTIN_DATASETS["digits"]
+    view = DatasetView("digits", info.shape, info.classes, info.train_size, True)
     dataset = load_digits_dataset(tmp_path)
     train, _ = split_validation(dataset.train, fraction, seed=0)
-    assert steps_per_epoch("digits", batch_size, fraction) == num_batches(len(train), batch_size)
-    assert steps_per_epoch("nope", batch_size, fraction) is None
+    assert steps_per_epoch(view, batch_size, fraction) == num_batches(len(train), batch_size)

@@ -31,7 +31,8 @@ def test_model_and_dataset_alone_are_a_valid_spec():
     assert (spec.model, spec.dataset) == ("lenet", "digits")
     resolved = spec.resolved()
     assert resolved == {"name": "lenet-digits", "model": "lenet", "dataset": "digits",
-                        "hyperparameters": DESIGN_DEFAULTS, "device": "auto"}
+                        "hyperparameters": DESIGN_DEFAULTS, "device": "auto",
+                        "init_from": None}
     named = JobSpec(**MINIMAL, name="mine").resolved()
     assert named["name"] == "mine"
 
@@ -39,7 +40,7 @@ def test_model_and_dataset_alone_are_a_valid_spec():
 def test_the_designs_example_body_is_valid():
     body = {"name": "lenet-cifar10", "model": "lenet", "dataset": "cifar10",
             "hyperparameters": dict(DESIGN_DEFAULTS), "device": "auto"}
-    assert JobSpec.model_validate(body).resolved() == body
+    assert JobSpec.model_validate(body).resolved() == {**body, "init_from": None}
 
 
 @pytest.mark.parametrize("field", ["model", "dataset"])

@@ -1,0 +1,151 @@
+"""Datasets: the built-ins, and uploads (ImageFolder archives or .npz) turned into tensors."""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from api.deps import SessionDep
+from core.artifacts import TooLarge, dataset_prefix, dataset_upload_key, get_store
+from core.catalog import BUILTIN_DATASETS, DatasetInfo
+from core.config import get_settings
+from core.datasets import is_upload_ref
+from core.states import JobStatus
+from core.tables import Dataset, Job
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def builtin_public(info: DatasetInfo) -> dict:
+    settings = get_settings()
+    item = {"id": info.name, "name": info.name, "description": info.description,
+            "source": "builtin", "shape": list(info.shape), "num_classes": len(info.classes),
+            "classes": list(info.classes),
+            "counts": {"train": info.train_size, "test": info.test_size},
+            "status": "ready", "available": True}
+    if info.folder:
+        folder = settings.resolved_dataset_root / info.folder
+        present = all((folder / f).exists() or (folder / f"{f}.gz").exists() for f in info.files)
+        cached = (settings.cache_dir / f"{info.name}.pt").exists()
+        item["location"] = str(folder)
+        item["available"] = present or cached or settings.allow_download
+        item["status"] = ("ready" if present or cached else
+                          "downloads on first use" if settings.allow_download else "missing")
+    return item
+
+
+def upload_public(row: Dataset) -> dict:
+    return {"id": row.id, "name": row.name, "source": "upload", "status": row.status,
+            "error": row.error, "layout": row.layout, "shape": row.shape,
+            "num_classes": len(row.classes) if row.classes else None, "classes": row.classes,
+            "counts": row.counts, "normalization": ({"mean": row.mean, "std": row.std}
+                                                    if row.mean else None),
+            "options": row.options, "upload_bytes": row.upload_bytes,
+            "source_filename": row.source_filename,
+            "progress": {"done": row.progress_done, "total": row.progress_total},
+            "created_at": row.created_at.isoformat(),
+            "finished_at": row.finished_at.isoformat() if row.finished_at else None}
+
+
+@router.get("")
+def list_datasets(session: SessionDep) -> dict:
+    uploads = session.scalars(select(Dataset).order_by(Dataset.created_at.desc())).all()
+    return {"datasets": [builtin_public(i) for i in BUILTIN_DATASETS.values()]
+            + [upload_public(r) for r in uploads]}
+
+
+@router.get("/{dataset_id}")
+def read_dataset(dataset_id: str, session: SessionDep) -> dict:
+    if dataset_id in BUILTIN_DATASETS:
+        return builtin_public(BUILTIN_DATASETS[dataset_id])
+    return upload_public(_get_upload(session, dataset_id))
+
+
+def _get_upload(session, dataset_id: str) -> Dataset:
+    row = session.get(Dataset, dataset_id) if is_upload_ref(dataset_id) else None
+    if row is None:
+        raise HTTPException(404, f"dataset {dataset_id!r} not found")
+    return row
+
+
+@router.post("", status_code=status.HTTP_201_CREATED,
+             responses={202: {"description": "accepted; the worker is processing it"}})
+def upload_dataset(
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description=".tar.gz, .tar or .zip in ImageFolder layout "
+                                                 "(train/<class>/*, test/<class>/* or "
+                                                 "<class>/*), or .npz with x_train, y_train, "
+                                                 "x_test, y_test [, classes]")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    test_fraction: Annotated[float, Form(gt=0, le=0.5, description="for a single <class>/* "
+                                                                   "tree")] = 0.1,
+    resize: Annotated[str | None, Form(pattern=r"^[1-9][0-9]{0,3}x[1-9][0-9]{0,3}$",
+                                       description="HxW every image is resized to")] = None,
+    channels: Annotated[Literal[1, 3] | None, Form(description="convert every image to 1 "
+                                                               "(L) or 3 (RGB) channels")] = None,
+) -> Response:
+    """Small uploads are processed now (201, ready); large ones by the worker (202)."""
+    settings = get_settings()
+    dataset_id = uuid.uuid4().hex
+    store = get_store()
+    try:
+        size = store.save_stream(dataset_upload_key(dataset_id), file.file,
+                                 settings.dataset_max_upload_bytes)
+    except TooLarge:
+        raise HTTPException(413, f"upload is larger than {settings.dataset_max_upload_bytes} "
+                                 "bytes (TRAINHUB_DATASET_MAX_UPLOAD_BYTES)") from None
+    options = {"test_fraction": test_fraction, "channels": channels,
+               "resize": [int(v) for v in resize.split("x")] if resize else None}
+    row = Dataset(id=dataset_id, name=name or (file.filename or "upload").split(".")[0],
+                  status="processing", source_filename=file.filename,
+                  upload_key=dataset_upload_key(dataset_id), upload_bytes=size, options=options,
+                  progress_done=0)
+    session.add(row)
+    session.commit()
+    headers = {"Location": f"/datasets/{dataset_id}"}
+    if size <= settings.dataset_inline_max_bytes:
+        from worker.ingest import process
+
+        outcome = process(dataset_id)
+        session.refresh(row)
+        if outcome == "failed":
+            reason = row.error
+            session.delete(row)
+            session.commit()
+            store.delete_prefix(dataset_prefix(dataset_id))
+            raise HTTPException(422, f"dataset rejected: {reason}")
+        return JSONResponse(upload_public(row), status_code=201, headers=headers)
+    from worker.celery_app import PROCESS_DATASET_TASK, app
+
+    try:
+        app.send_task(PROCESS_DATASET_TASK, args=[dataset_id])
+    except Exception as exc:
+        row.status, row.error = "failed", "could not enqueue: the broker was unreachable"
+        session.commit()
+        raise HTTPException(503, f"broker unavailable; dataset {dataset_id} was not "
+                                 "queued for processing") from exc
+    return JSONResponse(upload_public(row), status_code=202, headers=headers)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: str, session: SessionDep) -> Response:
+    if dataset_id in BUILTIN_DATASETS:
+        raise HTTPException(409, f"{dataset_id} is built in and cannot be deleted")
+    row = _get_upload(session, dataset_id)
+    if row.status == "processing":
+        raise HTTPException(409, f"dataset {dataset_id} is still processing")
+    active = session.scalars(select(Job.id).where(
+        Job.dataset == dataset_id,
+        Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))).all()
+    if active:
+        raise HTTPException(409, f"dataset {dataset_id} is used by {len(active)} queued or "
+                                 f"running job(s): {', '.join(active[:5])}")
+    session.delete(row)
+    session.commit()
+    get_store().delete_prefix(dataset_prefix(dataset_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,133 @@
+"""Reading uploaded archives safely: every entry is checked before any is read.
+
+Refused: absolute paths, `..`, links, devices, more entries or more unpacked bytes than
+the caps allow (zip and tar bombs). Nothing is ever extracted to disk: entries are read
+into memory one at a time, each bounded by the size its header declares.
+"""
+from __future__ import annotations
+
+import posixpath
+import tarfile
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class UploadRejected(Exception):
+    """The upload cannot become a dataset; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_entries: int
+    max_unpacked_bytes: int
+    max_image_pixels: int
+
+
+@dataclass
+class Entry:
+    path: str  # normalised, relative, '/'-separated
+    size: int
+    read: Callable[[], bytes]
+
+
+def detect_kind(path: Path) -> str:
+    """'zip', 'tar' or 'npz', from the file's content (names can lie)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        return "npz" if names and all(n.endswith(".npy") for n in names) else "zip"
+    try:
+        with tarfile.open(path, "r:*"):
+            return "tar"
+    except tarfile.TarError:
+        pass
+    raise UploadRejected("the upload is not a .tar, .tar.gz, .zip or .npz file")
+
+
+def check_name(name: str) -> str:
+    """A safe relative path, or UploadRejected naming the entry."""
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UploadRejected(f"archive entry {name!r} has an absolute path")
+    if "\\" in name:
+        raise UploadRejected(f"archive entry {name!r} uses backslashes")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UploadRejected(f"archive entry {name!r} points outside the archive ('..')")
+    return posixpath.join(*parts) if parts else ""
+
+
+def _check_totals(count: int, total: int, limits: Limits) -> None:
+    if count > limits.max_entries:
+        raise UploadRejected(f"the archive has more than {limits.max_entries} entries "
+                             "(TRAINHUB_DATASET_MAX_ENTRIES)")
+    if total > limits.max_unpacked_bytes:
+        raise UploadRejected(f"the archive unpacks to more than {limits.max_unpacked_bytes} "
+                             "bytes (TRAINHUB_DATASET_MAX_UNPACKED_BYTES)")
+
+
+@contextmanager
+def open_entries(path: Path, kind: str, limits: Limits) -> Iterator[list[Entry]]:
+    """The archive's regular files, after every entry passed the checks."""
+    if kind in ("zip", "npz"):
+        with zipfile.ZipFile(path) as zf:
+            yield _zip_entries(zf, limits)
+    else:
+        with tarfile.open(path, "r:*") as tf:
+            yield _tar_entries(tf, limits)
+
+
+def _zip_entries(zf: zipfile.ZipFile, limits: Limits) -> list[Entry]:
+    infos = zf.infolist()
+    _check_totals(len(infos), sum(i.file_size for i in infos), limits)
+    entries = []
+    for info in infos:
+        name = check_name(info.filename)
+        mode = info.external_attr >> 16
+        if (mode & 0o170000) == 0o120000:
+            raise UploadRejected(f"archive entry {info.filename!r} is a symbolic link")
+        if info.is_dir() or not name:
+            continue
+        entries.append(Entry(name, info.file_size, _zip_reader(zf, info)))
+    return entries
+
+
+def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with zf.open(info) as f:
+            data = f.read(info.file_size + 1)  # never more than the header promised
+        if len(data) > info.file_size:
+            raise UploadRejected(f"archive entry {info.filename!r} unpacks to more than its "
+                                 "declared size")
+        return data
+    return read
+
+
+def _tar_entries(tf: tarfile.TarFile, limits: Limits) -> list[Entry]:
+    entries, count, total = [], 0, 0
+    for member in tf:  # headers only; data is read later, one entry at a time
+        count += 1
+        total += max(member.size, 0)
+        _check_totals(count, total, limits)
+        name = check_name(member.name)
+        if member.issym() or member.islnk():
+            raise UploadRejected(f"archive entry {member.name!r} is a link")
+        if member.isdev():
+            raise UploadRejected(f"archive entry {member.name!r} is a device or FIFO")
+        if member.isdir() or not name:
+            continue
+        if not member.isfile():
+            raise UploadRejected(f"archive entry {member.name!r} is not a regular file")
+        entries.append(Entry(name, member.size, _tar_reader(tf, member)))
+    return entries
+
+
+def _tar_reader(tf: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
+    def read() -> bytes:
+        f = tf.extractfile(member)
+        if f is None:
+            raise UploadRejected(f"archive entry {member.name!r} cannot be read")
+        return f.read(member.size)
+    return read
