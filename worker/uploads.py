@@ -211,7 +211,7 @@ def _from_npz(path: Path, limits: Limits) -> Materialized:
                              f"x_test images are {tuple(test_x.shape[1:])}")
     train_y = _npz_labels("y_train", arrays["y_train"], len(train_x))
     test_y = _npz_labels("y_test", arrays["y_test"], len(test_x))
-    top = int(max(train_y.max(initial=-1), test_y.max(initial=-1)))
+    top = int(torch.cat([train_y, test_y]).max().item())  # both are non-empty
     if classes_array is not None:
         classes = [str(c) for c in classes_array.tolist()]
         if top >= len(classes):

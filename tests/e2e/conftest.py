@@ -16,7 +16,10 @@ def stack(tmp_path_factory):
     db_url = create_database("trainhub_dist")
     env = env_with(TRAINHUB_DATABASE_URL=db_url, TRAINHUB_DATA_DIR=str(tmp / "data"),
                    TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
-                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5")
+                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5",
+                   # Uploads over 200 kB go to the worker; over 50 MB are refused.
+                   TRAINHUB_DATASET_INLINE_MAX_BYTES=str(200_000),
+                   TRAINHUB_DATASET_MAX_UPLOAD_BYTES=str(50 * 1024 * 1024))
     port = free_port()
     # Both at once, on an empty database: each migrates under the advisory lock.
     api = Proc(["api", "--port", str(port)], env, tmp / "api.log")

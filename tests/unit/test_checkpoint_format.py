@@ -511,12 +511,9 @@ def test_ref_pattern_rejects(ref):
     assert not ckpt.REF_PATTERN.match(ref)
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: REF_PATTERN ends in '$', which also matches "
-                                       "before a trailing newline; 'best\\n' passes "
-                                       "REF_PATTERN.match and then int('best\\n') raises in "
-                                       "resolve() (HTTP 500 on GET /jobs/{id}/checkpoints/best%0A)")
-@pytest.mark.parametrize("ref", ["best\n", "latest\n", "3\n"])
+@pytest.mark.parametrize("ref", ["best\n", "latest\n", "3\n", "\n"])
 def test_ref_pattern_rejects_a_trailing_newline(ref):
+    """'$' would also match before a final newline; then int('best\\n') raised in resolve()."""
     assert not ckpt.REF_PATTERN.match(ref)
 
 

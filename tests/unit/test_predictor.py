@@ -193,14 +193,65 @@ def test_a_large_grayscale_image_is_resized(shape):
         assert torch.equal(tensor[0], tensor[1]) and torch.equal(tensor[1], tensor[2])
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: to_tensor converts 16-bit (I;16/I) images "
-                                       "with Image.convert('L'), which clips values above 255 "
-                                       "instead of scaling 0-65535 to 0-255")
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
 def test_a_16_bit_image_is_scaled_not_clipped(fmt):
+    """Image.convert('L') clips 16-bit values at 255: a mid-gray became white."""
     image = Image.new("I;16", SIZE, GRAY * 257)  # mid-gray on a 16-bit scale
-    tensor = to_tensor(decode_image(encode(image, fmt), MAX_PIXELS), (1, 17, 23))
-    assert abs(tensor.float().mean().item() - GRAY) <= 1
+    decoded = decode_image(encode(image, fmt), MAX_PIXELS)
+    for shape in [(1, 17, 23), (3, 17, 23), (1, 8, 8)]:
+        tensor = to_tensor(decoded, shape)
+        assert abs(tensor.float().mean().item() - GRAY) <= 1, shape
+
+
+def test_a_16_bit_gradient_keeps_its_order_and_range():
+    values = np.linspace(0, 65535, 23 * 17).round().astype(np.uint16).reshape(17, 23)
+    decoded = decode_image(encode(Image.fromarray(values), "PNG"), MAX_PIXELS)
+    assert decoded.mode == "I;16"
+    tensor = to_tensor(decoded, (1, 17, 23))[0].flatten()
+    assert tensor[0] == 0 and tensor[-1] == 255
+    assert torch.all(tensor[1:] >= tensor[:-1])
+    expected = torch.from_numpy(np.rint(values.astype(np.float64) * 255 / 65535)).flatten()
+    assert (tensor.double() - expected).abs().max() <= 1
+
+
+def checkerboard(size: int = 16) -> np.ndarray:
+    a = np.zeros((size, size), np.uint8)
+    a[::2, ::2] = 255
+    a[1::2, 1::2] = 255
+    return a
+
+
+RESIZE_BUG = pytest.mark.xfail(strict=True, reason=(
+    "product bug: to_tensor resizes before converting the mode, and Pillow resizes '1' and "
+    "'P' images with NEAREST whatever resample is asked: a 16x16 checkerboard becomes all "
+    "white at 8x8 instead of mid-gray"))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "I;16",
+                                  pytest.param("P", marks=RESIZE_BUG),
+                                  pytest.param("1", marks=RESIZE_BUG)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_resizing_does_not_depend_on_the_images_mode(mode, channels):
+    board = checkerboard()
+    reference = to_tensor(Image.fromarray(board), (channels, 8, 8))
+    assert 100 < reference.float().mean() < 155  # bilinear: black and white average out
+    if mode == "I;16":
+        image = Image.fromarray(board.astype(np.uint16) * 257)
+    else:
+        image = Image.fromarray(board).convert(mode)
+    assert image.mode == mode
+    tensor = to_tensor(image, (channels, 8, 8))
+    assert (tensor.int() - reference.int()).abs().max() <= 1
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="product bug: Pillow has no LAB -> L conversion, so to_tensor raises "
+                          "ValueError for a LAB TIFF sent to a 1-channel model (HTTP 500 from "
+                          "/predict instead of a prediction or a 415)")
+def test_a_lab_tiff_for_a_one_channel_model():
+    decoded = decode_image(encode(Image.new("LAB", SIZE, (50, 0, 0)), "TIFF"), MAX_PIXELS)
+    assert decoded.mode == "LAB"
+    assert tuple(to_tensor(decoded, (1, 8, 8)).shape) == (1, 8, 8)
 
 
 @pytest.mark.parametrize("data", [
