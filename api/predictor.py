@@ -56,9 +56,7 @@ def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Ima
 def to_tensor(image: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
     """uint8 (C, H, W) as the job's data was stored: its channels and its size."""
     channels, height, width = shape
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    return torch.from_numpy(to_uint8(image, channels).copy())
+    return torch.from_numpy(to_uint8(image, channels, (width, height)).copy())
 
 
 class Predictor:

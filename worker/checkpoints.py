@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from sqlalchemy import select
@@ -44,6 +45,11 @@ def build(end: EpochEnd, spec: dict, dataset: ImageDataset) -> dict:
     }
 
 
+def finite_only(metrics: dict) -> dict:
+    """JSON (and Postgres) has no NaN or infinity: a diverged value is stored as null."""
+    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
 class CheckpointWriter:
     """on_epoch_end hook: save atomically, record size and sha256, apply retention."""
 
@@ -65,7 +71,7 @@ class CheckpointWriter:
                 session.flush()
             session.add(Checkpoint(job_id=self.job_id, epoch=end.epoch, step=end.step,
                                    storage_key=key, size_bytes=size, sha256=sha,
-                                   metrics=blob["metrics"]))
+                                   metrics=finite_only(blob["metrics"])))
         log.info("job %s: checkpoint epoch %d (%d bytes, sha256 %s…)", self.job_id, end.epoch,
                  size, sha[:12])
         self.apply_retention()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict
 from typing import Sequence
@@ -53,7 +54,9 @@ class JobReporter:
         points, self.buffer = [asdict(p) for p in self.buffer], []
         with session_scope() as session:
             jobs.insert_metrics(session, self.job_id, points)
-        self._publish([{"type": "metric", **p} for p in points])
+        self._publish([{"type": "metric", **p,
+                         "value": p["value"] if math.isfinite(p["value"]) else None}
+                        for p in points])
 
     def _publish(self, payloads: list[dict]) -> None:
         if self.redis is None:

@@ -121,13 +121,11 @@ class _Decoder:
                 f"{self.first_mode}; re-encode them or declare channels=1 or 3")
         if self.size is None:
             self.size = image.size
-        elif image.size != self.size:
-            if self.options.resize is None:
-                raise UploadRejected(
-                    f"mixed image sizes: {name} is {image.size[0]}x{image.size[1]} but "
-                    f"{self.first} is {self.size[0]}x{self.size[1]}; declare resize=HxW")
-            image = image.resize(self.size, Image.Resampling.BILINEAR)
-        return to_uint8(image, self.channels)
+        elif image.size != self.size and self.options.resize is None:
+            raise UploadRejected(
+                f"mixed image sizes: {name} is {image.size[0]}x{image.size[1]} but "
+                f"{self.first} is {self.size[0]}x{self.size[1]}; declare resize=HxW")
+        return to_uint8(image, self.channels, self.size)
 
 
 def _from_image_folder(entries: list[Entry], options: UploadOptions, limits: Limits,

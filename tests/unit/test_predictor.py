@@ -221,15 +221,9 @@ def checkerboard(size: int = 16) -> np.ndarray:
     return a
 
 
-RESIZE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "product bug: to_tensor resizes before converting the mode, and Pillow resizes '1' and "
-    "'P' images with NEAREST whatever resample is asked: a 16x16 checkerboard becomes all "
-    "white at 8x8 instead of mid-gray"))
-
-
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "I;16",
-                                  pytest.param("P", marks=RESIZE_BUG),
-                                  pytest.param("1", marks=RESIZE_BUG)])
+# Pillow resizes '1' and 'P' images by nearest neighbour whatever is asked, so to_tensor
+# converts before resizing: a 16x16 checkerboard must become mid-gray at 8x8 in every mode.
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "I;16", "P", "1"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_resizing_does_not_depend_on_the_images_mode(mode, channels):
     board = checkerboard()
@@ -244,11 +238,8 @@ def test_resizing_does_not_depend_on_the_images_mode(mode, channels):
     assert (tensor.int() - reference.int()).abs().max() <= 1
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="product bug: Pillow has no LAB -> L conversion, so to_tensor raises "
-                          "ValueError for a LAB TIFF sent to a 1-channel model (HTTP 500 from "
-                          "/predict instead of a prediction or a 415)")
 def test_a_lab_tiff_for_a_one_channel_model():
+    # Pillow has no LAB -> L conversion; to_uint8 goes through RGB.
     decoded = decode_image(encode(Image.new("LAB", SIZE, (50, 0, 0)), "TIFF"), MAX_PIXELS)
     assert decoded.mode == "LAB"
     assert tuple(to_tensor(decoded, (1, 8, 8)).shape) == (1, 8, 8)
