@@ -557,7 +557,11 @@ def markdown(r: dict) -> str:
         f"| {f(thr['server_ms']['p99'])} |",
         "",
         f"One image per request, so images/s = requests/s. Requests per client: "
-        f"{min(per_client)}–{max(per_client)}. {cpu_note(thr['cpu_cores'])}",
+        f"{min(per_client)}–{max(per_client)}. One client sending back to back manages "
+        f"{1000 / lat['client_ms']['mean']:.1f} requests/s (1000 / its mean latency), so "
+        f"{thr['clients']} clients get {thr['requests_per_s'] * lat['client_ms']['mean'] / 1000:.2f}× "
+        "that; the rest of their latency is queueing in the server. "
+        f"{cpu_note(thr['cpu_cores'])}",
         "",
         f"### Batch: {bat['images']} images in one request, {bat['repeats']} requests "
         "(after 1 warm-up)",
@@ -570,7 +574,7 @@ def markdown(r: dict) -> str:
         f"**{bat['images_per_s']:.0f} images/s** at the median client time "
         f"({bat['images_per_s_server']:.0f} images/s at the median server time).",
         "",
-        f"### Checks",
+        "### Checks",
         "",
         f"{chk['responses']} timed `/predict` responses, all 200 ({chk['errors']} errors); "
         f"top-1 accuracy {chk['top1_accuracy']:.4f} over {chk['images']} images against "
