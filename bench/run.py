@@ -167,10 +167,10 @@ benchmark process on the same machine, over loopback HTTP (httpx), and share its
 the server.
 
 - **Server time** is the time spent inside the ASGI app, as the API reports it in the
-  `Server-Timing: app;dur=<ms>` response header (the outermost middleware, `api/limits.py`):
-  multipart parsing, the job and checkpoint lookups in the database, PNG decoding, the
-  forward pass and JSON encoding. It leaves out uvicorn's socket and HTTP handling and the
-  network.
+  `Server-Timing: app;dur=<ms>` response header (the `server_timing` middleware in
+  `api/limits.py`): waiting for a thread of the app's pool, multipart parsing, the job and
+  checkpoint lookups in the database, PNG decoding, the forward pass and JSON encoding. It
+  leaves out uvicorn's socket and HTTP handling and the network.
 - **Client time** is the wall time the client sees for one `POST /predict`, from sending
   the request to having read the whole response (`time.perf_counter()` around
   `httpx.Client.post`).
@@ -186,8 +186,10 @@ the server.
   accuracy over all the images sent must be at least 0.9 against the true labels, or the
   run fails and this file is left alone.
 
-The numbers are from one run on one machine; expect a few percent of noise between runs,
-more on a shared or busy machine.
+The numbers are from one run on one machine. The API and the clients share the CPUs, so on
+a small machine anything else running moves the figures a lot (throughput by tens of
+percent): each phase says how many cores the API, the clients and other processes used.
+Compare runs only on the same machine under the same load.
 """
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,10 @@ class Entry:
 
 def detect_kind(path: Path) -> str:
     """'zip', 'tar' or 'npz', from the file's content (names can lie)."""
-    if zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    # is_zipfile alone also accepts a tar whose last member is a zip.
+    if magic == b"PK" and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
         return "npz" if names and all(n.endswith(".npy") for n in names) else "zip"
@@ -68,15 +72,21 @@ def _check_totals(count: int, total: int, limits: Limits) -> None:
                              "bytes (TRAINHUB_DATASET_MAX_UNPACKED_BYTES)")
 
 
+CORRUPT = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
 @contextmanager
 def open_entries(path: Path, kind: str, limits: Limits) -> Iterator[list[Entry]]:
     """The archive's regular files, after every entry passed the checks."""
-    if kind in ("zip", "npz"):
-        with zipfile.ZipFile(path) as zf:
-            yield _zip_entries(zf, limits)
-    else:
-        with tarfile.open(path, "r:*") as tf:
-            yield _tar_entries(tf, limits)
+    try:
+        if kind in ("zip", "npz"):
+            with zipfile.ZipFile(path) as zf:
+                yield _zip_entries(zf, limits)
+        else:
+            with tarfile.open(path, "r:*") as tf:
+                yield _tar_entries(tf, limits)
+    except CORRUPT as exc:
+        raise UploadRejected(f"the archive is damaged ({type(exc).__name__}: {exc})") from None
 
 
 def _zip_entries(zf: zipfile.ZipFile, limits: Limits) -> list[Entry]:
@@ -96,12 +106,14 @@ def _zip_entries(zf: zipfile.ZipFile, limits: Limits) -> list[Entry]:
 
 def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:
     def read() -> bytes:
-        with zf.open(info) as f:
-            data = f.read(info.file_size + 1)  # never more than the header promised
-        if len(data) > info.file_size:
-            raise UploadRejected(f"archive entry {info.filename!r} unpacks to more than its "
-                                 "declared size")
-        return data
+        try:
+            # zipfile stops at the declared size and checks the CRC: a lying header is
+            # caught here, after at most file_size bytes.
+            with zf.open(info) as f:
+                return f.read(info.file_size)
+        except CORRUPT as exc:
+            raise UploadRejected(f"archive entry {info.filename!r} is corrupt "
+                                 f"({type(exc).__name__}: {exc})") from None
     return read
 
 
@@ -126,8 +138,13 @@ def _tar_entries(tf: tarfile.TarFile, limits: Limits) -> list[Entry]:
 
 def _tar_reader(tf: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
     def read() -> bytes:
-        f = tf.extractfile(member)
-        if f is None:
-            raise UploadRejected(f"archive entry {member.name!r} cannot be read")
-        return f.read(member.size)
+        try:
+            f = tf.extractfile(member)
+            data = f.read(member.size) if f is not None else None
+        except CORRUPT as exc:
+            raise UploadRejected(f"archive entry {member.name!r} is corrupt "
+                                 f"({type(exc).__name__}: {exc})") from None
+        if data is None or len(data) != member.size:
+            raise UploadRejected(f"archive entry {member.name!r} is truncated")
+        return data
     return read

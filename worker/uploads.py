@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 import zipfile
 from dataclasses import dataclass
@@ -51,13 +52,15 @@ def _ignored(path: str) -> bool:
 
 
 def _strip_common_root(paths: list[str]) -> int:
-    """How many leading folders every path shares (a tarball of `cifar10/train/...`)."""
+    """How many leading folders the images share (a tarball of `cifar10/train/...`),
+    judged by the paths inside them: a README beside the folder does not count."""
     depth = 0
     while True:
-        heads = {p.split("/")[depth] if p.count("/") > depth else None for p in paths}
-        if len(heads) != 1 or None in heads or heads & {"train", "test"}:
+        inside = [p for p in paths if p.count("/") > depth]
+        heads = {p.split("/")[depth] for p in inside}
+        if len(heads) != 1 or heads & {"train", "test"}:
             return depth
-        if not all(p.count("/") >= depth + 2 for p in paths):
+        if not any(p.count("/") >= depth + 2 for p in inside):
             return depth
         depth += 1
 
@@ -72,7 +75,7 @@ def _plan(entries: list[Entry], options: UploadOptions):
     split_layout = any(p[0] in ("train", "test") and len(p) > 1 for _, p in parts)
     planned, skipped = [], 0
     for entry, p in parts:
-        if len(p) == 1:  # a README or LICENSE beside the folders
+        if len(p) <= 1:  # a README or LICENSE beside the folders
             skipped += 1
             continue
         if split_layout:
@@ -108,6 +111,9 @@ class _Decoder:
             image.load()
         except UploadRejected:
             raise
+        except Image.DecompressionBombError:
+            raise UploadRejected(f"{name} is larger than {self.limits.max_image_pixels} "
+                                 "pixels") from None
         except Exception as exc:
             raise UploadRejected(f"{name} is not a decodable image ({type(exc).__name__})") from None
         channels = channels_of(image)
@@ -233,10 +239,12 @@ def _check_npz_headers(path: Path, limits: Limits) -> None:
                                        else np.lib.format.read_array_header_2_0(f))
                 except ValueError as exc:
                     raise UploadRejected(f"{info.filename} is not a numpy array ({exc})") from None
+            if any(d < 0 for d in shape):
+                raise UploadRejected(f"{info.filename} declares a negative dimension {shape}")
             if dtype.hasobject:
                 raise UploadRejected(f"{info.filename} holds Python objects; only numeric "
                                      "arrays (and a string array of classes) are accepted")
-            total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            total += math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if total > limits.max_unpacked_bytes:
         raise UploadRejected(f"the .npz arrays take {total} bytes; the limit is "
                              f"{limits.max_unpacked_bytes} (TRAINHUB_DATASET_MAX_UNPACKED_BYTES)")
@@ -253,8 +261,8 @@ def _npz_images(key: str, x: np.ndarray) -> torch.Tensor:
     if len(x) == 0:
         raise UploadRejected(f"{key} is empty")
     if np.issubdtype(x.dtype, np.floating):
-        if x.min() < 0 or x.max() > 1:
-            raise UploadRejected(f"{key} is float with values outside [0, 1]")
+        if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise UploadRejected(f"{key} is float with values outside [0, 1] (or NaN)")
         x = np.rint(x * 255)
     elif np.issubdtype(x.dtype, np.integer):
         if x.min() < 0 or x.max() > 255:

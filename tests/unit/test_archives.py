@@ -155,9 +155,6 @@ def test_content_wins_over_the_name(tmp_path):
     assert materialize(fake_tar, UploadOptions(), LIMITS).classes == ["cat", "dog"]
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: detect_kind tries zipfile.is_zipfile first, "
-                   "which finds the end-of-central-directory record of a .zip stored as the "
-                   "last member of an uncompressed tar, so the tar is read as that inner zip")
 def test_a_tar_whose_last_member_is_a_zip_is_a_tar(tmp_path):
     inner = write_zip(tmp_path / "extra.zip", {"notes.txt": b"hello"})
     files = image_folder()
@@ -383,16 +380,11 @@ def test_an_under_declared_zip_entry_fails_in_bounded_memory(tmp_path):
     assert peak < 2 * MB, peak
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a zip entry whose data does not match its "
-                   "header (under-declared size -> CRC mismatch) raises zipfile.BadZipFile from "
-                   "archives._zip_reader instead of UploadRejected")
 def test_an_under_declared_zip_entry_is_an_upload_rejected(tmp_path):
     path = _under_declared_zip(tmp_path / "liar.zip", 20 * MB, 100, fix_crc=False)
     assert "train/cat/a.png" in rejected(path)
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a truncated .tar.gz raises EOFError from "
-                   "tarfile/gzip instead of UploadRejected")
 def test_a_truncated_tar_gz_is_an_upload_rejected(tmp_path):
     files = {f"{c}/{i}.png": np.random.default_rng(i).bytes(3000)
              for c in ("cat", "dog") for i in range(3)}
