@@ -559,8 +559,8 @@ def markdown(r: dict) -> str:
         f"One image per request, so images/s = requests/s. Requests per client: "
         f"{min(per_client)}–{max(per_client)}. One client sending back to back manages "
         f"{1000 / lat['client_ms']['mean']:.1f} requests/s (1000 / its mean latency), so "
-        f"{thr['clients']} clients get {thr['requests_per_s'] * lat['client_ms']['mean'] / 1000:.2f}× "
-        "that; the rest of their latency is queueing in the server. "
+        f"{thr['clients']} clients together get "
+        f"{thr['requests_per_s'] * lat['client_ms']['mean'] / 1000:.2f}× that rate. "
         f"{cpu_note(thr['cpu_cores'])}",
         "",
         f"### Batch: {bat['images']} images in one request, {bat['repeats']} requests "

@@ -62,17 +62,26 @@ def run(job_id: str, worker_name: str) -> str:
         return _finish(job_id, JobStatus.failed, redis_client, settings, error=str(exc))
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        reporter.buffer.clear()
+        _keep_logged_points(reporter)
         return _finish(job_id, JobStatus.failed, redis_client, settings,
                        error=f"{type(exc).__name__}: {exc}")
     except BaseException:
         # The pool turns SIGTERM into SystemExit wherever the loop is: record the end, then
         # let the process go down as asked.
+        _keep_logged_points(reporter)
         _finish(job_id, JobStatus.failed, redis_client, settings,
                 error="interrupted: the worker shut down while the job was running")
         raise
     status = JobStatus.cancelled if result.stopped else JobStatus.succeeded
     return _finish(job_id, status, redis_client, settings, final_metrics=result.final_metrics)
+
+
+def _keep_logged_points(reporter: JobReporter) -> None:
+    """Points logged before a failure are still data: store them if the database lets us."""
+    try:
+        reporter.flush()
+    except Exception as exc:
+        log.warning("could not store the buffered metric points: %s", exc)
 
 
 class JobInputError(Exception):
