@@ -7,7 +7,7 @@ A benchmark module is a file bench/<name>_bench.py that defines
 Results go to BENCHMARKS.md (markdown, committed) and bench/results/<time>.json (raw, ignored
 by git). BENCHMARKS.md is only rewritten when every selected benchmark succeeded.
 
-    .venv/bin/python bench/run.py               # full run (about 2-3 minutes on 2 cores)
+    .venv/bin/python bench/run.py               # full run (under a minute on 2 cores)
     .venv/bin/python bench/run.py --quick       # a short smoke run (numbers are noisy)
     .venv/bin/python bench/run.py --only predict --requests 2000 --duration 30
 Every flag also reads from the environment: BENCH_QUICK=1, BENCH_PREDICT_REQUESTS=2000, ...
