@@ -15,6 +15,7 @@ UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 @dataclass(frozen=True)
 class DatasetView:
     ref: str  # what a job names: a built-in name or an upload id
+    name: str
     shape: tuple[int, int, int]
     classes: tuple[str, ...]
     train_size: int
@@ -33,7 +34,7 @@ def is_upload_ref(ref: str) -> bool:
 def resolve(session: Session, ref: str) -> DatasetView:
     info = BUILTIN_DATASETS.get(ref)
     if info is not None:
-        return DatasetView(ref, info.shape, info.classes, info.train_size, True)
+        return DatasetView(ref, ref, info.shape, info.classes, info.train_size, True)
     row = session.get(Dataset, ref) if is_upload_ref(ref) else None
     if row is None:
         raise DatasetNotUsable(f"unknown dataset {ref!r}; allowed: "
@@ -41,7 +42,7 @@ def resolve(session: Session, ref: str) -> DatasetView:
     if row.status != "ready":
         why = f": {row.error}" if row.error else ""
         raise DatasetNotUsable(f"dataset {ref} is {row.status}{why}")
-    return DatasetView(ref, tuple(row.shape), tuple(row.classes),
+    return DatasetView(ref, row.name, tuple(row.shape), tuple(row.classes),
                        sum(row.counts["train"].values()), False, row.cache_key)
 
 

@@ -61,6 +61,18 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
+class BrokerUnavailable(Exception):
+    """A message could not be handed to the broker."""
+
+
+def enqueue(task_name: str, *args) -> None:
+    """Send a task by name; BrokerUnavailable when the broker cannot be reached."""
+    try:
+        app.send_task(task_name, args=list(args))
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        raise BrokerUnavailable(str(exc)) from exc
+
+
 @worker_init.connect
 def _migrate_before_consuming(**_kwargs) -> None:
     # The main worker process brings the schema up to date (under a lock) before any task.

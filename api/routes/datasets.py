@@ -16,6 +16,7 @@ from core.config import get_settings
 from core.datasets import is_upload_ref
 from core.states import JobStatus
 from core.tables import Dataset, Job
+from worker.celery_app import PROCESS_DATASET_TASK, BrokerUnavailable, enqueue
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -120,11 +121,9 @@ def upload_dataset(
             store.delete_prefix(dataset_prefix(dataset_id))
             raise HTTPException(422, f"dataset rejected: {reason}")
         return JSONResponse(upload_public(row), status_code=201, headers=headers)
-    from worker.celery_app import PROCESS_DATASET_TASK, app
-
     try:
-        app.send_task(PROCESS_DATASET_TASK, args=[dataset_id])
-    except Exception as exc:
+        enqueue(PROCESS_DATASET_TASK, dataset_id)
+    except BrokerUnavailable as exc:
         row.status, row.error = "failed", "could not enqueue: the broker was unreachable"
         session.commit()
         raise HTTPException(503, f"broker unavailable; dataset {dataset_id} was not "

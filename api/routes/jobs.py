@@ -19,22 +19,10 @@ from core.artifacts import get_store, job_prefix
 from core.jobspec import JobSpec
 from core.states import JobStatus
 from core.tables import Job
+from worker.celery_app import RUN_JOB_TASK, BrokerUnavailable, enqueue
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-
-class BrokerUnavailable(Exception):
-    """The job row exists but its message could not be handed to the broker."""
-
-
-def enqueue(job_id: str) -> None:
-    from worker.celery_app import RUN_JOB_TASK, app
-
-    try:
-        app.send_task(RUN_JOB_TASK, args=[job_id])
-    except Exception as exc:  # kombu raises several types for an unreachable broker
-        raise BrokerUnavailable(str(exc)) from exc
 
 
 def check_init_from(session, spec: JobSpec, target: dict) -> None:
@@ -66,6 +54,8 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPub
     if spec.init_from is not None:
         check_init_from(session, spec, datasets.architecture(spec.model, view))
     resolved = spec.resolved()
+    if spec.name is None and not view.builtin:
+        resolved["name"] = f"{spec.model}-{view.name}"
     hp = spec.hyperparameters
     job = jobs.create_job(session, resolved)
     job.total_steps = hp.epochs * datasets.steps_per_epoch(view, hp.batch_size,
@@ -74,7 +64,7 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPub
     # transactions" race).
     session.commit()
     try:
-        enqueue(job.id)
+        enqueue(RUN_JOB_TASK, job.id)
     except BrokerUnavailable as exc:
         log.error("job %s: broker unavailable: %s", job.id, exc)
         jobs.transition(session, job.id, JobStatus.failed,

@@ -242,7 +242,7 @@ def test_steps_per_epoch_agrees_with_the_loaded_digits(tmp_path, batch_size, fra
     from core.datasets import DatasetView, steps_per_epoch
 
     info = BUILTIN_DATASETS["digits"]
-    view = DatasetView("digits", info.shape, info.classes, info.train_size, True)
+    view = DatasetView("digits", "digits", info.shape, info.classes, info.train_size, True)
     dataset = load_digits_dataset(tmp_path)
     train, _ = split_validation(dataset.train, fraction, seed=0)
     assert steps_per_epoch(view, batch_size, fraction) == num_batches(len(train), batch_size)
