@@ -114,7 +114,8 @@ def resolve_device(requested: str) -> torch.device:
 def train_one_epoch(model: nn.Module, train: Split, mean: torch.Tensor, std: torch.Tensor,
                     optimizer, criterion, epoch: int, step: int, hp, reporter: Reporter,
                     generator: torch.Generator, batch_scheduler=None,
-                    check_every_s: float = 2.0) -> tuple[int, dict[str, float], bool]:
+                    check_every_s: float = 2.0,
+                    total_steps: int = 0) -> tuple[int, dict[str, float], bool]:
     """One pass over train; returns (global step, epoch metrics, stopped early)."""
     model.train()
     device = train.images.device
@@ -148,6 +149,7 @@ def train_one_epoch(model: nn.Module, train: Split, mean: torch.Tensor, std: tor
             reporter.metrics([Metric("loss", epoch, batch, step, value)])
             next_check = 0.0  # ask about cancellation at every log point
         if time.monotonic() >= next_check:
+            reporter.progress(epoch, step, total_steps)
             if reporter.should_stop():
                 return step, {}, True
             next_check = time.monotonic() + check_every_s
@@ -198,9 +200,8 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     for epoch in range(1, hp.epochs + 1):
         step, epoch_metrics, stopped = train_one_epoch(
             model, train, mean, std, optimizer, criterion, epoch, step, hp, reporter, generator,
-            scheduler if per_batch else None, check_every_s)
-        if stopped:
-            reporter.progress(epoch - 1, step, total_steps)
+            scheduler if per_batch else None, check_every_s, total_steps)
+        if stopped:  # progress was reported at the check that stopped it
             return FitResult(epoch - 1, step, True, final)
         epoch_metrics["eval_loss"], epoch_metrics["eval_accuracy"] = evaluate(
             model, test, mean, std, criterion, hp.batch_size)

@@ -131,8 +131,13 @@ def test_loss_and_epoch_points_follow_the_contract(n, b, k, epochs):
     assert set(result.final_metrics) == EPOCH_METRICS
     last = {p.name: p.value for p in epoch_points if p.epoch == epochs}
     assert result.final_metrics == last
-    assert rep.progress_calls == [(0, 0, total)] + [(e, e * per_epoch, total)
-                                                   for e in range(1, epochs + 1)]
+    # progress: at the start, at every log point (epoch running, global step), at epoch ends
+    expected = [(0, 0, total)]
+    for e in range(1, epochs + 1):
+        expected += [(e, (e - 1) * per_epoch + b, total)
+                     for b in range(k, per_epoch + 1, k)]
+        expected.append((e, e * per_epoch, total))
+    assert rep.progress_calls == expected
 
 
 def test_validation_metrics_only_with_a_validation_fraction():
@@ -453,7 +458,7 @@ def test_should_stop_after_the_first_log_point_stops_fit_early():
     assert result.final_metrics == {}
     assert [p.name for p in rep.points] == ["loss"]
     assert rep.stop_checks == [1]
-    assert rep.progress_calls == [(0, 0, 30), (0, 3, 30)]
+    assert rep.progress_calls == [(0, 0, 30), (1, 3, 30)]
 
 
 def test_should_stop_in_a_later_epoch_keeps_the_finished_epochs_metrics():
@@ -467,7 +472,7 @@ def test_should_stop_in_a_later_epoch_keeps_the_finished_epochs_metrics():
     assert result.final_metrics == {p.name: p.value for p in rep.points
                                     if p.name != "loss" and p.epoch == 1}
     assert [(p.epoch, p.batch) for p in rep.named("loss")] == [(1, 4), (1, 8), (2, 4)]
-    assert rep.progress_calls[-1] == (1, 14, 30)
+    assert rep.progress_calls[-1] == (2, 14, 30)
 
 
 def test_should_stop_is_consulted_at_every_log_point():
