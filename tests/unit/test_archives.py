@@ -24,6 +24,7 @@ from PIL import Image
 import worker.archives as archives
 from worker.archives import Limits, UploadRejected, check_name, detect_kind, open_entries
 from worker.uploads import UploadOptions, materialize
+from tests.unit import factories
 
 LIMITS = Limits(max_entries=1000, max_unpacked_bytes=64 * 2**20, max_image_pixels=1_000_000)
 MB = 2**20
@@ -45,19 +46,11 @@ def image_folder(n_per_class: int = 2) -> dict[str, bytes]:
 
 def write_zip(path: Path, files: dict[str, bytes],
               compression: int = zipfile.ZIP_STORED) -> Path:
-    with zipfile.ZipFile(path, "w", compression) as zf:
-        for name, data in files.items():
-            zf.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
-    return path
+    return factories.write_zip(path, files, compression)
 
 
 def write_tar(path: Path, files: dict[str, bytes], mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+    return factories.write_tar(path, files, mode)
 
 
 def npy(array: np.ndarray) -> bytes:

@@ -25,6 +25,7 @@ from core.jobspec import Hyperparameters, JobSpec
 from worker.checkpoints import build
 from worker.data import ImageDataset, Split, channel_stats
 from worker.loop import EpochEnd, NullReporter, fit, make_optimizer, make_scheduler
+from tests.unit.factories import one_torch_thread, synthetic_dataset
 
 CPU = torch.device("cpu")
 EPOCHS = 2
@@ -32,27 +33,15 @@ EPOCHS = 2
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Tiny models: intra-op threads only add overhead (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
     trained.cache_clear()  # free the cached checkpoints (resnet18's are ~90 MB each)
 
 
 # ---- helpers -------------------------------------------------------------------------------
 
 def make_dataset(shape, n_train=12, n_test=6, num_classes=3, seed=0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> Split:
-        return Split(torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),
-                     torch.randint(0, num_classes, (n,), dtype=torch.int64, generator=g))
-
-    train, test = split(n_train), split(n_test)
-    mean, std = channel_stats(train.images)
-    return ImageDataset("synthetic", [f"class-{i}" for i in range(num_classes)], train, test,
-                        mean, std)
+    return synthetic_dataset(n_train, n_test, shape, num_classes, seed, class_prefix="class-")
 
 
 @dataclass

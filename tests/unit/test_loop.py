@@ -13,6 +13,7 @@ import models
 import worker.loop as loop
 from core.jobspec import Hyperparameters
 from worker.data import ImageDataset, Split, channel_stats, load_dataset, split_validation
+from tests.unit.factories import synthetic_dataset
 from worker.loop import (
     FitResult,
     Metric,
@@ -35,16 +36,7 @@ NEVER = 1e9  # check_every_s that never fires by time: should_stop only at log p
 
 def make_dataset(n_train: int, n_test: int, shape=(1, 4, 4), num_classes: int = 3,
                  seed: int = 0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> Split:
-        return Split(torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),
-                     torch.randint(0, num_classes, (n,), dtype=torch.int64, generator=g))
-
-    train, test = split(n_train), split(n_test)
-    mean, std = channel_stats(train.images)
-    return ImageDataset("synthetic", [f"c{i}" for i in range(num_classes)], train, test,
-                        mean, std)
+    return synthetic_dataset(n_train, n_test, shape, num_classes, seed)
 
 
 def tiny_model(dataset: ImageDataset) -> nn.Module:

@@ -24,17 +24,15 @@ from core.jobspec import Hyperparameters, JobSpec
 from worker.checkpoints import build
 from worker.data import ImageDataset, Split, _load_digits, channel_stats, digits_split, normalize
 from worker.loop import NullReporter, fit
+from tests.unit.factories import one_torch_thread
 
 MAX_PIXELS = 64_000_000  # core.config's default predict_max_pixels
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Tiny models: intra-op threads only add overhead (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

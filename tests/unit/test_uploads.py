@@ -18,6 +18,7 @@ from PIL import Image
 
 from worker.archives import Limits, UploadRejected
 from worker.uploads import UploadOptions, _stratified_split, materialize
+from tests.unit import factories
 
 MB = 2**20
 LIMITS = Limits(max_entries=10_000, max_unpacked_bytes=64 * MB, max_image_pixels=1_000_000)
@@ -45,19 +46,11 @@ def chw(array: np.ndarray) -> np.ndarray:
 
 
 def write_zip(path: Path, files: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return path
+    return factories.write_zip(path, files, zipfile.ZIP_DEFLATED)
 
 
 def write_tar(path: Path, files: dict[str, bytes], mode: str = "w:gz") -> Path:
-    with tarfile.open(path, mode) as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+    return factories.write_tar(path, files, mode)
 
 
 def rejected(path: Path, options: UploadOptions | None = None, limits: Limits = LIMITS) -> str:
