@@ -18,7 +18,7 @@ MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
 
 @router.get("/{job_id}/metrics", response_model=MetricPage)
 def read_metrics(job: JobDep, session: SessionDep, name: MetricName | None = None,
-                 since_step: Annotated[int | None, Query(ge=0)] = None,
+                 since_step: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
                  limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricPage:
     """Points with step > since_step; next_since_step continues where this page ended."""
     query = select(MetricPoint).where(MetricPoint.job_id == job.id)

@@ -116,7 +116,8 @@ def test_metrics_query_validation(api):
     assert resp.status_code == 422 and "'eval_accuracy'" in resp.json()["detail"][0]["msg"]
     assert resp.json()["detail"][0]["field"] == "name"
     for params, field in (({"limit": 0}, "limit"), ({"limit": 10001}, "limit"),
-                          ({"since_step": -1}, "since_step"), ({"since_step": "x"}, "since_step")):
+                          ({"since_step": -1}, "since_step"), ({"since_step": "x"}, "since_step"),
+                          ({"since_step": 10**20}, "since_step")):
         resp = api.get(f"/jobs/{job_id}/metrics", params=params)
         assert resp.status_code == 422 and resp.json()["detail"][0]["field"] == field
     empty = api.get(f"/jobs/{job_id}/metrics").json()
