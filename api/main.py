@@ -24,7 +24,7 @@ def create_app() -> FastAPI:
         app.include_router(router)
     errors.install(app)
     app.add_middleware(limits.BodyLimit)
-    app.middleware("http")(limits.server_timing)
+    app.add_middleware(limits.ServerTiming)
     return app
 
 

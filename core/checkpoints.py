@@ -77,14 +77,18 @@ def select_best(rows, metric: str):
     return max(scored, key=lambda r: (r.metrics[metric], -r.epoch))
 
 
-def resolve(session, job_id: str, spec: dict, ref: str):
-    """The checkpoint row a reference names (`latest`, `best` or an epoch), or None."""
+def job_checkpoints(session, job_id: str) -> list:
+    """A job's checkpoint rows, newest epoch first."""
     from sqlalchemy import select
 
     from core.tables import Checkpoint
 
-    rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
+    return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
                                 .order_by(Checkpoint.epoch.desc())))
+
+
+def pick(rows: list, spec: dict, ref: str):
+    """The row a reference names (`latest`, `best` or an epoch) among rows, newest first."""
     if not rows:
         return None
     if ref == "latest":
@@ -92,3 +96,8 @@ def resolve(session, job_id: str, spec: dict, ref: str):
     if ref == "best":
         return select_best(rows, best_metric_name(spec)) or rows[0]
     return next((r for r in rows if r.epoch == int(ref)), None)
+
+
+def resolve(session, job_id: str, spec: dict, ref: str):
+    """The checkpoint row a reference names (`latest`, `best` or an epoch), or None."""
+    return pick(job_checkpoints(session, job_id), spec, ref)

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="start the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes (each holds its own /predict model cache)")
 
     worker = sub.add_parser("worker", help="start a Celery worker that runs training jobs")
     worker.add_argument("--concurrency", type=int, default=1,
@@ -55,7 +57,7 @@ def run_api(args) -> int:
     import uvicorn
 
     uvicorn.run("api.main:app", host=args.host, port=args.port, log_config=None,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, workers=args.workers)
     return 0
 
 

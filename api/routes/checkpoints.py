@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
-
 from api.deps import JobDep, SessionDep
 from core import checkpoints as ckpt
 from core.artifacts import get_store
@@ -21,20 +19,24 @@ def checkpoint_public(row: Checkpoint) -> dict:
 
 @router.get("/{job_id}/checkpoints")
 def list_checkpoints(job: JobDep, session: SessionDep) -> dict:
-    rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)
-                           .order_by(Checkpoint.epoch)).all()
-    latest = ckpt.resolve(session, job.id, job.spec, "latest")
-    best = ckpt.resolve(session, job.id, job.spec, "best")
+    rows = ckpt.job_checkpoints(session, job.id)
+    latest, best = ckpt.pick(rows, job.spec, "latest"), ckpt.pick(rows, job.spec, "best")
     return {"job_id": job.id, "best_metric": ckpt.best_metric_name(job.spec),
             "latest": latest.epoch if latest else None, "best": best.epoch if best else None,
-            "checkpoints": [checkpoint_public(r) for r in rows]}
+            "checkpoints": [checkpoint_public(r) for r in reversed(rows)]}
 
 
-def resolve_or_error(session, job, ref: str) -> Checkpoint:
-    """The checkpoint a reference names; 404 for a bad reference or a missing epoch."""
+def resolve_or_error(session, job, ref: str, none_yet_status: int = 404) -> Checkpoint:
+    """The checkpoint a reference names; 404 for a bad reference or a missing epoch, and
+    none_yet_status when the job has no checkpoint at all."""
     if not ckpt.REF_PATTERN.fullmatch(ref):
         raise HTTPException(404, f"checkpoint {ref!r} not found: use latest, best or an epoch")
-    row = ckpt.resolve(session, job.id, job.spec, ref)
+    rows = ckpt.job_checkpoints(session, job.id)
+    if not rows:
+        raise HTTPException(none_yet_status, f"job {job.id} is {job.status} and has no "
+                                             "checkpoint yet; one is written at the end of "
+                                             "every epoch")
+    row = ckpt.pick(rows, job.spec, ref)
     if row is None:
         raise HTTPException(404, f"job {job.id} has no checkpoint {ref!r}")
     return row

@@ -37,10 +37,7 @@ def predict(
         raise HTTPException(413, f"{len(image)} images in one request; the limit is "
                                  f"{settings.predict_max_images}")
     job = get_job(job_id, session)
-    if ckpt.resolve(session, job.id, job.spec, "latest") is None:
-        raise HTTPException(409, f"job {job.id} is {job.status} and has no checkpoint yet; "
-                                 "one is written at the end of every epoch")
-    row = resolve_or_error(session, job, checkpoint)
+    row = resolve_or_error(session, job, checkpoint, none_yet_status=409)
     decoded = []
     for position, upload in enumerate(image):
         name = f"image {position + 1} ({upload.filename or 'unnamed'})"
