@@ -77,7 +77,7 @@ def wait_http(base: str, proc: Proc | None = None, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/health", timeout=2).status_code in (200, 503):
+            if httpx.get(f"{base}/health", timeout=5).status_code in (200, 503):
                 return
         except httpx.HTTPError:
             pass

@@ -29,7 +29,7 @@ def _broker() -> None:
     from worker.celery_app import app
 
     with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=3)
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=3)
 
 
 @router.get("/health")
