@@ -28,9 +28,3 @@ def publish(client, job_id: str, events: Iterable[dict[str, Any]],
         pipe.expire(key, expire_seconds)
     pipe.execute()
 
-
-def read(client, job_id: str, last_id: str = "0-0", count: int = 1000) -> list[tuple[str, dict]]:
-    """Events after last_id, as (event id, payload) pairs."""
-    rows = client.xrange(stream_key(job_id), min=f"({last_id}" if last_id != "0-0" else "-",
-                         count=count)
-    return [(rid.decode(), json.loads(fields[b"data"])) for rid, fields in rows]

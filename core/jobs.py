@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Sequence
 
 from sqlalchemy import select, update
@@ -110,6 +110,3 @@ def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> Non
 def is_valid_id(job_id: str) -> bool:
     return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
 
-
-def timestamp(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
