@@ -10,8 +10,9 @@ install: $(VENV)/.installed
 
 # pip (not uv/poetry): torch==2.14.1 and torchvision==0.29.1 come from this machine's disk.
 $(VENV)/.installed: pyproject.toml
+	@echo "== creating $(VENV) and installing trainhub (torch is large: a few minutes) =="
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[test]'
 	touch $@
 
 run: install
