@@ -6,7 +6,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 
 import httpx
 import pytest
@@ -63,9 +62,7 @@ def test_make_run_trains_the_readme_job_and_stops_on_ctrl_c(make_run):
     # Ctrl-C in the terminal: the whole foreground group gets SIGINT; both processes stop.
     proc = make_run["proc"]
     os.killpg(proc.pid, signal.SIGINT)
-    started = time.monotonic()
-    proc.wait(timeout=60)
-    assert time.monotonic() - started < 60
+    proc.wait(timeout=60)  # stops, rather than waiting for anything to finish
     log = make_run["log"].read_text(errors="replace")
     assert "stopping API and worker" in log
     assert "[1,   100] loss:" in log  # the tutorial's progress lines reach the terminal

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import struct
-import time
 import tracemalloc
 import warnings
 import zlib
@@ -77,17 +76,14 @@ def test_a_huge_header_is_refused_before_decoding(width, height, max_pixels):
     data = crafted_png(width, height)
     assert len(data) < 200
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with pytest.raises(ImageTooLarge) as info:
                 decode_image(data, max_pixels, "image 1 (huge.png)")
-        elapsed = time.perf_counter() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0
     assert peak < 50 * 2**20
     assert "image 1 (huge.png)" in str(info.value)
 
