@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.procs import REPO, shared_dir, wait_status, wait_until
+from tests.procs import REPO, shared_dir, wait_status
 from worker.data import digits_split
 
 pytestmark = pytest.mark.slow

@@ -21,9 +21,15 @@ import pytest
 from PIL import Image
 
 import worker.archives as archives
-from worker.archives import Limits, UploadRejected, check_name, detect_kind, open_entries
-from worker.uploads import UploadOptions, materialize
 from tests.unit import factories
+from worker.archives import (
+    Limits,
+    UploadRejected,
+    check_name,
+    detect_kind,
+    open_entries,
+)
+from worker.uploads import UploadOptions, materialize
 
 LIMITS = Limits(max_entries=1000, max_unpacked_bytes=64 * 2**20, max_image_pixels=1_000_000)
 MB = 2**20

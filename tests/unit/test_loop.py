@@ -12,8 +12,8 @@ from torch import nn
 import models
 import worker.loop as loop
 from core.jobspec import Hyperparameters
-from worker.data import ImageDataset, Split, channel_stats, load_dataset, split_validation
 from tests.unit.factories import synthetic_dataset
+from worker.data import ImageDataset, Split, load_dataset, split_validation
 from worker.loop import (
     FitResult,
     Metric,

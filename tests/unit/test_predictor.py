@@ -17,13 +17,27 @@ import torch
 from PIL import Image
 
 import models
-from api.predictor import ImageTooLarge, LoadedModel, NotAnImage, Predictor, decode_image, to_tensor
+from api.predictor import (
+    ImageTooLarge,
+    LoadedModel,
+    NotAnImage,
+    Predictor,
+    decode_image,
+    to_tensor,
+)
 from core.artifacts import LocalArtifactStore, checkpoint_key
 from core.jobspec import Hyperparameters, JobSpec
-from worker.checkpoints import build
-from worker.data import ImageDataset, Split, _load_digits, channel_stats, digits_split, normalize
-from worker.loop import NullReporter, fit
 from tests.unit.factories import one_torch_thread
+from worker.checkpoints import build
+from worker.data import (
+    ImageDataset,
+    Split,
+    _load_digits,
+    channel_stats,
+    digits_split,
+    normalize,
+)
+from worker.loop import NullReporter, fit
 
 MAX_PIXELS = 64_000_000  # core.config's default predict_max_pixels
 

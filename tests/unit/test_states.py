@@ -5,7 +5,13 @@ import itertools
 
 import pytest
 
-from core.states import ALLOWED, TERMINAL, InvalidTransition, JobStatus, check_transition
+from core.states import (
+    ALLOWED,
+    TERMINAL,
+    InvalidTransition,
+    JobStatus,
+    check_transition,
+)
 
 S = JobStatus
 EDGES = {

@@ -61,8 +61,8 @@ def test_missing_files_with_download_allowed_but_no_network(tmp_path, monkeypatc
 
     monkeypatch.setattr(tv_utils, "download_url", offline)
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
-    import torchvision.datasets.mnist as tv_mnist
     import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.mnist as tv_mnist
 
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-import tarfile
 import tracemalloc
 import zipfile
 import zlib
@@ -16,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.unit import factories
 from worker.archives import Limits, UploadRejected
 from worker.uploads import UploadOptions, _stratified_split, materialize
-from tests.unit import factories
 
 MB = 2**20
 LIMITS = Limits(max_entries=10_000, max_unpacked_bytes=64 * MB, max_image_pixels=1_000_000)
