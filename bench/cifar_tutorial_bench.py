@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from predict_bench import Server
 
 TITLE = "CIFAR-10 tutorial through the API (upload, train, predict)"

@@ -9,8 +9,8 @@ import hashlib
 import os
 import re
 import shutil
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")

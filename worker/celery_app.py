@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 

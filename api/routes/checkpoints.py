@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
+
 from api.deps import JobDep, SessionDep
 from core import checkpoints as ckpt
 from core.artifacts import get_store

@@ -13,8 +13,8 @@ from sqlalchemy import and_, or_, select
 from api.deps import JobDep, SessionDep
 from api.errors import field_error
 from api.schemas import JobList, JobPublic
-from core import datasets, jobs
 from core import checkpoints as ckpt
+from core import datasets, jobs
 from core.artifacts import get_store, job_prefix
 from core.jobspec import JobSpec
 from core.states import JobStatus
