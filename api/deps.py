@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated, Iterator
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from core.db import new_session
-from core.jobs import is_valid_id
+from core.errors import NotFound
+from core.ids import is_id
 from core.tables import Job
 
 
@@ -22,11 +23,16 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_job(job_id: str, session: SessionDep) -> Job:
-    job = session.get(Job, job_id) if is_valid_id(job_id) else None
+def load_job(session: Session, job_id: str) -> Job:
+    """The job with this id; NotFound (404) for a missing or malformed id."""
+    job = session.get(Job, job_id) if is_id(job_id) else None
     if job is None:
-        raise HTTPException(404, f"job {job_id!r} not found")
+        raise NotFound(f"job {job_id[:64]!r} not found")
     return job
+
+
+def get_job(job_id: str, session: SessionDep) -> Job:
+    return load_job(session, job_id)
 
 
 JobDep = Annotated[Job, Depends(get_job)]

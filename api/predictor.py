@@ -1,27 +1,17 @@
 """Models for /predict: decoded from checkpoints once, kept in a bounded LRU cache."""
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 import models
 from core import checkpoints as ckpt
 from core.artifacts import ArtifactStore
-from worker.data import normalize
-from worker.images import to_uint8
-
-
-class NotAnImage(Exception):
-    pass
-
-
-class ImageTooLarge(Exception):
-    pass
+from core.images import normalize, to_tensor
 
 
 @dataclass
@@ -32,31 +22,6 @@ class LoadedModel:
     mean: torch.Tensor
     std: torch.Tensor
     epoch: int
-
-
-def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Image:
-    """Open an upload with Pillow; the pixel count is checked before anything is decoded."""
-    try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, Image.DecompressionBombError):
-            raise ImageTooLarge(f"{name}: {exc}") from None
-        raise NotAnImage(f"{name} is not an image Pillow can read") from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"{name} is {width}x{height} = {width * height} pixels; "
-                            f"the limit is {max_pixels}")
-    try:
-        image.load()
-    except Exception:
-        raise NotAnImage(f"{name} could not be decoded (truncated or corrupt)") from None
-    return image
-
-
-def to_tensor(image: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
-    """uint8 (C, H, W) as the job's data was stored: its channels and its size."""
-    channels, height, width = shape
-    return torch.from_numpy(to_uint8(image, channels, (width, height)).copy())
 
 
 class Predictor:

@@ -1,12 +1,14 @@
-"""Response shapes, built from table rows."""
+"""Response shapes: every JSON route returns one of these (the OpenAPI schema is built from them)."""
 from __future__ import annotations
 
-import math
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel
 
-from core.tables import Job, MetricPoint
+from core.metrics import finite, finite_values
+from core.states import DatasetStatus, JobStatus
+from core.tables import Checkpoint, Job, MetricPoint
 
 
 class Progress(BaseModel):
@@ -18,7 +20,7 @@ class Progress(BaseModel):
 class JobPublic(BaseModel):
     id: str
     name: str
-    status: str
+    status: JobStatus
     model: str
     dataset: str
     spec: dict
@@ -30,19 +32,19 @@ class JobPublic(BaseModel):
     attempts: int
     worker: str | None
     device: str | None
-    metrics: dict[str, float | None]
+    metrics: dict[str, float | None]  # the last epoch's; null where training diverged
     error: str | None
     cancel_requested: bool
 
     @classmethod
     def from_row(cls, job: Job) -> "JobPublic":
         return cls(
-            id=job.id, name=job.name, status=job.status, model=job.model, dataset=job.dataset,
-            spec=job.spec, progress=Progress(epoch=job.epoch, step=job.step,
-                                             total_steps=job.total_steps),
+            id=job.id, name=job.name, status=JobStatus(job.status), model=job.model,
+            dataset=job.dataset, spec=job.spec,
+            progress=Progress(epoch=job.epoch, step=job.step, total_steps=job.total_steps),
             created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
             finished_at=job.finished_at, attempts=job.attempts, worker=job.worker,
-            device=job.device, metrics={k: finite(v) for k, v in (job.final_metrics or {}).items()},
+            device=job.device, metrics=finite_values(job.final_metrics or {}),
             error=job.error, cancel_requested=job.cancel_requested)
 
 
@@ -71,6 +73,99 @@ class MetricPage(BaseModel):
     next_since_step: int | None
 
 
-def finite(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: a diverged value is reported as null."""
-    return value if value is not None and math.isfinite(value) else None
+class CheckpointPublic(BaseModel):
+    epoch: int
+    step: int
+    metrics: dict[str, float | None]
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Checkpoint) -> "CheckpointPublic":
+        return cls(epoch=row.epoch, step=row.step, metrics=row.metrics or {},
+                   size_bytes=row.size_bytes, sha256=row.sha256, created_at=row.created_at)
+
+
+class CheckpointList(BaseModel):
+    job_id: str
+    best_metric: str  # what `best` is chosen on: val_accuracy or eval_accuracy
+    latest: int | None  # epochs
+    best: int | None
+    checkpoints: list[CheckpointPublic]  # newest first
+
+
+class Normalization(BaseModel):
+    mean: list[float]
+    std: list[float]
+
+
+class UploadProgress(BaseModel):
+    done: int
+    total: int | None
+
+
+class DatasetPublic(BaseModel):
+    """A built-in (source `builtin`) or an upload (source `upload`); fields that do not
+    apply to one kind are null."""
+
+    id: str
+    name: str
+    source: Literal["builtin", "upload"]
+    status: DatasetStatus
+    shape: list[int] | None  # (channels, height, width)
+    num_classes: int | None
+    classes: list[str] | None
+    counts: dict | None  # builtin: {train, test}; upload: {train: {class: n}, test: {...}}
+    description: str | None = None
+    available: bool | None = None
+    location: str | None = None  # where a built-in's files are read from
+    error: str | None = None
+    layout: str | None = None  # split | single | npz
+    normalization: Normalization | None = None
+    options: dict | None = None
+    upload_bytes: int | None = None
+    source_filename: str | None = None
+    progress: UploadProgress | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetPublic]
+
+
+class ModelPublic(BaseModel):
+    name: str
+    description: str
+    input: str
+    default_hyperparameters: dict
+
+
+class ModelList(BaseModel):
+    models: list[ModelPublic]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str  # "ok" or "unavailable: <why>"
+    broker: str
+    events: str | None = None  # only when a Redis event channel is configured
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    probability: float
+
+
+class CheckpointUsed(BaseModel):
+    ref: str
+    epoch: int
+    sha256: str
+
+
+class PredictResponse(BaseModel):
+    job_id: str
+    checkpoint: CheckpointUsed
+    predictions: list[list[Prediction]]  # one list per image, most probable first

@@ -1,6 +1,6 @@
 """POST /predict: latency (one client), throughput (many clients) and one large batch.
 
-Starts trainhub in embedded mode (`python -m core.cli up`, SQLite + filesystem broker in a
+Starts trainhub in embedded mode (`python -m cli up`, SQLite + filesystem broker in a
 fresh temporary data dir), trains LeNet on the digits dataset through the API, then sends
 PNGs of the digits test split to POST /predict. Every response must be a 200 and top-1
 accuracy over all requests must be >= MIN_ACCURACY: a benchmark of wrong answers is worthless.
@@ -180,7 +180,7 @@ class Server:
         self.log = open(self.log_path, "wb")
         self.progress(f"starting trainhub up on port {self.port} (data dir {self.data_dir})")
         self.proc = subprocess.Popen(
-            [str(python if python.exists() else sys.executable), "-m", "core.cli", "up",
+            [str(python if python.exists() else sys.executable), "-m", "cli", "up",
              "--port", str(self.port)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
@@ -214,7 +214,7 @@ class Server:
     def _find_api_pid(self) -> int | None:
         for pid in descendants(self.proc.pid):
             argv = cmdline(pid)
-            if "core.cli" in argv and "api" in argv:
+            if "cli" in argv and "api" in argv:
                 return pid
         return None
 

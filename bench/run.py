@@ -159,7 +159,7 @@ def machine_info() -> dict:
 HOW = """\
 ## What is measured
 
-Each benchmark starts its own trainhub in embedded mode: `python -m core.cli up` on a free
+Each benchmark starts its own trainhub in embedded mode: `python -m cli up` on a free
 port, `TRAINHUB_DATA_DIR` a fresh temporary folder (SQLite database, filesystem broker),
 with `TRAINHUB_DATABASE_URL`, `TRAINHUB_BROKER_URL` and `TRAINHUB_REDIS_URL` removed from
 the environment, so nothing outside the machine is involved. The clients run in the

@@ -6,12 +6,14 @@ Keys are relative, slash-separated names that trainhub builds from ids
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
+
+from core.errors import TooLarge
+from core.files import atomic_write
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -35,10 +37,6 @@ class ArtifactStore(Protocol):
 
     def local_file(self, key: str) -> ContextManager[Path]:
         """A local path holding the artifact for as long as the context lasts."""
-
-
-class TooLarge(Exception):
-    pass
 
 
 def check_key(key: str) -> str:
@@ -74,18 +72,12 @@ class LocalArtifactStore:
         return path
 
     def save(self, key: str, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
-        final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as raw:
-                writer = _HashingWriter(raw)
-                write(writer)  # type: ignore[arg-type]
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, final)  # readers see the old file or the whole new one
-        finally:
-            tmp.unlink(missing_ok=True)
+        def hashed(raw: BinaryIO) -> _HashingWriter:
+            writer = _HashingWriter(raw)
+            write(writer)  # type: ignore[arg-type]
+            return writer
+
+        writer = atomic_write(self.path(key), hashed)
         return writer.size, writer.sha.hexdigest()
 
     def save_stream(self, key: str, source: BinaryIO, max_bytes: int) -> int:

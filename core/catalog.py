@@ -45,8 +45,3 @@ BUILTIN_DATASETS: dict[str, DatasetInfo] = {
     )
 }
 DATASET_NAMES = tuple(BUILTIN_DATASETS)
-
-# DESIGN.md's metric table; a point is unique by (job, name, step).
-METRIC_NAMES = ("loss", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy",
-                "val_loss", "val_accuracy", "samples_per_second", "lr")
-

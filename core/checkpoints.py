@@ -10,6 +10,8 @@ import io
 import re
 from typing import Any, BinaryIO
 
+from core.errors import NotFound
+
 FORMAT = "trainhub.checkpoint"
 FORMAT_VERSION = 1
 REQUIRED = ("format", "format_version", "architecture", "model_state", "normalization",
@@ -53,6 +55,11 @@ def best_metric_name(spec: dict) -> str:
     """`best` is chosen on validation when the job holds some out, else on test."""
     return ("val_accuracy" if spec["hyperparameters"].get("validation_fraction", 0) > 0
             else "eval_accuracy")
+
+
+def architecture(model: str, input_shape, num_classes: int) -> dict:
+    """What a checkpoint records of its network: enough to build it again."""
+    return {"name": model, "input_shape": list(input_shape), "num_classes": num_classes}
 
 
 def architecture_mismatch(source: dict, target: dict) -> str | None:
@@ -101,3 +108,18 @@ def pick(rows: list, spec: dict, ref: str):
 def resolve(session, job_id: str, spec: dict, ref: str):
     """The checkpoint row a reference names (`latest`, `best` or an epoch), or None."""
     return pick(job_checkpoints(session, job_id), spec, ref)
+
+
+def find(session, job, ref: str, none_yet: type[Exception] = NotFound):
+    """The row a reference names, or a domain error: NotFound for a bad reference or a
+    missing epoch, `none_yet` when the job has no checkpoint at all."""
+    if not REF_PATTERN.fullmatch(ref):
+        raise NotFound(f"checkpoint {ref[:40]!r} not found: use latest, best or an epoch")
+    rows = job_checkpoints(session, job.id)
+    if not rows:
+        raise none_yet(f"job {job.id} is {job.status} and has no checkpoint yet; one is "
+                       "written at the end of every epoch")
+    row = pick(rows, job.spec, ref)
+    if row is None:
+        raise NotFound(f"job {job.id} has no checkpoint {ref!r}")
+    return row

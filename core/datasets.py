@@ -1,15 +1,16 @@
-"""One view of every trainable dataset: the built-ins and the ready uploads."""
+"""One view of every trainable dataset (the built-ins and the ready uploads), and how many
+mini-batches an epoch of it has: the loop and the API's progress count alike."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from core.catalog import BUILTIN_DATASETS
+from core.errors import FieldError
+from core.ids import is_id
+from core.states import DatasetStatus
 from core.tables import Dataset
-
-UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,15 @@ class DatasetView:
     cache_key: str | None = None  # uploads: the materialised tensor file's store key
 
 
-class DatasetNotUsable(Exception):
+class DatasetNotUsable(FieldError):
     """The named dataset does not exist or is not ready; the message says which."""
+
+    def __init__(self, message: str):
+        super().__init__("dataset", message)
 
 
 def is_upload_ref(ref: str) -> bool:
-    return bool(UPLOAD_ID.match(ref))
+    return is_id(ref)
 
 
 def resolve(session: Session, ref: str) -> DatasetView:
@@ -37,23 +41,24 @@ def resolve(session: Session, ref: str) -> DatasetView:
         return DatasetView(ref, ref, info.shape, info.classes, info.train_size, True)
     row = session.get(Dataset, ref) if is_upload_ref(ref) else None
     if row is None:
-        raise DatasetNotUsable(f"unknown dataset {ref!r}; allowed: "
+        raise DatasetNotUsable(f"unknown dataset {ref[:64]!r}; allowed: "
                                f"{', '.join(BUILTIN_DATASETS)} or the id of an uploaded dataset")
-    if row.status != "ready":
+    if row.status != DatasetStatus.ready:
         why = f": {row.error}" if row.error else ""
         raise DatasetNotUsable(f"dataset {ref} is {row.status}{why}")
     return DatasetView(ref, row.name, tuple(row.shape), tuple(row.classes),
                        sum(row.counts["train"].values()), False, row.cache_key)
 
 
-def architecture(model: str, view: DatasetView) -> dict:
-    """What a checkpoint of `model` trained on this dataset looks like."""
-    return {"name": model, "input_shape": list(view.shape), "num_classes": len(view.classes)}
+def validation_size(n: int, fraction: float) -> int:
+    """Images held out of n for validation: round(n * fraction), at least one when asked."""
+    return max(1, int(round(n * fraction))) if fraction > 0 else 0
 
 
-def steps_per_epoch(view: DatasetView, batch_size: int, validation_fraction: float) -> int:
-    """Mini-batches per epoch, counted as the loop counts them."""
-    n = view.train_size
-    if validation_fraction > 0:
-        n -= max(1, int(round(n * validation_fraction)))
+def num_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
+
+
+def steps_per_epoch(train_size: int, batch_size: int, validation_fraction: float) -> int:
+    """Mini-batches per epoch, counted as the loop counts them."""
+    return num_batches(train_size - validation_size(train_size, validation_fraction), batch_size)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 100_000
 
@@ -28,3 +31,15 @@ def publish(client, job_id: str, events: Iterable[dict[str, Any]],
         pipe.expire(key, expire_seconds)
     pipe.execute()
 
+
+
+def publish_or_warn(client, job_id: str, events: list[dict[str, Any]],
+                    expire_seconds: int | None = None) -> None:
+    """publish(), logging a warning instead of raising: the database is the truth, and a
+    live-channel outage must not fail a job. A None client (no Redis configured) is a no-op."""
+    if client is None:
+        return
+    try:
+        publish(client, job_id, events, expire_seconds)
+    except Exception as exc:
+        log.warning("job %s: could not publish %d event(s) to Redis: %s", job_id, len(events), exc)

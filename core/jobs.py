@@ -1,7 +1,6 @@
 """Every change of a job row goes through here; the state machine is enforced in SQL."""
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any, Sequence
 
@@ -9,16 +8,13 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.ids import new_id
 from core.states import ALLOWED, InvalidTransition, JobStatus, check_transition
 from core.tables import Job, MetricPoint, utcnow
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
-
-
 def create_job(session: Session, spec: dict) -> Job:
-    job = Job(id=new_job_id(), name=spec["name"], status=JobStatus.queued.value,
+    job = Job(id=new_id(), name=spec["name"], status=JobStatus.queued.value,
               model=spec["model"], dataset=spec["dataset"], spec=spec, epoch=0, step=0,
               attempts=0, max_attempts=3, cancel_requested=False)
     session.add(job)
@@ -105,8 +101,3 @@ def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> Non
     rows = [{"job_id": job_id, "time": now, **p} for p in points]
     session.execute(insert(MetricPoint).values(rows).on_conflict_do_nothing(
         index_elements=["job_id", "name", "step"]))
-
-
-def is_valid_id(job_id: str) -> bool:
-    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
-

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.catalog import DATASET_NAMES
 from core.checkpoints import REF_REGEX
-from core.datasets import UPLOAD_ID
+from core.ids import ID_REGEX, is_id
 from models import MODEL_NAMES
 
 
@@ -39,7 +39,7 @@ class InitFrom(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str = Field(pattern="^[0-9a-f]{32}$")
+    job_id: str = Field(pattern=ID_REGEX)
     checkpoint: str = Field("best", pattern=REF_REGEX,
                             description="latest, best or an epoch number")
 
@@ -65,7 +65,7 @@ class JobSpec(BaseModel):
     @classmethod
     def _known_dataset(cls, value: str) -> str:
         # An upload id is checked against the database by the API (it must be ready).
-        if value not in DATASET_NAMES and not UPLOAD_ID.match(value):
+        if value not in DATASET_NAMES and not is_id(value):
             raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASET_NAMES)} "
                              "or the id of an uploaded dataset")
         return value

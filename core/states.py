@@ -1,4 +1,5 @@
-"""The job state machine: queued -> running -> succeeded | failed | cancelled."""
+"""The job state machine (queued -> running -> succeeded | failed | cancelled), and the
+statuses a dataset shows."""
 from __future__ import annotations
 
 from enum import Enum
@@ -34,3 +35,14 @@ def check_transition(current: JobStatus, target: JobStatus) -> None:
     """Raise InvalidTransition unless current -> target is an edge of the machine."""
     if target not in ALLOWED.get(current, frozenset()):
         raise InvalidTransition(current, target)
+
+
+class DatasetStatus(str, Enum):
+    """An upload is processing, then ready or failed; a built-in is ready (files present or
+    cached), downloads on first use, or missing (absent, and downloads are off)."""
+
+    processing = "processing"
+    ready = "ready"
+    failed = "failed"
+    downloads_on_first_use = "downloads on first use"
+    missing = "missing"

@@ -27,7 +27,7 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
         self.log_path = log_path
         self.log_file = open(log_path, "wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", "core.cli", *args], cwd=REPO,
+        self.popen = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=REPO,
                                       env=env, stdout=self.log_file,
                                       stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.cli import build_parser
+from cli.main import build_parser
 from core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def parse_trainhub(argv: list[str]) -> argparse.Namespace:
     try:
         return build_parser().parse_args(argv[1:])
     except SystemExit:
-        pytest.fail(f"`{shlex.join(argv)}` is not accepted by core.cli.build_parser()")
+        pytest.fail(f"`{shlex.join(argv)}` is not accepted by cli.main.build_parser()")
 
 
 def cli_subcommands() -> set[str]:
@@ -61,7 +61,7 @@ def cli_subcommands() -> set[str]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return set(action.choices)
-    raise AssertionError("core.cli.build_parser() has no subcommands")
+    raise AssertionError("cli.main.build_parser() has no subcommands")
 
 
 def env_keys(environment) -> list[str]:
@@ -206,7 +206,7 @@ def test_worker_healthcheck_pings_the_node_name_the_cli_gives_it(services, monke
     test = " ".join(services["worker"]["healthcheck"]["test"])
     assert "inspect ping" in test and "trainhub@$$HOSTNAME" in test
     # The CLI names the node trainhub@<hostname>, which is $HOSTNAME inside a container.
-    from core import cli
+    from cli import main as cli
     from worker.celery_app import app
 
     seen: list[list[str]] = []

@@ -1,4 +1,4 @@
-"""The Celery app, configured for long GPU jobs, and the worker's process lifecycle."""
+"""The worker's Celery app (settings from core.queue) and its process lifecycle."""
 from __future__ import annotations
 
 import logging
@@ -7,50 +7,9 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from core.config import Settings, get_settings
+from core.queue import celery_config
 
 log = logging.getLogger(__name__)
-
-RUN_JOB_TASK = "trainhub.run_job"
-PROCESS_DATASET_TASK = "trainhub.process_dataset"
-
-
-def celery_config(settings: Settings) -> dict:
-    broker = settings.resolved_broker_url
-    config = {
-        "broker_url": broker,
-        "task_default_queue": settings.queue,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "task_ignore_result": True,  # the database holds the outcome, not a result backend
-        # A job message is acknowledged only when the job is done, and handed back if the
-        # process running it dies; one job per process at a time, none reserved ahead.
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_hijack_root_logger": False,
-        "broker_connection_retry_on_startup": True,
-        # Fail a submission fast when the broker is down rather than hang the request.
-        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2,
-                                      "interval_step": 0.5, "interval_max": 1},
-        "broker_transport_options": {
-            # Redis re-delivers an unacknowledged message after this: longer than any job.
-            "visibility_timeout": settings.broker_visibility_timeout,
-        },
-    }
-    if broker.startswith("filesystem://"):
-        folder = settings.broker_folder
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_transport_options"].update({
-            "data_folder_in": str(folder / "queue"),
-            "data_folder_out": str(folder / "queue"),
-            "processed_folder": str(folder / "processed"),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-        })
-        # The filesystem transport has no fan-out for remote control; jobs need none.
-        config["worker_enable_remote_control"] = False
-    return config
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -60,18 +19,6 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
-
-
-class BrokerUnavailable(Exception):
-    """A message could not be handed to the broker."""
-
-
-def enqueue(task_name: str, *args) -> None:
-    """Send a task by name; BrokerUnavailable when the broker cannot be reached."""
-    try:
-        app.send_task(task_name, args=list(args))
-    except Exception as exc:  # kombu raises several types for an unreachable broker
-        raise BrokerUnavailable(str(exc)) from exc
 
 
 @worker_init.connect

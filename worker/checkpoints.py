@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from sqlalchemy import select
@@ -10,8 +9,9 @@ from sqlalchemy import select
 from core import checkpoints as fmt
 from core.artifacts import ArtifactStore, checkpoint_key
 from core.db import session_scope
+from core.imagedata import ImageDataset
+from core.metrics import finite_values
 from core.tables import Checkpoint
-from worker.data import ImageDataset
 from worker.loop import EpochEnd
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,7 @@ def build(end: EpochEnd, spec: dict, dataset: ImageDataset) -> dict:
     return {
         "format": fmt.FORMAT,
         "format_version": fmt.FORMAT_VERSION,
-        "architecture": {"name": spec["model"], "input_shape": list(dataset.shape),
-                         "num_classes": len(dataset.classes)},
+        "architecture": fmt.architecture(spec["model"], dataset.shape, len(dataset.classes)),
         "model_state": {k: v.detach().cpu() for k, v in end.model.state_dict().items()},
         "optimizer_state": end.optimizer.state_dict(),
         "scheduler_state": end.scheduler.state_dict() if end.scheduler is not None else None,
@@ -43,11 +42,6 @@ def build(end: EpochEnd, spec: dict, dataset: ImageDataset) -> dict:
         "normalization": {"mean": list(dataset.mean), "std": list(dataset.std)},
         "classes": list(dataset.classes),
     }
-
-
-def finite_only(metrics: dict) -> dict:
-    """JSON (and Postgres) has no NaN or infinity: a diverged value is stored as null."""
-    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
 
 
 class CheckpointWriter:
@@ -71,7 +65,7 @@ class CheckpointWriter:
                 session.flush()
             session.add(Checkpoint(job_id=self.job_id, epoch=end.epoch, step=end.step,
                                    storage_key=key, size_bytes=size, sha256=sha,
-                                   metrics=finite_only(blob["metrics"])))
+                                   metrics=finite_values(blob["metrics"])))
         log.info("job %s: checkpoint epoch %d (%d bytes, sha256 %s…)", self.job_id, end.epoch,
                  size, sha[:12])
         self.apply_retention()

@@ -1,9 +1,7 @@
-"""Datasets as uint8 tensors held in memory (or on the GPU), a tensor cache, and batching."""
+"""Built-in datasets read into uint8 tensors (through a tensor cache), and batching."""
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -11,6 +9,15 @@ import numpy as np
 import torch
 
 from core.catalog import BUILTIN_DATASETS, DatasetInfo
+from core.datasets import validation_size
+from core.imagedata import (
+    ImageDataset,
+    Split,
+    build_dataset,
+    read_tensor_file,
+    write_tensor_file,
+)
+from core.images import normalize
 
 log = logging.getLogger(__name__)
 
@@ -19,53 +26,15 @@ class DatasetUnavailable(Exception):
     """The dataset's files are missing or unreadable; the message says where they go."""
 
 
-@dataclass
-class Split:
-    images: torch.Tensor  # uint8, (N, C, H, W)
-    labels: torch.Tensor  # int64, (N,)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def to(self, device: torch.device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
-
-
-@dataclass
-class ImageDataset:
-    name: str
-    classes: list[str]
-    train: Split
-    test: Split
-    mean: list[float]  # per channel, of train images scaled to [0, 1]
-    std: list[float]
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
-
-
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
-    x = images.to(torch.float64).div_(255).transpose(0, 1).reshape(images.shape[1], -1)
-    std = x.std(dim=1).clamp_min(1e-6)
-    return x.mean(dim=1).tolist(), std.tolist()
-
-
 def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
     """Hold out a reproducible random `fraction` of train as a validation split."""
     if fraction <= 0:
         return train, None
-    n_val = max(1, int(round(len(train) * fraction)))
+    n_val = validation_size(len(train), fraction)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:n_val], order[n_val:]
     return (Split(train.images[train_idx], train.labels[train_idx]),
             Split(train.images[val_idx], train.labels[val_idx]))
-
-
-def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1] -> per-channel standardised: training and /predict alike."""
-    return images.float().div_(255).sub_(mean).div_(std)
 
 
 def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
@@ -83,10 +52,6 @@ def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor
             idx = order[start:start + batch_size]
             images, labels = split.images[idx], split.labels[idx]
         yield normalize(images, mean, std), labels
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
 
 
 # ---- loading -----------------------------------------------------------------------------
@@ -115,35 +80,8 @@ def load_dataset(name: str, dataset_root: Path, cache_dir: Path,
     return dataset
 
 
-def build_dataset(name: str, classes: list[str], train: Split, test: Split) -> ImageDataset:
-    mean, std = channel_stats(train.images)
-    return ImageDataset(name, classes, train, test, mean, std)
-
-
-def read_tensor_file(name: str, path) -> ImageDataset:
-    """A dataset from the tensor file format (a path or an open binary file)."""
-    blob = torch.load(path, weights_only=True)
-    return ImageDataset(name, list(blob["classes"]),
-                        Split(blob["train_images"], blob["train_labels"]),
-                        Split(blob["test_images"], blob["test_labels"]),
-                        list(blob["mean"]), list(blob["std"]))
-
-
-def tensor_file_contents(dataset: ImageDataset) -> dict:
-    return {"classes": dataset.classes, "mean": dataset.mean, "std": dataset.std,
-            "train_images": dataset.train.images, "train_labels": dataset.train.labels,
-            "test_images": dataset.test.images, "test_labels": dataset.test.labels}
-
-
-def write_tensor_file(dataset: ImageDataset, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(tensor_file_contents(dataset), tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
-
-
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """DESIGN.md's digits split: pixel values 0-16, as scikit-learn ships them."""
+    """The documented digits split (docs/concepts.md): pixel values 0-16, as scikit-learn ships them."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -11,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.data import ImageDataset, Split, batches, num_batches, split_validation
+from core.datasets import num_batches
+from core.imagedata import ImageDataset, Split
+from worker.data import batches, split_validation
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
                 model, val, mean, std, criterion, hp.batch_size)
         if scheduler is not None and not per_batch:
             scheduler.step()
-        final = {k: v for k, v in epoch_metrics.items() if math.isfinite(v)}
+        final = dict(epoch_metrics)  # a diverged value stays NaN; the runner stores it as null
         reporter.metrics([Metric(name, epoch, per_epoch, step, value)
                           for name, value in epoch_metrics.items()])
         if on_epoch_end is not None:

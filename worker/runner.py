@@ -11,11 +11,15 @@ from core import datasets, events, jobs
 from core.artifacts import get_store
 from core.config import get_settings
 from core.db import session_scope
+from core.errors import FieldError
+from core.imagedata import ImageDataset, read_tensor_file
+from core.init_from import load_init_from
 from core.jobspec import Hyperparameters
+from core.metrics import finite_values
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
 from worker.checkpoints import CheckpointWriter
-from worker.data import DatasetUnavailable, ImageDataset, load_dataset, read_tensor_file
+from worker.data import DatasetUnavailable, load_dataset
 from worker.loop import fit, resolve_device
 from worker.sink import JobReporter
 
@@ -42,8 +46,10 @@ def run(job_id: str, worker_name: str) -> str:
     except InvalidTransition as exc:
         log.info("job %s: not claimed (%s)", job_id, exc)
         return "skipped"
-    _publish(redis_client, job_id, {"type": "status", "status": JobStatus.running.value,
-                                    "worker": worker_name, "device": str(device)})
+    events.publish_or_warn(redis_client, job_id, [{"type": "status",
+                                                   "status": JobStatus.running.value,
+                                                   "worker": worker_name,
+                                                   "device": str(device)}])
     log.info("job %s: running on %s (%s)", job_id, device, worker_name)
     reporter = JobReporter(job_id, settings, redis_client)
     store = get_store()
@@ -97,38 +103,27 @@ def load_job_dataset(ref: str, settings, store) -> ImageDataset:
         try:
             view = datasets.resolve(session, ref)
         except datasets.DatasetNotUsable as exc:
-            raise JobInputError(str(exc)) from None
+            raise JobInputError(exc.message) from None
     with store.open(view.cache_key) as f:
         return read_tensor_file(ref, f)
 
 
 def load_initial_weights(model, spec: dict, dataset: ImageDataset, store) -> None:
     """init_from: copy another job's checkpointed weights into the new model."""
-    source = spec["init_from"]
+    target = ckpt.architecture(spec["model"], dataset.shape, len(dataset.classes))
     with session_scope() as session:
-        source_job = session.get(Job, source["job_id"])
-        row = ckpt.resolve(session, source["job_id"], source_job.spec, source["checkpoint"]) \
-            if source_job else None
-    if row is None:
-        raise JobInputError(f"init_from: job {source['job_id']} has no checkpoint "
-                            f"{source['checkpoint']!r}")
-    try:
-        with store.open(row.storage_key) as f:
-            blob = ckpt.load(f)
-    except (ckpt.CheckpointError, OSError) as exc:
-        raise JobInputError(f"init_from: {exc}") from None
-    target = {"name": spec["model"], "input_shape": list(dataset.shape),
-              "num_classes": len(dataset.classes)}
-    mismatch = ckpt.architecture_mismatch(blob["architecture"], target)
-    if mismatch:
-        raise JobInputError(f"init_from: {mismatch}")
+        try:
+            row, blob = load_init_from(session, store, spec["init_from"], target)
+        except FieldError as exc:
+            raise JobInputError(f"init_from: {exc.message}") from None
     model.load_state_dict(blob["model_state"])
-    log.info("initialised from job %s epoch %d", source["job_id"], row.epoch)
+    log.info("initialised from job %s epoch %d", spec["init_from"]["job_id"], row.epoch)
 
 
 def _finish(job_id: str, status: JobStatus, redis_client, settings, error: str | None = None,
             final_metrics: dict | None = None) -> str:
-    fields = {"final_metrics": final_metrics or None, "error": error}
+    final = finite_values(final_metrics) if final_metrics else None
+    fields = {"final_metrics": final, "error": error}
     try:
         with session_scope() as session:
             job = jobs.transition(session, job_id, status, **fields)
@@ -138,16 +133,7 @@ def _finish(job_id: str, status: JobStatus, redis_client, settings, error: str |
         log.info("job %s: %s", job_id, exc)
         return exc.current.value
     log.info("job %s: %s%s", job_id, status_now, f" ({error})" if error else "")
-    _publish(redis_client, job_id, {"type": "status", "status": status_now, "error": error,
-                                    "final_metrics": final_metrics or None},
-             expire=settings.events_ttl_seconds)
+    events.publish_or_warn(redis_client, job_id, [{"type": "status", "status": status_now,
+                                                   "error": error, "final_metrics": final}],
+                           expire_seconds=settings.events_ttl_seconds)
     return status_now
-
-
-def _publish(redis_client, job_id: str, payload: dict, expire: int | None = None) -> None:
-    if redis_client is None:
-        return
-    try:
-        events.publish(redis_client, job_id, [payload], expire_seconds=expire)
-    except Exception as exc:
-        log.warning("job %s: could not publish status to Redis: %s", job_id, exc)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict
 from typing import Sequence
@@ -10,6 +9,7 @@ from typing import Sequence
 from core import events, jobs
 from core.config import Settings
 from core.db import session_scope
+from core.metrics import finite
 from worker.loop import Metric
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,9 @@ class JobReporter:
         with session_scope() as session:
             jobs.record_progress(session, self.job_id, epoch, step, total_steps,
                                  self.settings.lease_seconds)
-        self._publish([{"type": "progress", "epoch": epoch, "step": step,
-                        "total_steps": total_steps}])
+        events.publish_or_warn(self.redis, self.job_id, [{"type": "progress", "epoch": epoch,
+                                                          "step": step,
+                                                          "total_steps": total_steps}])
 
     def should_stop(self) -> bool:
         self.flush()
@@ -54,15 +55,6 @@ class JobReporter:
         points, self.buffer = [asdict(p) for p in self.buffer], []
         with session_scope() as session:
             jobs.insert_metrics(session, self.job_id, points)
-        self._publish([{"type": "metric", **p,
-                         "value": p["value"] if math.isfinite(p["value"]) else None}
-                        for p in points])
-
-    def _publish(self, payloads: list[dict]) -> None:
-        if self.redis is None:
-            return
-        try:
-            events.publish(self.redis, self.job_id, payloads)
-        except Exception as exc:  # the database is the truth; a live-channel outage is not fatal
-            log.warning("job %s: could not publish %d events to Redis: %s",
-                        self.job_id, len(payloads), exc)
+        events.publish_or_warn(self.redis, self.job_id,
+                               [{"type": "metric", **p, "value": finite(p["value"])}
+                                for p in points])

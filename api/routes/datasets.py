@@ -2,66 +2,71 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import SessionDep
+from api.errors import responses
+from api.schemas import DatasetList, DatasetPublic, Normalization, UploadProgress
 from core.artifacts import TooLarge, dataset_prefix, dataset_upload_key, get_store
 from core.catalog import BUILTIN_DATASETS, DatasetInfo
 from core.config import get_settings
 from core.datasets import is_upload_ref
-from core.states import JobStatus
+from core.errors import Conflict, NotFound
+from core.ids import new_id
+from core.queue import PROCESS_DATASET_TASK, BrokerUnavailable, enqueue
+from core.states import DatasetStatus, JobStatus
 from core.tables import Dataset, Job
-from worker.celery_app import PROCESS_DATASET_TASK, BrokerUnavailable, enqueue
+from core.uploads.archives import UploadRejected
+from core.uploads.ingest import process
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-def builtin_public(info: DatasetInfo) -> dict:
+def builtin_public(info: DatasetInfo) -> DatasetPublic:
     settings = get_settings()
-    item = {"id": info.name, "name": info.name, "description": info.description,
-            "source": "builtin", "shape": list(info.shape), "num_classes": len(info.classes),
-            "classes": list(info.classes),
-            "counts": {"train": info.train_size, "test": info.test_size},
-            "status": "ready", "available": True}
+    available, location, state = True, None, DatasetStatus.ready
     if info.folder:
         folder = settings.resolved_dataset_root / info.folder
         present = all((folder / f).exists() or (folder / f"{f}.gz").exists() for f in info.files)
         cached = (settings.cache_dir / f"{info.name}.pt").exists()
-        item["location"] = str(folder)
-        item["available"] = present or cached or settings.allow_download
-        item["status"] = ("ready" if present or cached else
-                          "downloads on first use" if settings.allow_download else "missing")
-    return item
+        location = str(folder)
+        available = present or cached or settings.allow_download
+        state = (DatasetStatus.ready if present or cached else
+                 DatasetStatus.downloads_on_first_use if settings.allow_download
+                 else DatasetStatus.missing)
+    return DatasetPublic(id=info.name, name=info.name, description=info.description,
+                         source="builtin", shape=list(info.shape),
+                         num_classes=len(info.classes), classes=list(info.classes),
+                         counts={"train": info.train_size, "test": info.test_size},
+                         status=state, available=available, location=location)
 
 
-def upload_public(row: Dataset) -> dict:
-    return {"id": row.id, "name": row.name, "source": "upload", "status": row.status,
-            "error": row.error, "layout": row.layout, "shape": row.shape,
-            "num_classes": len(row.classes) if row.classes else None, "classes": row.classes,
-            "counts": row.counts, "normalization": ({"mean": row.mean, "std": row.std}
-                                                    if row.mean else None),
-            "options": row.options, "upload_bytes": row.upload_bytes,
-            "source_filename": row.source_filename,
-            "progress": {"done": row.progress_done, "total": row.progress_total},
-            "created_at": row.created_at.isoformat(),
-            "finished_at": row.finished_at.isoformat() if row.finished_at else None}
+def upload_public(row: Dataset) -> DatasetPublic:
+    return DatasetPublic(
+        id=row.id, name=row.name, source="upload", status=DatasetStatus(row.status),
+        error=row.error, layout=row.layout, shape=row.shape,
+        num_classes=len(row.classes) if row.classes else None, classes=row.classes,
+        counts=row.counts,
+        normalization=Normalization(mean=row.mean, std=row.std) if row.mean else None,
+        options=row.options, upload_bytes=row.upload_bytes, source_filename=row.source_filename,
+        progress=UploadProgress(done=row.progress_done, total=row.progress_total),
+        created_at=row.created_at, finished_at=row.finished_at)
 
 
-@router.get("")
-def list_datasets(session: SessionDep) -> dict:
+@router.get("", response_model=DatasetList)
+def list_datasets(session: SessionDep) -> DatasetList:
     uploads = session.scalars(select(Dataset).order_by(Dataset.created_at.desc())).all()
-    return {"datasets": [builtin_public(i) for i in BUILTIN_DATASETS.values()]
-            + [upload_public(r) for r in uploads]}
+    return DatasetList(datasets=[builtin_public(i) for i in BUILTIN_DATASETS.values()]
+                       + [upload_public(r) for r in uploads])
 
 
-@router.get("/{dataset_id}")
-def read_dataset(dataset_id: str, session: SessionDep) -> dict:
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=responses(404))
+def read_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
     if dataset_id in BUILTIN_DATASETS:
         return builtin_public(BUILTIN_DATASETS[dataset_id])
     return upload_public(_get_upload(session, dataset_id))
@@ -70,12 +75,14 @@ def read_dataset(dataset_id: str, session: SessionDep) -> dict:
 def _get_upload(session, dataset_id: str) -> Dataset:
     row = session.get(Dataset, dataset_id) if is_upload_ref(dataset_id) else None
     if row is None:
-        raise HTTPException(404, f"dataset {dataset_id!r} not found")
+        raise NotFound(f"dataset {dataset_id[:64]!r} not found")
     return row
 
 
-@router.post("", status_code=status.HTTP_201_CREATED,
-             responses={202: {"description": "accepted; the worker is processing it"}})
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,
+             responses={202: {"model": DatasetPublic,
+                              "description": "accepted; the worker is processing it"},
+                        **responses(413, 422, 503)})
 def upload_dataset(
     session: SessionDep,
     file: Annotated[UploadFile, File(description=".tar.gz, .tar or .zip in ImageFolder layout "
@@ -92,58 +99,60 @@ def upload_dataset(
 ) -> Response:
     """Small uploads are processed now (201, ready); large ones by the worker (202)."""
     settings = get_settings()
-    dataset_id = uuid.uuid4().hex
+    dataset_id = new_id()
     store = get_store()
     try:
         size = store.save_stream(dataset_upload_key(dataset_id), file.file,
                                  settings.dataset_max_upload_bytes)
     except TooLarge:
-        raise HTTPException(413, f"upload is larger than {settings.dataset_max_upload_bytes} "
-                                 "bytes (TRAINHUB_DATASET_MAX_UPLOAD_BYTES)") from None
+        raise TooLarge(f"upload is larger than {settings.dataset_max_upload_bytes} bytes "
+                       "(TRAINHUB_DATASET_MAX_UPLOAD_BYTES)") from None
     options = {"test_fraction": test_fraction, "channels": channels,
                "resize": [int(v) for v in resize.split("x")] if resize else None}
     row = Dataset(id=dataset_id, name=name or (file.filename or "upload").split(".")[0],
-                  status="processing", source_filename=file.filename,
+                  status=DatasetStatus.processing.value, source_filename=file.filename,
                   upload_key=dataset_upload_key(dataset_id), upload_bytes=size, options=options,
                   progress_done=0)
     session.add(row)
     session.commit()
     headers = {"Location": f"/datasets/{dataset_id}"}
     if size <= settings.dataset_inline_max_bytes:
-        from worker.ingest import process
-
         outcome = process(dataset_id)
         session.refresh(row)
-        if outcome == "failed":
+        if outcome == DatasetStatus.failed.value:
             reason = row.error
             session.delete(row)
             session.commit()
             store.delete_prefix(dataset_prefix(dataset_id))
-            raise HTTPException(422, f"dataset rejected: {reason}")
-        return JSONResponse(upload_public(row), status_code=201, headers=headers)
+            raise UploadRejected(f"dataset rejected: {reason}")
+        return JSONResponse(upload_public(row).model_dump(mode="json"), status_code=201,
+                            headers=headers)
     try:
         enqueue(PROCESS_DATASET_TASK, dataset_id)
     except BrokerUnavailable as exc:
-        row.status, row.error = "failed", "could not enqueue: the broker was unreachable"
+        row.status = DatasetStatus.failed.value
+        row.error = "could not enqueue: the broker was unreachable"
         session.commit()
-        raise HTTPException(503, f"broker unavailable; dataset {dataset_id} was not "
-                                 "queued for processing") from exc
-    return JSONResponse(upload_public(row), status_code=202, headers=headers)
+        raise BrokerUnavailable(f"broker unavailable; dataset {dataset_id} was not queued "
+                                "for processing") from exc
+    return JSONResponse(upload_public(row).model_dump(mode="json"), status_code=202,
+                        headers=headers)
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=responses(404, 409))
 def delete_dataset(dataset_id: str, session: SessionDep) -> Response:
     if dataset_id in BUILTIN_DATASETS:
-        raise HTTPException(409, f"{dataset_id} is built in and cannot be deleted")
+        raise Conflict(f"{dataset_id} is built in and cannot be deleted")
     row = _get_upload(session, dataset_id)
-    if row.status == "processing":
-        raise HTTPException(409, f"dataset {dataset_id} is still processing")
+    if row.status == DatasetStatus.processing:
+        raise Conflict(f"dataset {dataset_id} is still processing")
     active = session.scalars(select(Job.id).where(
         Job.dataset == dataset_id,
         Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))).all()
     if active:
-        raise HTTPException(409, f"dataset {dataset_id} is used by {len(active)} queued or "
-                                 f"running job(s): {', '.join(active[:5])}")
+        raise Conflict(f"dataset {dataset_id} is used by {len(active)} queued or "
+                       f"running job(s): {', '.join(active[:5])}")
     session.delete(row)
     session.commit()
     get_store().delete_prefix(dataset_prefix(dataset_id))

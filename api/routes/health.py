@@ -5,9 +5,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from api.schemas import Health
 from core import events
 from core.config import get_settings
 from core.db import get_engine
+from core.queue import ping_broker
 
 router = APIRouter(tags=["health"])
 
@@ -25,19 +27,13 @@ def _database() -> None:
         conn.execute(text("SELECT 1"))
 
 
-def _broker() -> None:
-    from worker.celery_app import app
-
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=3)
-
-
-@router.get("/health")
+@router.get("/health", response_model=Health,
+            responses={503: {"model": Health, "description": "a backing service is down"}})
 def read_health() -> JSONResponse:
     settings = get_settings()
-    checks = {"database": _check(_database), "broker": _check(_broker)}
+    checks = {"database": _check(_database), "broker": _check(ping_broker)}
     if settings.redis_url:
         checks["events"] = _check(lambda: events.connect(settings.redis_url).ping())
     healthy = all(v == "ok" for v in checks.values())
-    body = {"status": "ok" if healthy else "degraded", **checks}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    body = Health(status="ok" if healthy else "degraded", **checks)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if healthy else 503)

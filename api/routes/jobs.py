@@ -7,58 +7,41 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import and_, or_, select
 
 from api.deps import JobDep, SessionDep
-from api.errors import field_error
+from api.errors import responses
 from api.schemas import JobList, JobPublic
 from core import checkpoints as ckpt
-from core import datasets, jobs
+from core import datasets, events, jobs
 from core.artifacts import get_store, job_prefix
+from core.config import get_settings
+from core.errors import Conflict
+from core.init_from import load_init_from
 from core.jobspec import JobSpec
+from core.queue import RUN_JOB_TASK, BrokerUnavailable, enqueue
 from core.states import JobStatus
 from core.tables import Job
-from worker.celery_app import RUN_JOB_TASK, BrokerUnavailable, enqueue
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def check_init_from(session, spec: JobSpec, target: dict) -> None:
-    """init_from must name a checkpoint that exists, of the same architecture."""
-    source = spec.init_from
-    source_job = session.get(Job, source.job_id)
-    if source_job is None:
-        raise field_error("init_from.job_id", f"no job {source.job_id}")
-    row = ckpt.resolve(session, source.job_id, source_job.spec, source.checkpoint)
-    if row is None:
-        raise field_error("init_from.checkpoint", f"job {source.job_id} has no checkpoint "
-                          f"{source.checkpoint!r} (yet); see GET /jobs/{source.job_id}/checkpoints")
-    try:
-        with get_store().open(row.storage_key) as f:
-            source_arch = ckpt.load(f)["architecture"]
-    except (ckpt.CheckpointError, OSError) as exc:
-        raise field_error("init_from.checkpoint", f"cannot be read: {exc}") from None
-    mismatch = ckpt.architecture_mismatch(source_arch, target)
-    if mismatch:
-        raise field_error("init_from", f"architectures don't match: {mismatch}")
-
-
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic,
+             responses=responses(422, 503))
 def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPublic:
-    try:
-        view = datasets.resolve(session, spec.dataset)
-    except datasets.DatasetNotUsable as exc:
-        raise field_error("dataset", str(exc)) from None
+    view = datasets.resolve(session, spec.dataset)
     if spec.init_from is not None:
-        check_init_from(session, spec, datasets.architecture(spec.model, view))
+        target = ckpt.architecture(spec.model, view.shape, len(view.classes))
+        load_init_from(session, get_store(), spec.init_from.model_dump(), target)
     resolved = spec.resolved()
     if spec.name is None and not view.builtin:
         resolved["name"] = f"{spec.model}-{view.name}"
     hp = spec.hyperparameters
     job = jobs.create_job(session, resolved)
-    job.total_steps = hp.epochs * datasets.steps_per_epoch(view, hp.batch_size,
+    job.total_steps = hp.epochs * datasets.steps_per_epoch(view.train_size, hp.batch_size,
                                                              hp.validation_fraction)
     # Commit before enqueueing: a fast worker must find the row (Celery's "database
     # transactions" race).
@@ -70,7 +53,7 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPub
         jobs.transition(session, job.id, JobStatus.failed,
                         error="could not enqueue: the broker was unreachable")
         session.commit()
-        raise HTTPException(503, f"broker unavailable; job {job.id} was not queued") from exc
+        raise BrokerUnavailable(f"broker unavailable; job {job.id} was not queued") from exc
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobPublic.from_row(job)
 
@@ -86,12 +69,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, job_id = raw.split("|", 1)
         return datetime.fromisoformat(created), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(422, [{"loc": ["query", "cursor"], "field": "cursor",
-                                   "msg": "cursor is not one this API returned",
-                                   "type": "value_error"}]) from None
+        raise RequestValidationError([{"loc": ("query", "cursor"), "type": "value_error",
+                                       "msg": "cursor is not one this API returned"}]) from None
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=responses(422))
 def list_jobs(session: SessionDep,
               status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -111,12 +93,13 @@ def list_jobs(session: SessionDep,
     return JobList(jobs=[JobPublic.from_row(j) for j in page], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
 def read_job(job: JobDep) -> JobPublic:
     return JobPublic.from_row(job)
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
+             responses=responses(404, 409))
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     """A queued job ends now; a running one stops at its loop's next check."""
     updated = jobs.request_cancel(session, job.id)
@@ -124,11 +107,12 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     return JobPublic.from_row(updated)
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=responses(404, 409))
 def delete_job(job: JobDep, session: SessionDep) -> Response:
     """A finished job goes with its metrics, checkpoints and artifacts; 409 while it runs."""
     if not JobStatus(job.status).is_terminal:
-        raise HTTPException(409, f"job is {job.status}; cancel it and wait for it to end first")
+        raise Conflict(f"job is {job.status}; cancel it and wait for it to end first")
     job_id = job.id
     session.delete(job)  # metric points and checkpoint rows go by ON DELETE CASCADE
     session.commit()
@@ -138,9 +122,6 @@ def delete_job(job: JobDep, session: SessionDep) -> Response:
 
 
 def drop_event_stream(job_id: str) -> None:
-    from core import events
-    from core.config import get_settings
-
     url = get_settings().redis_url
     if not url:
         return

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.errors import responses
 from api.schemas import MetricPage, MetricPointPublic
-from core.catalog import METRIC_NAMES
+from core.metrics import METRIC_NAMES
 from core.tables import MetricPoint
 
 router = APIRouter(prefix="/jobs", tags=["metrics"])
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/jobs", tags=["metrics"])
 MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
 
 
-@router.get("/{job_id}/metrics", response_model=MetricPage)
+@router.get("/{job_id}/metrics", response_model=MetricPage, responses=responses(404, 422))
 def read_metrics(job: JobDep, session: SessionDep, name: MetricName | None = None,
                  since_step: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
                  limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricPage:

@@ -54,7 +54,7 @@ def trainhub_args(service: dict, port: int | None = None) -> list[str]:
 def test_migrate_api_and_worker_as_compose_runs_them(tmp_path):
     services = compose()["services"]
     env = native_env(tmp_path)
-    migrate = subprocess.run([sys.executable, "-m", "core.cli", *trainhub_args(services["migrate"])],
+    migrate = subprocess.run([sys.executable, "-m", "cli", *trainhub_args(services["migrate"])],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stderr
     assert "schema is up to date" in migrate.stderr

@@ -3,6 +3,7 @@ processes started at the same moment on an empty database."""
 from __future__ import annotations
 
 import json
+
 import httpx
 import psycopg
 import pytest

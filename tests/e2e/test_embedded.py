@@ -10,8 +10,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.procs import REPO, env_with, free_port, wait_http, wait_status
 from tests.e2e.test_distributed import ACCEPTANCE_JOB
+from tests.procs import REPO, env_with, free_port, wait_http, wait_status
 
 pytestmark = pytest.mark.slow
 

@@ -133,7 +133,7 @@ def test_deleting_a_job_cascades_to_its_points():
 def test_many_processes_migrate_an_empty_database_at_once():
     url = create_database("trainhub_migrate")
     env = env_with(TRAINHUB_DATABASE_URL=url)
-    procs = [subprocess.Popen([sys.executable, "-m", "core.cli", "migrate"], cwd=REPO, env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "cli", "migrate"], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for _ in range(4)]
     outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
@@ -150,15 +150,16 @@ def test_sqlite_schema_matches_postgres(tmp_path):
     """The same migration on SQLite gives the same tables and columns."""
     db = tmp_path / "t.db"
     env = env_with(TRAINHUB_DATABASE_URL=f"sqlite:///{db}", TRAINHUB_DATA_DIR=str(tmp_path))
-    subprocess.run([sys.executable, "-m", "core.cli", "migrate"], cwd=REPO, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=120)
     import sqlite3
 
     with sqlite3.connect(db) as conn:
         sqlite_cols = {(t, c[1]) for t in ("jobs", "metric_points", "checkpoints", "datasets")
                        for c in conn.execute(f"PRAGMA table_info({t})")}
-    from core.db import get_engine
     from sqlalchemy import inspect
+
+    from core.db import get_engine
 
     insp = inspect(get_engine())
     pg_cols = {(t, c["name"]) for t in ("jobs", "metric_points", "checkpoints", "datasets")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from worker.data import ImageDataset, Split, channel_stats
+from core.imagedata import ImageDataset, Split, channel_stats
 
 
 def synthetic_dataset(n_train: int, n_test: int, shape=(1, 4, 4), num_classes: int = 3,

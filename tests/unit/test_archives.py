@@ -1,4 +1,4 @@
-"""Reading uploaded archives safely (worker/archives.py, through worker.uploads.materialize).
+"""Reading uploaded archives safely (core/uploads/archives.py, through core.uploads.materialize).
 
 Format detection by content, entry-name checks, links and devices, zip-slip and tar traversal,
 entry-count and unpacked-size caps (zip and tar bombs), and that nothing is ever extracted.
@@ -20,16 +20,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import worker.archives as archives
-from tests.unit import factories
-from worker.archives import (
+import core.uploads.archives as archives
+from core.uploads.archives import (
     Limits,
     UploadRejected,
     check_name,
     detect_kind,
     open_entries,
 )
-from worker.uploads import UploadOptions, materialize
+from core.uploads.materialize import UploadOptions, materialize
+from tests.unit import factories
 
 LIMITS = Limits(max_entries=1000, max_unpacked_bytes=64 * 2**20, max_image_pixels=1_000_000)
 MB = 2**20
@@ -260,7 +260,7 @@ def no_reads(monkeypatch):
     def arm() -> None:
         monkeypatch.setattr(tarfile.TarFile, "extractfile", boom)
         monkeypatch.setattr(zipfile.ZipFile, "open", boom)
-        monkeypatch.setattr("worker.uploads.Image.open", boom)
+        monkeypatch.setattr("core.images.Image.open", boom)
     return arm
 
 

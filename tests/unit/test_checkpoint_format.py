@@ -21,10 +21,10 @@ import torch
 import models
 from core import checkpoints as ckpt
 from core.checkpoints import CheckpointError
+from core.imagedata import ImageDataset
 from core.jobspec import Hyperparameters, JobSpec
 from tests.unit.factories import one_torch_thread, synthetic_dataset
 from worker.checkpoints import build
-from worker.data import ImageDataset
 from worker.loop import EpochEnd, NullReporter, fit, make_optimizer, make_scheduler
 
 CPU = torch.device("cpu")

@@ -9,15 +9,13 @@ from sklearn.model_selection import train_test_split
 
 import worker.data as data
 from core.catalog import BUILTIN_DATASETS
+from core.datasets import num_batches
+from core.imagedata import ImageDataset, Split, channel_stats
 from worker.data import (
     DatasetUnavailable,
-    ImageDataset,
-    Split,
     batches,
-    channel_stats,
     digits_split,
     load_dataset,
-    num_batches,
     split_validation,
 )
 
@@ -245,4 +243,4 @@ def test_steps_per_epoch_agrees_with_the_loaded_digits(tmp_path, batch_size, fra
     view = DatasetView("digits", "digits", info.shape, info.classes, info.train_size, True)
     dataset = load_digits_dataset(tmp_path)
     train, _ = split_validation(dataset.train, fraction, seed=0)
-    assert steps_per_epoch(view, batch_size, fraction) == num_batches(len(train), batch_size)
+    assert steps_per_epoch(view.train_size, batch_size, fraction) == num_batches(len(train), batch_size)

@@ -11,9 +11,10 @@ from torch import nn
 
 import models
 import worker.loop as loop
+from core.imagedata import ImageDataset, Split
 from core.jobspec import Hyperparameters
 from tests.unit.factories import synthetic_dataset
-from worker.data import ImageDataset, Split, load_dataset, split_validation
+from worker.data import load_dataset, split_validation
 from worker.loop import (
     FitResult,
     Metric,

@@ -17,26 +17,14 @@ import torch
 from PIL import Image
 
 import models
-from api.predictor import (
-    ImageTooLarge,
-    LoadedModel,
-    NotAnImage,
-    Predictor,
-    decode_image,
-    to_tensor,
-)
+from api.predictor import LoadedModel, Predictor
 from core.artifacts import LocalArtifactStore, checkpoint_key
+from core.imagedata import ImageDataset, Split, channel_stats
+from core.images import ImageTooLarge, NotAnImage, decode_image, normalize, to_tensor
 from core.jobspec import Hyperparameters, JobSpec
 from tests.unit.factories import one_torch_thread
 from worker.checkpoints import build
-from worker.data import (
-    ImageDataset,
-    Split,
-    _load_digits,
-    channel_stats,
-    digits_split,
-    normalize,
-)
+from worker.data import _load_digits, digits_split
 from worker.loop import NullReporter, fit
 
 MAX_PIXELS = 64_000_000  # core.config's default predict_max_pixels

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+from core.uploads.archives import Limits, UploadRejected
+from core.uploads.materialize import UploadOptions, _stratified_split, materialize
 from tests.unit import factories
-from worker.archives import Limits, UploadRejected
-from worker.uploads import UploadOptions, _stratified_split, materialize
 
 MB = 2**20
 LIMITS = Limits(max_entries=10_000, max_unpacked_bytes=64 * MB, max_image_pixels=1_000_000)
@@ -642,7 +642,7 @@ def test_npz_declared_size_over_the_cap_is_rejected_before_allocation(tmp_path, 
     def no_load(*args, **kwargs):
         raise AssertionError("np.load was called")
 
-    monkeypatch.setattr("worker.uploads.np.load", no_load)
+    monkeypatch.setattr("core.uploads.materialize.np.load", no_load)
     limits = Limits(max_entries=100, max_unpacked_bytes=10 * MB, max_image_pixels=10**6)
     tracemalloc.start()
     try:
@@ -673,7 +673,7 @@ def test_npz_crafted_shapes_cannot_dodge_the_cap(tmp_path, monkeypatch, crafted)
     def no_load(*args, **kwargs):
         raise AssertionError("np.load was called")
 
-    monkeypatch.setattr("worker.uploads.np.load", no_load)
+    monkeypatch.setattr("core.uploads.materialize.np.load", no_load)
     limits = Limits(max_entries=100, max_unpacked_bytes=10 * MB, max_image_pixels=10**6)
     rejected(write_npz(tmp_path / "d.npz", arrays), limits=limits)
 

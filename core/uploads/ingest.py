@@ -13,10 +13,11 @@ import torch
 from core.artifacts import dataset_tensors_key, dataset_upload_key, get_store
 from core.config import get_settings
 from core.db import session_scope
+from core.imagedata import build_dataset, tensor_file_contents
+from core.states import DatasetStatus
 from core.tables import Dataset, utcnow
-from worker.archives import Limits, UploadRejected
-from worker.data import build_dataset, tensor_file_contents
-from worker.uploads import UploadOptions, materialize
+from core.uploads.archives import Limits, UploadRejected
+from core.uploads.materialize import UploadOptions, materialize
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def process(dataset_id: str) -> str:
     store = get_store()
     with session_scope() as session:
         row = session.get(Dataset, dataset_id)
-        if row is None or row.status != "processing":
+        if row is None or row.status != DatasetStatus.processing:
             log.info("dataset %s: nothing to process", dataset_id)
             return "skipped"
         options = UploadOptions(test_fraction=row.options.get("test_fraction", 0.1),
@@ -53,17 +54,18 @@ def process(dataset_id: str) -> str:
         contents = tensor_file_contents(dataset)
         store.save(key, lambda f: torch.save(contents, f))
     except UploadRejected as exc:
-        return _finish(dataset_id, "failed", error=str(exc))
+        return _finish(dataset_id, DatasetStatus.failed, error=str(exc))
     except Exception as exc:
         log.exception("dataset %s: processing failed", dataset_id)
-        return _finish(dataset_id, "failed", error=f"processing failed: {type(exc).__name__}: {exc}")
+        return _finish(dataset_id, DatasetStatus.failed,
+                       error=f"processing failed: {type(exc).__name__}: {exc}")
     finally:
         store.delete(dataset_upload_key(dataset_id))  # the tensor file is what jobs read
     counts = {split: _counts(labels, result.classes)
               for split, labels in (("train", result.train.labels), ("test", result.test.labels))}
     log.info("dataset %s: ready in %.1fs, %s", dataset_id, time.monotonic() - started,
              {k: sum(v.values()) for k, v in counts.items()})
-    return _finish(dataset_id, "ready", layout=result.layout, classes=result.classes,
+    return _finish(dataset_id, DatasetStatus.ready, layout=result.layout, classes=result.classes,
                    counts=counts, shape=list(dataset.shape), mean=dataset.mean, std=dataset.std,
                    cache_key=key)
 
@@ -73,14 +75,14 @@ def _counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
     return {name: int(n) for name, n in zip(classes, per_class)}
 
 
-def _finish(dataset_id: str, status: str, **fields) -> str:
+def _finish(dataset_id: str, status: DatasetStatus, **fields) -> str:
     with session_scope() as session:
         row = session.get(Dataset, dataset_id)
         if row is None:  # deleted meanwhile
             return "skipped"
-        row.status, row.finished_at = status, utcnow()
+        row.status, row.finished_at = status.value, utcnow()
         for name, value in fields.items():
             setattr(row, name, value)
-    if status == "failed":
+    if status is DatasetStatus.failed:
         log.info("dataset %s: failed: %s", dataset_id, fields.get("error"))
-    return status
+    return status.value

@@ -1,7 +1,6 @@
-"""The `trainhub` command: up (API + worker), api, worker, migrate."""
+"""Server verbs: up (API + worker), api, worker, migrate."""
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -11,38 +10,30 @@ import sys
 import time
 
 STOP_GRACE_SECONDS = 30
-LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainhub", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub) -> None:
     up = sub.add_parser("up", help="start the API and one worker (Ctrl-C stops both)")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    up.set_defaults(run=run_up)
 
     api = sub.add_parser("api", help="start the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     api.add_argument("--workers", type=int, default=1,
                      help="API processes (each holds its own /predict model cache)")
+    api.set_defaults(run=run_api)
 
     worker = sub.add_parser("worker", help="start a Celery worker that runs training jobs")
     worker.add_argument("--concurrency", type=int, default=1,
                         help="jobs at once (one per GPU is the rule)")
     worker.add_argument("--queue", default=None, help="queue to consume (default: settings)")
     worker.add_argument("--name", default=None, help="worker node name (default: trainhub@host)")
+    worker.set_defaults(run=run_worker)
 
-    sub.add_parser("migrate", help="bring the database schema up to date and exit")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    return {"up": run_up, "api": run_api, "worker": run_worker, "migrate": run_migrate}[
-        args.command](args)
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date and exit")
+    migrate.set_defaults(run=run_migrate)
 
 
 def run_migrate(_args) -> int:
@@ -86,7 +77,7 @@ def run_up(args) -> int:
     log = logging.getLogger("trainhub")
     log.info("data dir %s; database %s; broker %s", settings.data_dir,
              settings.resolved_database_url, settings.resolved_broker_url)
-    base = [sys.executable, "-m", "core.cli"]
+    base = [sys.executable, "-m", "cli"]
     # Own sessions: a terminal's Ctrl-C reaches only `up`, which stops the children in order.
     children = {
         "worker": subprocess.Popen(base + ["worker"], start_new_session=True),
@@ -124,7 +115,3 @@ def run_up(args) -> int:
                     os.killpg(proc.pid, signal.SIGKILL)
         time.sleep(0.2)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,6 @@
 """Turning an upload (ImageFolder archive or .npz) into uint8 tensors, validating as it goes."""
 from __future__ import annotations
 
-import io
 import math
 import time
 import zipfile
@@ -11,11 +10,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
-from worker.archives import Entry, Limits, UploadRejected, detect_kind, open_entries
-from worker.data import Split
-from worker.images import channels_of, to_uint8
+from core.imagedata import Split
+from core.images import ImageTooLarge, NotAnImage, channels_of, decode_image, to_uint8
+from core.uploads.archives import (
+    Entry,
+    Limits,
+    UploadRejected,
+    detect_kind,
+    open_entries,
+)
 
 Progress = Callable[[int, int], None]
 
@@ -103,19 +107,9 @@ class _Decoder:
 
     def __call__(self, name: str, data: bytes) -> np.ndarray:
         try:
-            image = Image.open(io.BytesIO(data))
-            w, h = image.size
-            if w * h > self.limits.max_image_pixels:
-                raise UploadRejected(f"{name} is {w}x{h}: more than "
-                                     f"{self.limits.max_image_pixels} pixels")
-            image.load()
-        except UploadRejected:
-            raise
-        except Image.DecompressionBombError:
-            raise UploadRejected(f"{name} is larger than {self.limits.max_image_pixels} "
-                                 "pixels") from None
-        except Exception as exc:
-            raise UploadRejected(f"{name} is not a decodable image ({type(exc).__name__})") from None
+            image = decode_image(data, self.limits.max_image_pixels, name)
+        except (ImageTooLarge, NotAnImage) as exc:
+            raise UploadRejected(str(exc)) from None
         channels = channels_of(image)
         if self.first is None:
             self.first, self.first_mode = name, image.mode

@@ -1,0 +1,1 @@
+"""The `trainhub` command: server verbs now, HTTP client verbs beside them later."""

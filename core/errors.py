@@ -1,0 +1,22 @@
+"""Domain errors shared by the API and the worker; api/errors.py maps each to an HTTP status."""
+from __future__ import annotations
+
+
+class NotFound(Exception):
+    """The named resource does not exist (or is not visible)."""
+
+
+class Conflict(Exception):
+    """The resource exists but is in a state that does not allow the request."""
+
+
+class TooLarge(Exception):
+    """A body, file or image is over a configured limit."""
+
+
+class FieldError(Exception):
+    """A request field names something that cannot be used; `field` is its dotted path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message

@@ -1,0 +1,67 @@
+"""Datasets as uint8 tensors: splits, per-channel statistics, the tensor file format."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.files import atomic_write
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split
+    mean: list[float]  # per channel, of train images scaled to [0, 1]
+    std: list[float]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
+    x = images.to(torch.float64).div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    std = x.std(dim=1).clamp_min(1e-6)
+    return x.mean(dim=1).tolist(), std.tolist()
+
+
+def build_dataset(name: str, classes: list[str], train: Split, test: Split) -> ImageDataset:
+    mean, std = channel_stats(train.images)
+    return ImageDataset(name, classes, train, test, mean, std)
+
+
+def read_tensor_file(name: str, path) -> ImageDataset:
+    """A dataset from the tensor file format (a path or an open binary file)."""
+    blob = torch.load(path, weights_only=True)
+    return ImageDataset(name, list(blob["classes"]),
+                        Split(blob["train_images"], blob["train_labels"]),
+                        Split(blob["test_images"], blob["test_labels"]),
+                        list(blob["mean"]), list(blob["std"]))
+
+
+def tensor_file_contents(dataset: ImageDataset) -> dict:
+    return {"classes": dataset.classes, "mean": dataset.mean, "std": dataset.std,
+            "train_images": dataset.train.images, "train_labels": dataset.train.labels,
+            "test_images": dataset.test.images, "test_labels": dataset.test.labels}
+
+
+def write_tensor_file(dataset: ImageDataset, path: Path) -> None:
+    contents = tensor_file_contents(dataset)
+    atomic_write(path, lambda f: torch.save(contents, f))
