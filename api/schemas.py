@@ -1,4 +1,4 @@
-"""Response shapes: every JSON route returns one of these (the OpenAPI schema is built from them)."""
+"""Response shapes: every JSON route returns one (the OpenAPI schema is built from them)."""
 from __future__ import annotations
 
 from datetime import datetime

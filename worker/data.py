@@ -81,7 +81,7 @@ def load_dataset(name: str, dataset_root: Path, cache_dir: Path,
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The documented digits split (docs/concepts.md): pixel values 0-16, as scikit-learn ships them."""
+    """The documented digits split (docs/concepts.md); pixels 0-16, as scikit-learn ships them."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

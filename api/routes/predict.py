@@ -57,5 +57,6 @@ def predict(
         raise FieldError("top_k", f"top_k must be between 1 and the number of classes "
                                   f"({len(loaded.classes)})")
     return PredictResponse(
-        job_id=job.id, checkpoint=CheckpointUsed(ref=checkpoint, epoch=row.epoch, sha256=row.sha256),
+        job_id=job.id,
+        checkpoint=CheckpointUsed(ref=checkpoint, epoch=row.epoch, sha256=row.sha256),
         predictions=predictor.predict(loaded, decoded, top_k))
