@@ -131,6 +131,11 @@ def checkpoint_key(job_id: str, epoch: int) -> str:
     return f"jobs/{job_id}/checkpoints/epoch-{epoch:04d}.pt"
 
 
+def resume_key(job_id: str) -> str:
+    """The job's mid-epoch resume checkpoint (one per job, overwritten)."""
+    return f"jobs/{job_id}/checkpoints/resume.pt"
+
+
 def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}"
 

@@ -18,6 +18,19 @@ class Settings(BaseSettings):
     dataset_root: Path | None = None
     allow_download: bool = True
     lease_seconds: int = Field(60, ge=5)
+    # Claims a job may use before the reaper fails it (the first run and 3 resumes); a
+    # graceful stop's requeue does not use one up.
+    max_attempts: int = Field(4, ge=1)
+    # How often every worker's reaper looks for expired leases and unsent queued jobs, and
+    # how long a queued job may wait with no record of its message before it is re-sent.
+    reaper_interval_seconds: float = Field(10.0, gt=0)
+    enqueue_grace_seconds: float = Field(30.0, ge=0)
+    # Mid-epoch resume checkpoints: every N steps (0: off) and/or every T seconds (0: off).
+    checkpoint_every_steps: int = Field(0, ge=0)
+    checkpoint_every_seconds: float = Field(60.0, ge=0)
+    # How long the worker trains on while the database is unreachable (points buffered)
+    # before it checkpoints and gives the job up, for a reaper to resume later.
+    database_outage_seconds: float = Field(300.0, gt=0)
     # Longer than the longest job: Redis re-delivers an unacked message after this.
     broker_visibility_timeout: int = Field(7 * 24 * 3600, ge=60)
     # How often a running loop asks whether it was cancelled (seconds).

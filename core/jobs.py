@@ -1,10 +1,15 @@
-"""Every change of a job row goes through here; the state machine is enforced in SQL."""
+"""Every change of a job row goes through here; the state machine is enforced in SQL.
+
+A running job belongs to one attempt: `attempts` is bumped by each claim and serves as the
+fencing token, so a worker that lost its lease (and was replaced) can no longer write."""
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -12,31 +17,42 @@ from core.ids import new_id
 from core.states import ALLOWED, InvalidTransition, JobStatus, check_transition
 from core.tables import Job, MetricPoint, utcnow
 
+log = logging.getLogger(__name__)
 
-def create_job(session: Session, spec: dict) -> Job:
+# Postgres advisory lock key shared by every worker's reaper: one reaps at a time.
+REAPER_LOCK_KEY = 0x7472_6E72  # "trnr"
+
+
+def create_job(session: Session, spec: dict, max_attempts: int = 4) -> Job:
     job = Job(id=new_id(), name=spec["name"], status=JobStatus.queued.value,
               model=spec["model"], dataset=spec["dataset"], spec=spec, epoch=0, step=0,
-              attempts=0, max_attempts=3, cancel_requested=False)
+              attempts=0, max_attempts=max_attempts, graceful_stops=0,
+              cancel_requested=False)
     session.add(job)
     return job
 
 
 def transition(session: Session, job_id: str, target: JobStatus,
-               from_states: frozenset[JobStatus] | None = None, **fields: Any) -> Job:
+               from_states: frozenset[JobStatus] | None = None, attempt: int | None = None,
+               **fields: Any) -> Job:
     """Move a job to target if its current state allows it, atomically; else InvalidTransition.
 
     The WHERE clause carries the allowed source states, so two processes racing on one
-    job cannot both win, and no terminal state is ever left. from_states narrows the sources.
+    job cannot both win, and no terminal state is ever left. from_states narrows the sources;
+    attempt, when given, makes the change only if that attempt still holds the job.
     """
     sources = [s.value for s, targets in ALLOWED.items()
                if target in targets and (from_states is None or s in from_states)]
     values: dict[str, Any] = {"status": target.value, "updated_at": utcnow(), **fields}
     if target.is_terminal:
         values.setdefault("finished_at", utcnow())
+    if target is not JobStatus.running:
         values["lease_expires_at"] = None
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(sources)).values(**values)
-        .execution_options(synchronize_session=False))
+    conditions = [Job.id == job_id, Job.status.in_(sources)]
+    if attempt is not None:
+        conditions.append(Job.attempts == attempt)
+    result = session.execute(update(Job).where(*conditions).values(**values)
+                             .execution_options(synchronize_session=False))
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise LookupError(job_id)
@@ -48,42 +64,96 @@ def transition(session: Session, job_id: str, target: JobStatus,
 
 def claim(session: Session, job_id: str, worker: str, device: str,
           lease_seconds: int) -> Job:
-    """queued -> running for this worker; InvalidTransition if anyone else got there first."""
+    """queued -> running for this worker, as a new attempt; InvalidTransition if the job is
+    not queued (running under someone's lease, finished, or cancelled)."""
     job = session.get(Job, job_id)
     attempts = (job.attempts if job else 0) + 1
     now = utcnow()
-    return transition(session, job_id, JobStatus.running, worker=worker, device=device,
-                      started_at=now, attempts=attempts,
+    return transition(session, job_id, JobStatus.running,
+                      from_states=frozenset({JobStatus.queued}), worker=worker,
+                      device=device, started_at=(job.started_at if job else None) or now,
+                      attempts=attempts, resumed_from=None, finished_at=None,
                       lease_expires_at=now + timedelta(seconds=lease_seconds))
 
 
+def _held(job_id: str, attempt: int):
+    return and_(Job.id == job_id, Job.status == JobStatus.running.value,
+                Job.attempts == attempt)
+
+
+def renew_lease(session: Session, job_id: str, attempt: int, lease_seconds: int) -> bool:
+    """Extend this attempt's lease; False if the job is no longer running as this attempt."""
+    result = session.execute(
+        update(Job).where(_held(job_id, attempt))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def record_progress(session: Session, job_id: str, epoch: int, step: int, total_steps: int,
+                    lease_seconds: int, attempt: int | None = None) -> bool:
+    """Store progress and renew the lease; False if the job is no longer running (as this
+    attempt, when one is given)."""
+    where = (_held(job_id, attempt) if attempt is not None else
+             and_(Job.id == job_id, Job.status == JobStatus.running.value))
+    result = session.execute(
+        update(Job).where(where)
+        .values(epoch=epoch, step=step, total_steps=total_steps, updated_at=utcnow(),
+                lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def set_resumed_from(session: Session, job_id: str, attempt: int, epoch: int,
+                     step: int) -> None:
+    session.execute(update(Job).where(_held(job_id, attempt))
+                    .values(resumed_from={"epoch": epoch, "step": step}, epoch=epoch - 1,
+                            step=step).execution_options(synchronize_session=False))
+
+
+def requeue(session: Session, job_id: str, attempt: int | None, graceful: bool,
+            reason: str) -> Job:
+    """running -> queued, to be resumed from its latest checkpoint by whoever claims it next.
+    A graceful stop does not use up one of the job's max_attempts."""
+    extra = {"graceful_stops": Job.graceful_stops + 1} if graceful else {}
+    job = transition(session, job_id, JobStatus.queued, attempt=attempt, worker=None,
+                     enqueued_at=None, **extra)
+    log.info("job %s: back to queued (%s)", job_id, reason)
+    return job
+
+
+def mark_enqueued(session: Session, job_id: str) -> None:
+    """Record that the job's message reached the broker (only while it is still queued)."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                    .values(enqueued_at=utcnow())
+                    .execution_options(synchronize_session=False))
+
+
 def request_cancel(session: Session, job_id: str) -> Job:
-    """A queued job is cancelled at once; a running one is flagged for its loop to see."""
+    """A queued job is cancelled at once; a running one is flagged for its loop to see, or
+    cancelled at once when its lease has expired (its worker is gone)."""
     try:
         return transition(session, job_id, JobStatus.cancelled,
                           from_states=frozenset({JobStatus.queued}))
     except InvalidTransition as exc:
         if exc.current is not JobStatus.running:
             raise
-    flagged = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value)
-        .values(cancel_requested=True, updated_at=utcnow())
+    lapsed = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value,
+                          or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()))
+        .values(status=JobStatus.cancelled.value, cancel_requested=True, updated_at=utcnow(),
+                finished_at=utcnow(), lease_expires_at=None,
+                error="cancelled while its worker was unreachable")
         .execution_options(synchronize_session=False))
+    if lapsed.rowcount == 0:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value)
+            .values(cancel_requested=True, updated_at=utcnow())
+            .execution_options(synchronize_session=False))
     job = session.get(Job, job_id, populate_existing=True)
-    if flagged.rowcount == 0:  # it finished in between
-        raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled)
+    if job.status != JobStatus.running.value and not lapsed.rowcount:
+        raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled)  # it just ended
     return job
-
-
-def record_progress(session: Session, job_id: str, epoch: int, step: int, total_steps: int,
-                    lease_seconds: int) -> bool:
-    """Store progress and renew the lease; False if the job is no longer running."""
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value)
-        .values(epoch=epoch, step=step, total_steps=total_steps, updated_at=utcnow(),
-                lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False))
-    return result.rowcount == 1
 
 
 def cancel_requested(session: Session, job_id: str) -> bool:
@@ -91,13 +161,74 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(row.cancel_requested) or row.status != JobStatus.running.value
 
 
-def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> None:
-    """One INSERT for many points; a point already stored (same job, name, step) is kept."""
+@dataclass
+class Reaped:
+    requeued: list[str] = field(default_factory=list)  # lease expired: to resume
+    failed: list[str] = field(default_factory=list)  # lease expired past max_attempts
+    unsent: list[str] = field(default_factory=list)  # queued, no record of a message
+
+
+def reap(session: Session, enqueue_grace_seconds: float, now: datetime | None = None) -> Reaped:
+    """One reaper pass, under a database lock so that many workers don't race: running jobs
+    whose lease expired go back to queued (or fail after max_attempts); queued jobs whose
+    message was never recorded as sent are listed for re-sending. The caller sends them
+    (after this transaction commits) and records it with mark_enqueued."""
+    now = now or utcnow()
+    outcome = Reaped()
+    if session.get_bind().dialect.name == "postgresql":
+        got = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                              {"k": REAPER_LOCK_KEY}).scalar()
+        if not got:
+            return outcome  # another worker is reaping right now
+    expired = session.execute(
+        select(Job.id, Job.attempts, Job.graceful_stops, Job.max_attempts, Job.worker)
+        .where(Job.status == JobStatus.running.value, Job.lease_expires_at < now)).all()
+    for job in expired:
+        lost = job.attempts - job.graceful_stops
+        try:
+            if lost >= job.max_attempts:
+                transition(session, job.id, JobStatus.failed, attempt=job.attempts,
+                           error=f"its worker was lost {lost} times (max_attempts "
+                                 f"{job.max_attempts}); last on {job.worker}")
+                outcome.failed.append(job.id)
+            else:
+                requeue(session, job.id, job.attempts, graceful=False,
+                        reason=f"lease expired on {job.worker}; resuming from the latest "
+                               "checkpoint")
+                outcome.requeued.append(job.id)
+        except InvalidTransition:
+            pass  # it changed under us: its worker came back, or it was cancelled
+    cutoff = now - timedelta(seconds=enqueue_grace_seconds)
+    outcome.unsent = list(session.scalars(
+        select(Job.id).where(Job.status == JobStatus.queued.value, Job.enqueued_at.is_(None),
+                             Job.updated_at < cutoff)))
+    return outcome
+
+
+def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> list[dict]:
+    """One INSERT for many points; a point already stored (same job, name, step) is kept.
+    Returns the points that were not inserted because one was already there."""
     if not points:
-        return
+        return []
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
     rows = [{"job_id": job_id, "time": now, **p} for p in points]
-    session.execute(insert(MetricPoint).values(rows).on_conflict_do_nothing(
-        index_elements=["job_id", "name", "step"]))
+    inserted = session.execute(
+        insert(MetricPoint).values(rows)
+        .on_conflict_do_nothing(index_elements=["job_id", "name", "step"])
+        .returning(MetricPoint.name, MetricPoint.step)).all()
+    if len(inserted) == len(rows):
+        return []
+    fresh = {(r.name, r.step) for r in inserted}
+    return [p for p in points if (p["name"], p["step"]) not in fresh]
+
+
+def stored_values(session: Session, job_id: str, keys: Sequence[tuple[str, int]]) -> dict:
+    """{(name, step): value} of stored points, for comparing replayed ones."""
+    if not keys:
+        return {}
+    rows = session.execute(select(MetricPoint.name, MetricPoint.step, MetricPoint.value).where(
+        MetricPoint.job_id == job_id, MetricPoint.step.in_({s for _, s in keys}),
+        MetricPoint.name.in_({n for n, _ in keys}))).all()
+    return {(r.name, r.step): r.value for r in rows}

@@ -53,6 +53,9 @@ class JobSpec(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     init_from: InitFrom | None = None
+    # Wall time the job may spend training and evaluating, over all its attempts; past it
+    # the job fails with the reason.
+    max_runtime_seconds: int | None = Field(None, ge=1, le=365 * 24 * 3600)
 
     @field_validator("model")
     @classmethod

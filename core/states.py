@@ -21,7 +21,10 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled
 
 ALLOWED = {
     JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.cancelled}),
-    JobStatus.running: frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}),
+    # running -> queued: handed back by a graceful stop, or requeued by the reaper after its
+    # worker was lost; it resumes from its latest checkpoint.
+    JobStatus.running: frozenset({JobStatus.queued, JobStatus.succeeded, JobStatus.failed,
+                                  JobStatus.cancelled}),
 }
 
 

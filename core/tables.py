@@ -50,6 +50,10 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_idempotency_key", "idempotency_key", unique=True),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     # Room for the security roadmap: every row gets an owner once users exist.
@@ -73,8 +77,18 @@ class Job(Base):
     final_metrics: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Room for the reliability roadmap: a running job's lease, renewed by its worker.
+    # A running job's lease, renewed by its worker's heartbeat; a reaper requeues (or fails,
+    # past max_attempts) a running job whose lease has expired.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Requeues by a graceful stop (SIGTERM): they do not count against max_attempts.
+    graceful_stops: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where the current attempt started: {"epoch", "step"}, None for a fresh start.
+    resumed_from: Mapped[dict | None] = mapped_column(JSON)
+    # When the job's message was handed to the broker; None: the reaper must (re)send it.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # POST /jobs Idempotency-Key, and the hash of the body it was first sent with.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class MetricPoint(Base):

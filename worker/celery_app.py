@@ -1,10 +1,14 @@
-"""The worker's Celery app (settings from core.queue) and its process lifecycle."""
+"""The worker's Celery app (settings from core.queue) and its process lifecycle: schema
+upgrade at start, a fresh engine per pool process, the reaper beside the consumer, and a
+graceful stop that hands running jobs back."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
-from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from core.config import Settings, get_settings
 from core.queue import celery_config
@@ -12,9 +16,30 @@ from core.queue import celery_config
 log = logging.getLogger(__name__)
 
 
+class ReaperStep(bootsteps.StartStopStep):
+    """Runs the reaper in the worker's main process, and keeps a handle on the pool so a
+    shutdown can reach the processes running jobs."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def start(self, worker) -> None:
+        from worker.reaper import ReaperThread
+
+        _lifecycle["pool"] = worker.pool
+        self.reaper = ReaperThread(get_settings())
+        self.reaper.start()
+
+    def stop(self, worker) -> None:
+        self.reaper.stop()
+
+
+_lifecycle: dict = {}
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     celery = Celery("trainhub", include=["worker.tasks"])
     celery.conf.update(celery_config(settings or get_settings()))
+    celery.steps["worker"].add(ReaperStep)
     return celery
 
 
@@ -35,3 +60,20 @@ def _init_child(**_kwargs) -> None:
     from core.db import reset_engine
 
     reset_engine()
+
+
+@worker_shutting_down.connect
+def _hand_running_jobs_back(sig=None, how=None, **_kwargs) -> None:
+    """Celery's warm shutdown would wait for every running job to finish; instead pass the
+    signal on to the pool processes, whose runner checkpoints at the next step, puts the job
+    back in the queue and returns, so the worker exits within seconds."""
+    pool = _lifecycle.get("pool")
+    pids = (pool.info or {}).get("processes", []) if pool is not None else []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if pids:
+        log.info("shutdown (%s, %s): asked %d pool process(es) to hand their jobs back",
+                 sig, how, len(pids))

@@ -1,83 +1,100 @@
-"""Writes a checkpoint at the end of every epoch and keeps latest, best and a few more."""
+"""Checkpoints: one at the end of every epoch (kept: latest, best and a few more), and a
+mid-epoch resume checkpoint that a later attempt continues from."""
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
-from sqlalchemy import select
 
 from core import checkpoints as fmt
-from core.artifacts import ArtifactStore, checkpoint_key
-from core.db import session_scope
+from core.artifacts import ArtifactStore, checkpoint_key, resume_key
 from core.imagedata import ImageDataset
-from core.metrics import finite_values
-from core.tables import Checkpoint
 from worker.loop import EpochEnd
+from worker.state import TrainState
 
 log = logging.getLogger(__name__)
 
-
-def rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+# TrainState.state_dict() keys stored at the checkpoint's top level, under these names.
+_TOP_LEVEL = {"optimizer": "optimizer_state", "scheduler": "scheduler_state", "rng": "rng_state"}
 
 
-def build(end: EpochEnd, spec: dict, dataset: ImageDataset) -> dict:
-    """The checkpoint dict: tensors and plain types only (see core.checkpoints)."""
-    return {
+def build_blob(model: torch.nn.Module, training_state: dict, epoch: int, step: int,
+               metrics: dict, spec: dict, dataset: ImageDataset) -> dict:
+    """The checkpoint dict: tensors and plain types only (see core.checkpoints). `epoch` is
+    the last completed epoch; training_state says where inside the next one it stands."""
+    blob = {
         "format": fmt.FORMAT,
         "format_version": fmt.FORMAT_VERSION,
         "architecture": fmt.architecture(spec["model"], dataset.shape, len(dataset.classes)),
-        "model_state": {k: v.detach().cpu() for k, v in end.model.state_dict().items()},
-        "optimizer_state": end.optimizer.state_dict(),
-        "scheduler_state": end.scheduler.state_dict() if end.scheduler is not None else None,
-        "rng_state": rng_state(end.generator),
-        "epoch": end.epoch,
-        "step": end.step,
-        "metrics": dict(end.metrics),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "epoch": epoch,
+        "step": step,
+        "metrics": dict(metrics),
         "spec": spec,
         "dataset": dataset.name,
         "normalization": {"mean": list(dataset.mean), "std": list(dataset.std)},
         "classes": list(dataset.classes),
     }
+    rest = dict(training_state)
+    for key, name in _TOP_LEVEL.items():
+        blob[name] = rest.pop(key)
+    blob["training_state"] = rest
+    return blob
+
+
+def build(end: EpochEnd, spec: dict, dataset: ImageDataset) -> dict:
+    """The epoch-end checkpoint."""
+    state = end.training_state or {
+        "optimizer": end.optimizer.state_dict(),
+        "scheduler": end.scheduler.state_dict() if end.scheduler is not None else None,
+        "rng": {"torch": torch.get_rng_state(), "shuffle": end.generator.get_state()}}
+    return build_blob(end.model, state, end.epoch, end.step, end.metrics, spec, dataset)
+
+
+def training_state_of(blob: dict) -> dict | None:
+    """The TrainState.state_dict() a checkpoint holds, or None (written before resumes
+    existed, or by another tool)."""
+    rest = blob.get("training_state")
+    if not rest:
+        return None
+    return {**rest, **{key: blob[name] for key, name in _TOP_LEVEL.items()}}
 
 
 class CheckpointWriter:
-    """on_epoch_end hook: save atomically, record size and sha256, apply retention."""
+    """on_epoch_end hook: save the epoch's file atomically, then hand its row (size, sha256,
+    metrics) to `record`, which stores it and applies retention when the database allows."""
 
     def __init__(self, job_id: str, spec: dict, dataset: ImageDataset, store: ArtifactStore,
-                 keep: int):
+                 record: Callable[[dict], None]):
         self.job_id, self.spec, self.dataset = job_id, spec, dataset
-        self.store, self.keep = store, keep
-        self.best_metric = fmt.best_metric_name(spec)
+        self.store, self.record = store, record
 
     def __call__(self, end: EpochEnd) -> None:
         blob = build(end, self.spec, self.dataset)
         key = checkpoint_key(self.job_id, end.epoch)
         size, sha = self.store.save(key, lambda f: torch.save(blob, f))
-        with session_scope() as session:
-            old = session.scalar(select(Checkpoint).where(Checkpoint.job_id == self.job_id,
-                                                          Checkpoint.epoch == end.epoch))
-            if old is not None:  # a re-run of the same epoch replaces its row
-                session.delete(old)
-                session.flush()
-            session.add(Checkpoint(job_id=self.job_id, epoch=end.epoch, step=end.step,
-                                   storage_key=key, size_bytes=size, sha256=sha,
-                                   metrics=finite_values(blob["metrics"])))
+        # The epoch file supersedes any mid-epoch resume file written before it.
+        self.store.delete(resume_key(self.job_id))
         log.info("job %s: checkpoint epoch %d (%d bytes, sha256 %s…)", self.job_id, end.epoch,
                  size, sha[:12])
-        self.apply_retention()
+        self.record({"epoch": end.epoch, "step": end.step, "storage_key": key,
+                     "size_bytes": size, "sha256": sha, "metrics": blob["metrics"]})
 
-    def apply_retention(self) -> None:
-        """Keep the `keep` newest, plus best; delete the rest (rows and files)."""
-        with session_scope() as session:
-            rows = list(session.scalars(select(Checkpoint).where(
-                Checkpoint.job_id == self.job_id).order_by(Checkpoint.epoch.desc())))
-            best = fmt.select_best(rows, self.best_metric)
-            for row in rows[self.keep:]:
-                if best is not None and row.id == best.id:
-                    continue
-                self.store.delete(row.storage_key)
-                session.delete(row)
+
+class ResumeWriter:
+    """Mid-epoch checkpoint: the whole training state in one file per job, overwritten
+    atomically; `pending` gives the points not yet in the database, saved with it."""
+
+    def __init__(self, job_id: str, spec: dict, dataset: ImageDataset, store: ArtifactStore,
+                 pending: Callable[[], list[dict]] = list):
+        self.job_id, self.spec, self.dataset = job_id, spec, dataset
+        self.store, self.pending = store, pending
+
+    def __call__(self, state: TrainState) -> None:
+        blob = build_blob(state.model, state.state_dict(), state.epoch - 1, state.step,
+                          state.final_metrics, self.spec, self.dataset)
+        blob["pending_points"] = self.pending()
+        size, _ = self.store.save(resume_key(self.job_id), lambda f: torch.save(blob, f))
+        log.info("job %s: resume checkpoint at epoch %d step %d (%d bytes)", self.job_id,
+                 state.epoch, state.step, size)

@@ -38,13 +38,16 @@ def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
 
 
 def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
-            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised float batches; shuffled when a generator is given (the last may be short)."""
+            generator: torch.Generator | None = None, order: torch.Tensor | None = None,
+            start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised float batches (the last may be short): in `order`, or shuffled by
+    `generator`, or in stored order; from mini-batch `start_batch` on (a resumed epoch)."""
     n = len(split)
-    order = torch.randperm(n, generator=generator) if generator is not None else None
+    if order is None and generator is not None:
+        order = torch.randperm(n, generator=generator)
     if order is not None:
         order = order.to(split.images.device)
-    for start in range(0, n, batch_size):
+    for start in range(start_batch * batch_size, n, batch_size):
         if order is None:
             images = split.images[start:start + batch_size]
             labels = split.labels[start:start + batch_size]

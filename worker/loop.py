@@ -13,6 +13,7 @@ from torch import nn
 from core.datasets import num_batches
 from core.imagedata import ImageDataset, Split
 from worker.data import batches, split_validation
+from worker.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ class Metric:
 class Reporter(Protocol):
     def metrics(self, points: Sequence[Metric]) -> None: ...
     def progress(self, epoch: int, step: int, total_steps: int) -> None: ...
-    def should_stop(self) -> bool: ...
+    # True (or a reason string) stops the loop at its next check; True means "cancel".
+    def should_stop(self) -> bool | str: ...
 
 
 class NullReporter:
@@ -59,6 +61,19 @@ class EpochEnd:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     generator: torch.Generator
+    training_state: dict | None = None  # TrainState.state_dict(): what a resume needs
+
+
+class StopFlag:
+    """Set from outside the loop (a signal handler, a heartbeat thread); the loop reads it
+    after every mini-batch, which costs one attribute read."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
 
 
 @dataclass
@@ -67,6 +82,18 @@ class FitResult:
     step: int
     stopped: bool
     final_metrics: dict[str, float] = field(default_factory=dict)
+    # Why it stopped early: "cancel" (should_stop said so), or the StopFlag's reason.
+    stop_reason: str | None = None
+    state: TrainState | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When fit hands its state to `checkpoint` mid-epoch: every N steps and/or T seconds
+    (0 turns either off)."""
+
+    every_steps: int = 0
+    every_seconds: float = 0.0
 
 
 def make_optimizer(model: nn.Module, hp) -> torch.optim.Optimizer:
@@ -112,56 +139,80 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cuda")
 
 
-def train_one_epoch(model: nn.Module, train: Split, mean: torch.Tensor, std: torch.Tensor,
-                    optimizer, criterion, epoch: int, step: int, hp, reporter: Reporter,
-                    generator: torch.Generator, batch_scheduler=None,
-                    check_every_s: float = 2.0,
-                    total_steps: int = 0) -> tuple[int, dict[str, float], bool]:
-    """One pass over train; returns (global step, epoch metrics, stopped early)."""
+def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: torch.Tensor,
+                    criterion, hp, reporter: Reporter, total_steps: int = 0,
+                    check_every_s: float = 2.0, stop: StopFlag | None = None,
+                    checkpoint: Callable[[TrainState], None] | None = None,
+                    policy: CheckpointPolicy = CheckpointPolicy(),
+                    deadline: float | None = None) -> tuple[dict[str, float], str | None]:
+    """The rest of state.epoch's pass over train; returns (epoch metrics, why it stopped)."""
+    model, optimizer = state.model, state.optimizer
+    batch_scheduler = state.scheduler if state.scheduler_per_batch else None
     model.train()
-    device = train.images.device
-    running_loss = torch.zeros((), device=device)  # stays on the device: no per-batch sync
-    epoch_loss = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    lr_used = optimizer.param_groups[0]["lr"]
+    if state.batch == 0:
+        state.start_accumulators(train.images.device)
+        state.order = torch.randperm(len(train), generator=state.generator)
+    stop = stop or StopFlag()
     next_check = time.monotonic() + check_every_s
+    last_save = time.monotonic()
     started = time.perf_counter()
+    reason = None
     for batch, (inputs, labels) in enumerate(batches(train, hp.batch_size, mean, std,
-                                                     generator), start=1):
+                                                     order=state.order,
+                                                     start_batch=state.batch),
+                                             start=state.batch + 1):
         optimizer.zero_grad(set_to_none=True)
         outputs = model(inputs)
         loss = criterion(outputs, labels)
         loss.backward()
-        lr_used = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
+        state.lr_used = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
         optimizer.step()
         if batch_scheduler is not None:
             batch_scheduler.step()
-        step += 1
+        state.step, state.batch = state.step + 1, batch
         detached = loss.detach()
-        running_loss += detached
-        epoch_loss += detached.double() * labels.shape[0]
-        correct += (outputs.detach().argmax(1) == labels).sum()
-        seen += labels.shape[0]
+        state.running_loss += detached
+        state.epoch_loss += detached.double() * labels.shape[0]
+        state.correct += (outputs.detach().argmax(1) == labels).sum()
+        state.seen += labels.shape[0]
         if batch % hp.log_every == 0:
-            value = (running_loss / hp.log_every).item()  # the one sync: at a log point
-            running_loss.zero_()
-            log.info("[%d, %5d] loss: %.3f", epoch, batch, value)
-            reporter.metrics([Metric("loss", epoch, batch, step, value)])
+            value = (state.running_loss / hp.log_every).item()  # the one sync: a log point
+            state.running_loss.zero_()
+            log.info("[%d, %5d] loss: %.3f", state.epoch, batch, value)
+            reporter.metrics([Metric("loss", state.epoch, batch, state.step, value)])
             next_check = 0.0  # ask about cancellation at every log point
-        if time.monotonic() >= next_check:
-            reporter.progress(epoch, step, total_steps)
-            if reporter.should_stop():
-                return step, {}, True
+        if stop.reason is not None:
+            reason = stop.reason
+            break
+        now = time.monotonic()
+        if now >= next_check:
+            reporter.progress(state.epoch, state.step, total_steps)
+            asked = reporter.should_stop()
+            if asked:
+                reason = asked if isinstance(asked, str) else "cancel"
+                break
+            if deadline is not None and now >= deadline:
+                reason = "timeout"
+                break
             next_check = time.monotonic() + check_every_s
-    seconds = time.perf_counter() - started
+        if checkpoint is not None and (
+                (policy.every_steps and state.step % policy.every_steps == 0)
+                or (policy.every_seconds and now - last_save >= policy.every_seconds)):
+            state.epoch_seconds += time.perf_counter() - started
+            checkpoint(state)
+            started = time.perf_counter()
+            last_save = time.monotonic()
+    state.epoch_seconds += time.perf_counter() - started
+    if reason is not None:
+        return {}, reason
+    seconds, seen = state.epoch_seconds, state.seen
     epoch_metrics = {
-        "train_loss": epoch_loss.item() / max(seen, 1),
-        "train_accuracy": correct.item() / max(seen, 1),
+        "train_loss": state.epoch_loss.item() / max(seen, 1),
+        "train_accuracy": state.correct.item() / max(seen, 1),
         "samples_per_second": seen / seconds if seconds > 0 else 0.0,
-        "lr": lr_used,  # what the epoch's last mini-batch was trained with
+        "lr": state.lr_used,  # what the epoch's last mini-batch was trained with
     }
-    return step, epoch_metrics, False
+    return epoch_metrics, None
 
 
 def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor,
@@ -180,43 +231,74 @@ def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tens
     return total_loss.item() / n, correct.item() / n
 
 
+def new_state(model: nn.Module, hp, total_steps: int) -> TrainState:
+    """A fresh run's state: the optimizer, scheduler and shuffle generator the job asks for."""
+    optimizer = make_optimizer(model, hp)
+    scheduler, per_batch = make_scheduler(optimizer, hp, total_steps)
+    state = TrainState(model, optimizer, scheduler, per_batch,
+                       torch.Generator().manual_seed(hp.seed))
+    state.lr_used = optimizer.param_groups[0]["lr"]
+    return state
+
+
 def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         reporter: Reporter, check_every_s: float = 2.0,
-        on_epoch_end: Callable[[EpochEnd], None] | None = None) -> FitResult:
-    """Train for hp.epochs, evaluating on test (and validation) after each epoch."""
+        on_epoch_end: Callable[[EpochEnd], None] | None = None,
+        resume_from: dict | None = None, stop: StopFlag | None = None,
+        checkpoint: Callable[[TrainState], None] | None = None,
+        policy: CheckpointPolicy = CheckpointPolicy(),
+        max_seconds: float | None = None) -> FitResult:
+    """Train for hp.epochs, evaluating on test (and validation) after each epoch.
+
+    resume_from (a TrainState.state_dict(), with the model's weights already loaded)
+    continues a stopped run where it stopped. `checkpoint` is handed the state every
+    `policy` interval, `stop` is read after every mini-batch, and max_seconds bounds the
+    job's time in fit over all its attempts (then it stops with reason "timeout")."""
     train, val = split_validation(dataset.train, hp.validation_fraction, hp.seed)
     train, test = train.to(device), dataset.test.to(device)
     val = val.to(device) if val is not None else None
     mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
     model.to(device)
-    optimizer = make_optimizer(model, hp)
     per_epoch = num_batches(len(train), hp.batch_size)
     total_steps = per_epoch * hp.epochs
-    scheduler, per_batch = make_scheduler(optimizer, hp, total_steps)
+    state = new_state(model, hp, total_steps)
+    if resume_from is not None:
+        state.load_state_dict(resume_from, device)
     criterion = make_criterion(hp.loss, len(dataset.classes))
-    generator = torch.Generator().manual_seed(hp.seed)  # the shuffle order, on the CPU
-    step, final = 0, {}
-    reporter.progress(0, 0, total_steps)
-    for epoch in range(1, hp.epochs + 1):
-        step, epoch_metrics, stopped = train_one_epoch(
-            model, train, mean, std, optimizer, criterion, epoch, step, hp, reporter, generator,
-            scheduler if per_batch else None, check_every_s, total_steps)
-        if stopped:  # progress was reported at the check that stopped it
-            return FitResult(epoch - 1, step, True, final)
+    attempt_started = time.monotonic()
+    deadline = (attempt_started + max_seconds - state.elapsed_seconds
+                if max_seconds is not None else None)
+
+    def result(stopped: bool, reason: str | None = None) -> FitResult:
+        state.elapsed_seconds += time.monotonic() - attempt_started
+        return FitResult(state.epoch - 1, state.step, stopped, state.final_metrics, reason,
+                         state)
+
+    reporter.progress(state.epoch - 1, state.step, total_steps)
+    while state.epoch <= hp.epochs:
+        epoch = state.epoch
+        epoch_metrics, reason = train_one_epoch(
+            state, train, mean, std, criterion, hp, reporter, total_steps, check_every_s,
+            stop, checkpoint, policy, deadline)
+        if reason is not None:  # progress was reported at the check that stopped it
+            return result(True, reason)
         epoch_metrics["eval_loss"], epoch_metrics["eval_accuracy"] = evaluate(
             model, test, mean, std, criterion, hp.batch_size)
         if val is not None:
             epoch_metrics["val_loss"], epoch_metrics["val_accuracy"] = evaluate(
                 model, val, mean, std, criterion, hp.batch_size)
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        final = dict(epoch_metrics)  # a diverged value stays NaN; the runner stores it as null
-        reporter.metrics([Metric(name, epoch, per_epoch, step, value)
+        if state.scheduler is not None and not state.scheduler_per_batch:
+            state.scheduler.step()
+        # A diverged value stays NaN here; the runner stores it as null.
+        state.final_metrics = dict(epoch_metrics)
+        state.epoch, state.batch, state.order = epoch + 1, 0, None
+        reporter.metrics([Metric(name, epoch, per_epoch, state.step, value)
                           for name, value in epoch_metrics.items()])
         if on_epoch_end is not None:
-            on_epoch_end(EpochEnd(epoch, step, dict(epoch_metrics), model, optimizer, scheduler,
-                                  generator))
-        reporter.progress(epoch, step, total_steps)
+            on_epoch_end(EpochEnd(epoch, state.step, dict(epoch_metrics), model,
+                                  state.optimizer, state.scheduler, state.generator,
+                                  state.state_dict()))
+        reporter.progress(epoch, state.step, total_steps)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in epoch_metrics.items()))
-    return FitResult(hp.epochs, step, False, final)
+    return result(False)

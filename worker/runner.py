@@ -1,14 +1,23 @@
-"""Runs one job: claim it, build data and model, call the loop, record how it ended."""
+"""Runs one attempt of a job: claim it, build data and model (fresh or from its latest
+checkpoint), call the loop, and record how it ended.
+
+How an attempt ends: succeeded, cancelled or failed (terminal); handed back to `queued`
+after a graceful stop (SIGTERM: a resume checkpoint first); or left to the reaper when its
+lease was lost or the database stayed down (it resumes elsewhere from its checkpoint).
+"""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from contextlib import contextmanager
 
 import torch
 
 import models
 from core import checkpoints as ckpt
 from core import datasets, events, jobs
-from core.artifacts import get_store
+from core.artifacts import get_store, resume_key
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import FieldError
@@ -16,18 +25,25 @@ from core.imagedata import ImageDataset, read_tensor_file
 from core.init_from import load_init_from
 from core.jobspec import Hyperparameters
 from core.metrics import finite_values
+from core.queue import RUN_JOB_TASK, enqueue
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
-from worker.checkpoints import CheckpointWriter
+from worker.checkpoints import CheckpointWriter, ResumeWriter, training_state_of
 from worker.data import DatasetUnavailable, load_dataset
-from worker.loop import fit, resolve_device
-from worker.sink import JobReporter
+from worker.heartbeat import LeaseHeartbeat
+from worker.loop import CheckpointPolicy, FitResult, Metric, StopFlag, fit, resolve_device
+from worker.sink import DatabaseOutage, JobReporter
 
 log = logging.getLogger(__name__)
 
 
+class JobInputError(Exception):
+    """Something the job asked for cannot be used; the message is for the user."""
+
+
 def run(job_id: str, worker_name: str) -> str:
-    """Returns the job's final status, or 'skipped' when this delivery is not ours to run."""
+    """Returns the job's status after this attempt, or 'skipped' when the delivery is not
+    ours to run (no such job, or it is not queued: running elsewhere, or finished)."""
     settings = get_settings()
     redis_client = events.connect(settings.redis_url) if settings.redis_url else None
     with session_scope() as session:
@@ -39,47 +55,142 @@ def run(job_id: str, worker_name: str) -> str:
     try:
         device = resolve_device(spec.get("device", "auto"))
     except RuntimeError as exc:
-        return _finish(job_id, JobStatus.failed, redis_client, settings, error=str(exc))
+        return _finish(job_id, None, JobStatus.failed, redis_client, settings, error=str(exc))
     try:
         with session_scope() as session:
-            jobs.claim(session, job_id, worker_name, str(device), settings.lease_seconds)
+            attempt = jobs.claim(session, job_id, worker_name, str(device),
+                                 settings.lease_seconds).attempts
     except InvalidTransition as exc:
         log.info("job %s: not claimed (%s)", job_id, exc)
         return "skipped"
     events.publish_or_warn(redis_client, job_id, [{"type": "status",
                                                    "status": JobStatus.running.value,
                                                    "worker": worker_name,
-                                                   "device": str(device)}])
-    log.info("job %s: running on %s (%s)", job_id, device, worker_name)
-    reporter = JobReporter(job_id, settings, redis_client)
+                                                   "device": str(device), "attempt": attempt}])
+    log.info("job %s: attempt %d running on %s (%s)", job_id, attempt, device, worker_name)
+    stop = StopFlag()
+    reporter = JobReporter(job_id, settings, redis_client, attempt=attempt, spec=spec)
     store = get_store()
+    result: FitResult | None = None
     try:
-        hp = Hyperparameters(**spec["hyperparameters"])
-        torch.manual_seed(hp.seed)
-        dataset = load_job_dataset(spec["dataset"], settings, store)
-        model = models.build(spec["model"], dataset.shape, len(dataset.classes))
-        if spec.get("init_from"):
-            load_initial_weights(model, spec, dataset, store)
-        writer = CheckpointWriter(job_id, spec, dataset, store, settings.checkpoint_keep)
-        result = fit(model, dataset, hp, device, reporter, settings.cancel_check_seconds,
-                     on_epoch_end=writer)
-        reporter.flush()
+        with LeaseHeartbeat(job_id, attempt, settings.lease_seconds, stop), \
+                stop_on_sigterm(stop):
+            hp = Hyperparameters(**spec["hyperparameters"])
+            torch.manual_seed(hp.seed)
+            dataset = load_job_dataset(spec["dataset"], settings, store)
+            model = models.build(spec["model"], dataset.shape, len(dataset.classes))
+            resume = load_resume_state(job_id, spec, model, store, reporter)
+            if resume is None and spec.get("init_from"):
+                load_initial_weights(model, spec, dataset, store)
+            elif resume is not None:
+                with session_scope() as session:
+                    jobs.set_resumed_from(session, job_id, attempt, resume["epoch"],
+                                          resume["step"])
+                log.info("job %s: resuming at epoch %d, step %d", job_id, resume["epoch"],
+                         resume["step"])
+            resume_writer = ResumeWriter(job_id, spec, dataset, store, reporter.pending_points)
+            result = fit(model, dataset, hp, device, reporter, settings.cancel_check_seconds,
+                         on_epoch_end=CheckpointWriter(job_id, spec, dataset, store,
+                                                       reporter.record_checkpoint),
+                         resume_from=resume, stop=stop, checkpoint=resume_writer,
+                         policy=CheckpointPolicy(settings.checkpoint_every_steps,
+                                                 settings.checkpoint_every_seconds),
+                         max_seconds=spec.get("max_runtime_seconds"))
+            if result.stop_reason in ("preempt", "db_outage"):
+                resume_writer(result.state)
+            if result.stop_reason != "db_outage":
+                try:
+                    reporter.flush()
+                except DatabaseOutage:
+                    resume_writer(result.state)  # it carries the points not yet written
+                    raise
     except (DatasetUnavailable, JobInputError) as exc:
-        return _finish(job_id, JobStatus.failed, redis_client, settings, error=str(exc))
+        return _finish(job_id, attempt, JobStatus.failed, redis_client, settings,
+                       error=str(exc))
+    except DatabaseOutage as exc:
+        log.error("job %s: %s; its checkpoint stays for a later attempt", job_id, exc)
+        return "interrupted"
     except Exception as exc:
         log.exception("job %s failed", job_id)
         _keep_logged_points(reporter)
-        return _finish(job_id, JobStatus.failed, redis_client, settings,
+        return _finish(job_id, attempt, JobStatus.failed, redis_client, settings,
                        error=f"{type(exc).__name__}: {exc}")
     except BaseException:
-        # The pool turns SIGTERM into SystemExit wherever the loop is: record the end, then
-        # let the process go down as asked.
+        # A stop we did not arrange (SystemExit, KeyboardInterrupt): hand the job back; it
+        # resumes from its latest checkpoint. Then let the process go down as asked.
         _keep_logged_points(reporter)
-        _finish(job_id, JobStatus.failed, redis_client, settings,
-                error="interrupted: the worker shut down while the job was running")
+        _requeue(job_id, attempt, "interrupted: the worker shut down while it ran")
         raise
-    status = JobStatus.cancelled if result.stopped else JobStatus.succeeded
-    return _finish(job_id, status, redis_client, settings, final_metrics=result.final_metrics)
+    return _conclude(job_id, attempt, result, redis_client, settings)
+
+
+def _conclude(job_id: str, attempt: int, result: FitResult, redis_client, settings) -> str:
+    reason = result.stop_reason
+    if reason is None:
+        return _finish(job_id, attempt, JobStatus.succeeded, redis_client, settings,
+                       final_metrics=result.final_metrics)
+    if reason == "cancel":
+        return _finish(job_id, attempt, JobStatus.cancelled, redis_client, settings,
+                       final_metrics=result.final_metrics)
+    if reason == "timeout":
+        return _finish(job_id, attempt, JobStatus.failed, redis_client, settings,
+                       final_metrics=result.final_metrics,
+                       error="stopped: it ran longer than max_runtime_seconds")
+    if reason == "preempt":
+        return _requeue(job_id, attempt, "graceful stop: the worker is shutting down")
+    if reason == "db_outage":
+        log.error("job %s: the database was unreachable for more than %gs; stopped with a "
+                  "resume checkpoint (and its unwritten points) for a later attempt", job_id,
+                  settings.database_outage_seconds)
+        return "interrupted"
+    log.warning("job %s: attempt %d lost the job (%s); nothing more is written", job_id,
+                attempt, reason)
+    return "lost"
+
+
+@contextmanager
+def stop_on_sigterm(stop: StopFlag):
+    """SIGTERM (docker stop, systemd, `trainhub up` on Ctrl-C, or the worker's main process
+    passing its own on) asks the loop to checkpoint at its next step and hand the job back.
+    Only the main thread can install a handler; elsewhere (tests) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set("preempt"))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def load_resume_state(job_id: str, spec: dict, model, store, reporter: JobReporter) -> dict | None:
+    """The newest saved training state of this job (mid-epoch file or last epoch
+    checkpoint), with its weights loaded into model; None for a fresh start."""
+    with session_scope() as session:
+        rows = ckpt.job_checkpoints(session, job_id)
+    candidates = []
+    if store.exists(resume_key(job_id)):
+        candidates.append(resume_key(job_id))
+    if rows:
+        candidates.append(rows[0].storage_key)
+    best_blob = None
+    for key in candidates:
+        try:
+            with store.open(key) as f:
+                blob = ckpt.load(f)
+        except (ckpt.CheckpointError, OSError) as exc:
+            log.warning("job %s: ignoring unreadable checkpoint %s: %s", job_id, key, exc)
+            continue
+        if training_state_of(blob) is not None and (
+                best_blob is None or blob["step"] > best_blob["step"]):
+            best_blob = blob
+    if best_blob is None:
+        return None
+    model.load_state_dict(best_blob["model_state"])
+    pending = best_blob.get("pending_points") or []
+    if pending:  # points the database missed before that attempt stopped
+        reporter.metrics([Metric(**p) for p in pending])
+    return training_state_of(best_blob)
 
 
 def _keep_logged_points(reporter: JobReporter) -> None:
@@ -88,10 +199,6 @@ def _keep_logged_points(reporter: JobReporter) -> None:
         reporter.flush()
     except Exception as exc:
         log.warning("could not store the buffered metric points: %s", exc)
-
-
-class JobInputError(Exception):
-    """Something the job asked for cannot be used; the message is for the user."""
 
 
 def load_job_dataset(ref: str, settings, store) -> ImageDataset:
@@ -120,13 +227,31 @@ def load_initial_weights(model, spec: dict, dataset: ImageDataset, store) -> Non
     log.info("initialised from job %s epoch %d", spec["init_from"]["job_id"], row.epoch)
 
 
-def _finish(job_id: str, status: JobStatus, redis_client, settings, error: str | None = None,
-            final_metrics: dict | None = None) -> str:
+def _requeue(job_id: str, attempt: int, reason: str) -> str:
+    """Hand the job back (queued) and send its message again; the reaper re-sends it if
+    the broker cannot be reached now."""
+    try:
+        with session_scope() as session:
+            jobs.requeue(session, job_id, attempt, graceful=True, reason=reason)
+    except InvalidTransition as exc:
+        log.info("job %s: not requeued (%s)", job_id, exc)
+        return exc.current.value
+    try:
+        enqueue(RUN_JOB_TASK, job_id)
+        with session_scope() as session:
+            jobs.mark_enqueued(session, job_id)
+    except Exception as exc:
+        log.warning("job %s: requeued, but not sent (%s); a reaper will send it", job_id, exc)
+    return JobStatus.queued.value
+
+
+def _finish(job_id: str, attempt: int | None, status: JobStatus, redis_client, settings,
+            error: str | None = None, final_metrics: dict | None = None) -> str:
     final = finite_values(final_metrics) if final_metrics else None
     fields = {"final_metrics": final, "error": error}
     try:
         with session_scope() as session:
-            job = jobs.transition(session, job_id, status, **fields)
+            job = jobs.transition(session, job_id, status, attempt=attempt, **fields)
             status_now = job.status
     except InvalidTransition as exc:
         # e.g. cancelled while queued and then failed on delivery: the first end stands.

@@ -40,7 +40,7 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPub
     if spec.name is None and not view.builtin:
         resolved["name"] = f"{spec.model}-{view.name}"
     hp = spec.hyperparameters
-    job = jobs.create_job(session, resolved)
+    job = jobs.create_job(session, resolved, max_attempts=get_settings().max_attempts)
     job.total_steps = hp.epochs * datasets.steps_per_epoch(view.train_size, hp.batch_size,
                                                              hp.validation_fraction)
     # Commit before enqueueing: a fast worker must find the row (Celery's "database
@@ -54,6 +54,8 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPub
                         error="could not enqueue: the broker was unreachable")
         session.commit()
         raise BrokerUnavailable(f"broker unavailable; job {job.id} was not queued") from exc
+    jobs.mark_enqueued(session, job.id)  # unmarked jobs are re-sent by a worker's reaper
+    session.commit()
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobPublic.from_row(job)
 

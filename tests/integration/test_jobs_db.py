@@ -143,7 +143,18 @@ def test_many_processes_migrate_an_empty_database_at_once():
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"jobs", "metric_points", "checkpoints", "datasets", "alembic_version"} <= tables
-    assert version == [("0002",)]
+    assert version == [(head_revision(),)]
+
+
+def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from core.db import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
 
 
 def test_sqlite_schema_matches_postgres(tmp_path):

@@ -1,0 +1,56 @@
+"""The reaper every worker runs beside its jobs (no separate beat process): it requeues
+running jobs whose lease expired (or fails them past max_attempts) and re-sends queued jobs
+whose message never reached the broker. Many workers may run it: one pass at a time holds a
+database lock, and claiming stays idempotent, so a duplicate message is harmless."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from core import jobs
+from core.config import Settings
+from core.db import session_scope
+from core.queue import RUN_JOB_TASK, enqueue
+
+log = logging.getLogger(__name__)
+
+
+def reap_once(settings: Settings) -> jobs.Reaped:
+    with session_scope() as session:
+        outcome = jobs.reap(session, settings.enqueue_grace_seconds)
+    for job_id in outcome.failed:
+        log.error("job %s: failed: its worker was lost too many times", job_id)
+    for job_id in outcome.requeued + outcome.unsent:
+        try:
+            enqueue(RUN_JOB_TASK, job_id)
+        except Exception as exc:  # the next pass tries again: enqueued_at stays empty
+            log.warning("job %s: could not send it to the broker: %s", job_id, exc)
+            continue
+        with session_scope() as session:
+            jobs.mark_enqueued(session, job_id)
+        log.info("job %s: %s", job_id, "requeued after its lease expired"
+                 if job_id in outcome.requeued else "re-sent (no record of its message)")
+    return outcome
+
+
+class ReaperThread:
+    """reap_once every reaper_interval_seconds until stopped; errors are logged, not fatal."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trainhub-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.settings.reaper_interval_seconds):
+            try:
+                reap_once(self.settings)
+            except Exception as exc:  # e.g. the database is restarting
+                log.warning("reaper pass failed: %s", str(exc).splitlines()[0][:200])
