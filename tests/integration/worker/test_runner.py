@@ -1,0 +1,161 @@
+"""worker.runner.run in this process against the real Postgres and Redis (no Celery): a
+short job end to end, and every delivery the runner must skip or fail."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from core import events, jobs
+from core.artifacts import checkpoint_key, get_store
+from core.catalog import BUILTIN_DATASETS
+from core.config import get_settings
+from core.datasets import steps_per_epoch
+from core.db import session_scope, upgrade_schema
+from core.ids import new_id
+from core.jobspec import JobSpec
+from core.tables import Checkpoint, Job, MetricPoint
+from worker.runner import run
+
+WORKER = "test-worker"
+HP = {"epochs": 1, "batch_size": 64, "log_every": 5}
+EPOCH_METRICS = {"train_loss", "train_accuracy", "samples_per_second", "lr", "eval_loss",
+                 "eval_accuracy"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def schema():
+    upgrade_schema()
+
+
+def create_job(dataset: str = "digits", device: str = "cpu") -> str:
+    """A queued job row as the API makes it (no message is sent: run() is called directly)."""
+    spec = JobSpec(model="mlp", dataset=dataset, hyperparameters=HP, device=device).resolved()
+    with session_scope() as session:
+        job = jobs.create_job(session, spec)
+        job.total_steps = steps_per_epoch(BUILTIN_DATASETS["digits"].train_size,
+                                          HP["batch_size"], 0.0)
+        return job.id
+
+
+def load_job(job_id: str) -> Job:
+    with session_scope() as session:
+        return session.get(Job, job_id, populate_existing=True)
+
+
+def points(job_id: str) -> list[MetricPoint]:
+    with session_scope() as session:
+        return list(session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id)
+                                    .order_by(MetricPoint.step, MetricPoint.name)))
+
+
+def checkpoints(job_id: str) -> list[Checkpoint]:
+    with session_scope() as session:
+        return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)))
+
+
+def stream_events(job_id: str) -> list[dict]:
+    client = events.connect(get_settings().redis_url)
+    return [json.loads(fields[b"data"]) for _id, fields in client.xrange(events.stream_key(job_id))]
+
+
+def assert_never_ran(job_id: str) -> None:
+    assert points(job_id) == [] and checkpoints(job_id) == []
+    assert not get_store().exists(checkpoint_key(job_id, 1))
+
+
+def test_a_short_job_runs_to_success_and_records_everything():
+    job_id = create_job()
+    per_epoch = load_job(job_id).total_steps
+
+    assert run(job_id, WORKER) == "succeeded"
+
+    job = load_job(job_id)
+    assert job.status == "succeeded" and job.attempts == 1 and job.error is None
+    assert job.worker == WORKER and job.device == "cpu"
+    assert job.started_at is not None and job.finished_at >= job.started_at
+    assert (job.epoch, job.step) == (1, per_epoch)
+    assert 0.0 <= job.final_metrics["eval_accuracy"] <= 1.0
+    assert set(job.final_metrics) == EPOCH_METRICS
+
+    stored = points(job_id)
+    loss_steps = [p.step for p in stored if p.name == "loss"]
+    assert loss_steps == list(range(5, per_epoch + 1, 5))
+    assert all(p.epoch == 1 and p.batch == p.step for p in stored if p.name == "loss")
+    epoch_points = {p.name: p for p in stored if p.name != "loss"}
+    assert set(epoch_points) == EPOCH_METRICS
+    assert all(p.step == per_epoch and p.epoch == 1 for p in epoch_points.values())
+    assert epoch_points["eval_accuracy"].value == pytest.approx(job.final_metrics["eval_accuracy"])
+
+    [row] = checkpoints(job_id)
+    assert (row.epoch, row.step) == (1, per_epoch)
+    assert row.storage_key == checkpoint_key(job_id, 1)
+    store = get_store()
+    assert store.exists(row.storage_key)
+    data = b"".join(store.iter_bytes(row.storage_key))
+    assert len(data) == row.size_bytes and hashlib.sha256(data).hexdigest() == row.sha256
+    with store.open(row.storage_key) as f:
+        blob = torch.load(f, weights_only=True)
+    assert blob["epoch"] == 1 and blob["classes"] == list(BUILTIN_DATASETS["digits"].classes)
+
+    statuses = [e for e in stream_events(job_id) if e["type"] == "status"]
+    assert [e["status"] for e in statuses] == ["running", "succeeded"]
+    assert statuses[-1]["final_metrics"]["eval_accuracy"] == pytest.approx(
+        job.final_metrics["eval_accuracy"])
+
+
+def test_an_unknown_job_is_skipped():
+    assert run(new_id(), WORKER) == "skipped"
+
+
+def test_a_job_another_worker_claimed_is_skipped():
+    job_id = create_job()
+    with session_scope() as session:
+        jobs.claim(session, job_id, "other-worker", "cpu", lease_seconds=60)
+
+    assert run(job_id, WORKER) == "skipped"
+
+    job = load_job(job_id)
+    assert job.status == "running" and job.worker == "other-worker" and job.attempts == 1
+    assert_never_ran(job_id)
+
+
+def test_a_job_on_a_missing_uploaded_dataset_fails_with_the_reason():
+    missing = new_id()
+    job_id = create_job(dataset=missing)
+
+    assert run(job_id, WORKER) == "failed"
+
+    job = load_job(job_id)
+    assert job.status == "failed" and job.attempts == 1 and job.finished_at is not None
+    assert "unknown dataset" in job.error and missing in job.error
+    assert job.final_metrics is None
+    assert_never_ran(job_id)
+
+
+def test_cuda_on_a_machine_without_cuda_fails_before_claiming(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # any machine is CPU-only
+    job_id = create_job(device="cuda")
+
+    assert run(job_id, WORKER) == "failed"
+
+    job = load_job(job_id)
+    assert job.status == "failed" and "no CUDA device" in job.error
+    assert job.attempts == 0 and job.worker is None and job.started_at is None
+    assert_never_ran(job_id)
+
+
+def test_a_job_cancelled_while_queued_is_not_run():
+    job_id = create_job()
+    with session_scope() as session:
+        assert jobs.request_cancel(session, job_id).status == "cancelled"
+
+    assert run(job_id, WORKER) == "skipped"
+
+    job = load_job(job_id)
+    assert job.status == "cancelled" and job.attempts == 0 and job.started_at is None
+    assert job.worker is None and job.error is None
+    assert_never_ran(job_id)
