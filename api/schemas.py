@@ -17,6 +17,11 @@ class Progress(BaseModel):
     total_steps: int | None
 
 
+class ResumePoint(BaseModel):
+    epoch: int  # the epoch it continued inside
+    step: int  # the global step it continued after
+
+
 class JobPublic(BaseModel):
     id: str
     name: str
@@ -29,7 +34,9 @@ class JobPublic(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    attempts: int
+    attempts: int  # claims so far: the first run and each resume
+    max_attempts: int
+    resumed_from: ResumePoint | None  # where the current attempt started; null: fresh
     worker: str | None
     device: str | None
     metrics: dict[str, float | None]  # the last epoch's; null where training diverged
@@ -43,7 +50,10 @@ class JobPublic(BaseModel):
             dataset=job.dataset, spec=job.spec,
             progress=Progress(epoch=job.epoch, step=job.step, total_steps=job.total_steps),
             created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
-            finished_at=job.finished_at, attempts=job.attempts, worker=job.worker,
+            finished_at=job.finished_at, attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            resumed_from=ResumePoint(**job.resumed_from) if job.resumed_from else None,
+            worker=job.worker,
             device=job.device, metrics=finite_values(job.final_metrics or {}),
             error=job.error, cancel_requested=job.cancel_requested)
 
@@ -148,6 +158,7 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
+    detail: str | None = None  # when degraded: which services are unavailable
     database: str  # "ok" or "unavailable: <why>"
     broker: str
     events: str | None = None  # only when a Redis event channel is configured

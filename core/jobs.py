@@ -107,7 +107,7 @@ def record_progress(session: Session, job_id: str, epoch: int, step: int, total_
 def set_resumed_from(session: Session, job_id: str, attempt: int, epoch: int,
                      step: int) -> None:
     session.execute(update(Job).where(_held(job_id, attempt))
-                    .values(resumed_from={"epoch": epoch, "step": step}, epoch=epoch - 1,
+                    .values(resumed_from={"epoch": epoch, "step": step}, epoch=epoch,
                             step=step).execution_options(synchronize_session=False))
 
 

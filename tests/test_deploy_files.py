@@ -244,7 +244,6 @@ def test_dockerfile_base_and_pins():
     pins = pyproject_pins()
     for package in ("torch", "torchvision"):
         assert f"{package}=={pins[package]}" in text, f"{package} not pinned like pyproject.toml"
-    assert "torch==2.14.1" in text and "torchvision==0.29.1" in text
 
 
 def test_dockerfile_runs_as_a_non_root_user():
@@ -303,3 +302,16 @@ def test_dockerignore_keeps_the_context_small():
     copied = {p for kw, args in dockerfile_instructions() if kw == "COPY"
               for p in args.split()[:-1] if not p.startswith("--")}
     assert not copied & ignored, copied & ignored
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    """pip install . in the image builds from what was copied: a package left out would be
+    missing from the installed `trainhub` (a worker or API that cannot start)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = {p.rstrip("/") for kw, args in dockerfile_instructions() if kw == "COPY"
+              for p in args.split()[:-1] if not p.startswith("--")}
+    assert packages <= copied, packages - copied

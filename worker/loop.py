@@ -183,6 +183,7 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
             next_check = 0.0  # ask about cancellation at every log point
         if stop.reason is not None:
             reason = stop.reason
+            reporter.progress(state.epoch, state.step, total_steps)
             break
         now = time.monotonic()
         if now >= next_check:

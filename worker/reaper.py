@@ -49,8 +49,10 @@ class ReaperThread:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._done.wait(self.settings.reaper_interval_seconds):
+        while True:  # a pass at start too: jobs handed back by a worker stopped before
             try:
                 reap_once(self.settings)
             except Exception as exc:  # e.g. the database is restarting
                 log.warning("reaper pass failed: %s", str(exc).splitlines()[0][:200])
+            if self._done.wait(self.settings.reaper_interval_seconds):
+                return

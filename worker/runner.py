@@ -25,7 +25,6 @@ from core.imagedata import ImageDataset, read_tensor_file
 from core.init_from import load_init_from
 from core.jobspec import Hyperparameters
 from core.metrics import finite_values
-from core.queue import RUN_JOB_TASK, enqueue
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
 from worker.checkpoints import CheckpointWriter, ResumeWriter, training_state_of
@@ -228,20 +227,16 @@ def load_initial_weights(model, spec: dict, dataset: ImageDataset, store) -> Non
 
 
 def _requeue(job_id: str, attempt: int, reason: str) -> str:
-    """Hand the job back (queued) and send its message again; the reaper re-sends it if
-    the broker cannot be reached now."""
+    """Hand the job back (queued) for any worker to resume. Its message is not sent from
+    here: this worker is going down and, with a broker like the embedded one, could take
+    the message itself. A reaper (of this worker's successor or of any other) re-sends it
+    once enqueue_grace_seconds have passed."""
     try:
         with session_scope() as session:
             jobs.requeue(session, job_id, attempt, graceful=True, reason=reason)
     except InvalidTransition as exc:
         log.info("job %s: not requeued (%s)", job_id, exc)
         return exc.current.value
-    try:
-        enqueue(RUN_JOB_TASK, job_id)
-        with session_scope() as session:
-            jobs.mark_enqueued(session, job_id)
-    except Exception as exc:
-        log.warning("job %s: requeued, but not sent (%s); a reaper will send it", job_id, exc)
     return JobStatus.queued.value
 
 

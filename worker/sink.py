@@ -159,8 +159,13 @@ class JobReporter:
             self.progress_due = None
         if rows:
             self._apply_retention()
-        again = {(r["name"], r["step"]) for r in replayed}
-        fresh = [p for p in points if (p["name"], p["step"]) not in again]
+        # Publish what was stored: each (name, step) once, and not what a resume replayed.
+        sent = {(r["name"], r["step"]) for r in replayed}
+        fresh = []
+        for p in points:
+            if (p["name"], p["step"]) not in sent:
+                sent.add((p["name"], p["step"]))
+                fresh.append(p)
         payloads = [{"type": "metric", **p, "value": finite(p["value"])} for p in fresh]
         if progress is not None:
             payloads.append({"type": "progress", "epoch": progress[0], "step": progress[1],

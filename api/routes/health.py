@@ -35,5 +35,7 @@ def read_health() -> JSONResponse:
     if settings.redis_url:
         checks["events"] = _check(lambda: events.connect(settings.redis_url).ping())
     healthy = all(v == "ok" for v in checks.values())
-    body = Health(status="ok" if healthy else "degraded", **checks)
+    down = [name for name, state in checks.items() if state != "ok"]
+    body = Health(status="ok" if healthy else "degraded", **checks,
+                  detail=f"unavailable: {', '.join(down)}" if down else None)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if healthy else 503)

@@ -6,24 +6,31 @@ import os
 import signal
 import sqlite3
 import subprocess
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from tests.e2e.test_distributed import ACCEPTANCE_JOB
-from tests.procs import REPO, env_with, free_port, wait_http, wait_status
+from tests.procs import REPO, env_with, free_port, wait_http, wait_status, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def make_run(tmp_path):
+    with running_make(tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def running_make(tmp_path, **settings: str):
     port = free_port()
     data_dir = tmp_path / "data"
     # Nothing configured but the port and the data dir: every default is the embedded one.
     env = env_with(PORT=str(port), TRAINHUB_DATA_DIR=str(data_dir), TRAINHUB_DATABASE_URL=None,
-                   TRAINHUB_BROKER_URL=None, TRAINHUB_REDIS_URL=None)
-    log_path = tmp_path / "make-run.log"
+                   TRAINHUB_BROKER_URL=None, TRAINHUB_REDIS_URL=None, **settings)
+    log_path = tmp_path / f"make-run-{port}.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -70,16 +77,24 @@ def test_make_run_trains_the_readme_job_and_stops_on_ctrl_c(make_run):
         httpx.get(f"{base}/health", timeout=2)
 
 
-def test_ctrl_c_during_a_job_marks_it_interrupted(make_run):
-    base, data_dir = make_run["base"], make_run["data_dir"]
-    resp = httpx.post(f"{base}/jobs", json={"model": "lenet", "dataset": "fake",
-                                            "hyperparameters": {"epochs": 500, "log_every": 25}})
-    job_id = resp.json()["id"]
-    wait_status(base, job_id, {"running"}, timeout=120)
-    proc = make_run["proc"]
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=60)
-    with sqlite3.connect(data_dir / "trainhub.db") as conn:
-        status, error = conn.execute("SELECT status, error FROM jobs WHERE id = ?",
-                                     (job_id,)).fetchone()
-    assert status == "failed" and error.startswith("interrupted")
+def test_ctrl_c_during_a_job_hands_it_back_and_the_next_make_run_resumes_it(tmp_path):
+    """Ctrl-C mid-epoch: the job goes back to queued with a resume checkpoint; the next
+    `make run` on the same data dir continues it from that step."""
+    job = {"model": "lenet", "dataset": "digits",
+           "hyperparameters": {"epochs": 2, "batch_size": 1, "log_every": 50}}
+    # Resend a handed-back job 1 s after it was requeued, rather than the default 30 s.
+    with running_make(tmp_path, TRAINHUB_ENQUEUE_GRACE_SECONDS="1") as first:
+        job_id = httpx.post(f"{first['base']}/jobs", json=job).json()["id"]
+        wait_until(lambda: httpx.get(f"{first['base']}/jobs/{job_id}").json()["progress"]
+                   ["step"] >= 500, timeout=180)
+        os.killpg(first["proc"].pid, signal.SIGINT)
+        first["proc"].wait(timeout=60)
+    with sqlite3.connect(tmp_path / "data" / "trainhub.db") as conn:
+        status, step = conn.execute("SELECT status, step FROM jobs WHERE id = ?",
+                                    (job_id,)).fetchone()
+    assert status == "queued" and 500 <= step < 1437  # handed back mid-epoch
+
+    with running_make(tmp_path, TRAINHUB_ENQUEUE_GRACE_SECONDS="1") as second:
+        final = wait_status(second["base"], job_id, timeout=240)
+    assert final["status"] == "succeeded", final
+    assert final["resumed_from"]["step"] == step and final["attempts"] == 2

@@ -1,0 +1,125 @@
+"""A job outlives its worker (distributed mode, real processes): SIGKILL of the whole worker
+mid-epoch, again and again, and SIGTERM to the worker's main process alone."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import create_database
+from tests.procs import Proc, env_with, start_api, wait_status, wait_until
+
+pytestmark = pytest.mark.slow
+
+STEPS_PER_EPOCH = 1437  # digits' train split at batch_size 1
+# Small enough to see mid-epoch kills on a 2-core machine, long enough to kill into.
+JOB = {"model": "lenet", "dataset": "digits",
+       "hyperparameters": {"epochs": 3, "batch_size": 1, "optimizer": "sgd", "lr": 0.01,
+                           "log_every": 50, "seed": 7}}
+GRACEFUL_STOP_BOUND_S = 30  # docs/operations.md: the worker's graceful-stop bound
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recovery")
+    env = env_with(TRAINHUB_DATABASE_URL=create_database("trainhub_recovery"),
+                   TRAINHUB_DATA_DIR=str(tmp / "data"),
+                   TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
+                   TRAINHUB_LEASE_SECONDS="5", TRAINHUB_REAPER_INTERVAL_SECONDS="1",
+                   TRAINHUB_ENQUEUE_GRACE_SECONDS="2", TRAINHUB_CANCEL_CHECK_SECONDS="0.5",
+                   TRAINHUB_CHECKPOINT_EVERY_STEPS="50", TRAINHUB_CHECKPOINT_EVERY_SECONDS="0")
+    api, base = start_api(env, tmp)
+    workers: list[Proc] = []
+
+    def new_worker() -> Proc:
+        name = f"w{len(workers) + 1}"
+        proc = Proc(["worker", "--name", f"{name}@test"], env, tmp / f"worker-{name}.log")
+        proc.wait_for_log(" ready.")
+        workers.append(proc)
+        return proc
+
+    try:
+        yield {"base": base, "new_worker": new_worker}
+    finally:
+        api.stop()
+        for proc in workers:
+            proc.stop()
+
+
+def submit(base: str) -> str:
+    resp = httpx.post(f"{base}/jobs", json=JOB, timeout=30)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def job(base: str, job_id: str) -> dict:
+    return httpx.get(f"{base}/jobs/{job_id}", timeout=10).json()
+
+
+def wait_step(base: str, job_id: str, at_least: int, timeout: float = 120) -> dict:
+    return wait_until(lambda: (lambda j: j if j["status"] == "running"
+                               and j["progress"]["step"] >= at_least else None)(
+        job(base, job_id)), timeout=timeout, interval=0.05)
+
+
+def loss_points(base: str, job_id: str) -> list[dict]:
+    resp = httpx.get(f"{base}/jobs/{job_id}/metrics", params={"name": "loss", "limit": 10000},
+                     timeout=30)
+    return resp.json()["metrics"]
+
+
+def test_r1_sigkill_of_the_whole_worker_three_times(stack):
+    base, new_worker = stack["base"], stack["new_worker"]
+    worker = new_worker()
+    reference = submit(base)  # the undisturbed run, same seed
+    done = wait_status(base, reference, timeout=300)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+
+    job_id = submit(base)
+    kill_steps = [300, 1800, 3300]  # inside epochs 1, 2 and 3
+    for at_least in kill_steps:
+        wait_step(base, job_id, at_least)
+        os.killpg(worker.popen.pid, signal.SIGKILL)  # parent and pool child at once
+        worker.popen.wait(timeout=30)
+        worker = new_worker()
+    final = wait_status(base, job_id, timeout=300)
+    assert final["status"] == "succeeded", final
+    assert final["attempts"] == 4  # the first run and three resumes
+    resumed = final["resumed_from"]
+    assert resumed["step"] >= kill_steps[-1] - 100 and resumed["step"] % STEPS_PER_EPOCH, resumed
+    expected = [epoch * STEPS_PER_EPOCH + batch for epoch in range(3)
+                for batch in range(50, STEPS_PER_EPOCH + 1, 50)]
+    points = loss_points(base, job_id)
+    assert [p["step"] for p in points] == expected  # every step once: none missing, none twice
+    plain = loss_points(base, reference)
+    assert [p["value"] for p in points] == [p["value"] for p in plain]
+    assert final["metrics"]["eval_accuracy"] == done["metrics"]["eval_accuracy"]
+
+
+def test_r1b_sigterm_to_the_main_process_hands_the_job_back(stack):
+    base, new_worker = stack["base"], stack["new_worker"]
+    worker = new_worker()
+    job_id = submit(base)
+    wait_step(base, job_id, STEPS_PER_EPOCH + 400)  # inside epoch 2
+    asked = time.monotonic()
+    os.kill(worker.popen.pid, signal.SIGTERM)  # the main process alone, as docker stop does
+    worker.popen.wait(timeout=GRACEFUL_STOP_BOUND_S + 5)
+    took = time.monotonic() - asked
+    assert took < GRACEFUL_STOP_BOUND_S, took
+    stopped = job(base, job_id)
+    assert stopped["status"] == "queued", stopped
+    stop_step = stopped["progress"]["step"]
+    assert stop_step % STEPS_PER_EPOCH, stopped  # mid-epoch
+    assert "graceful stop" in worker.log() or "hand" in worker.log()
+
+    new_worker()
+    final = wait_status(base, job_id, timeout=300)
+    assert final["status"] == "succeeded", final
+    assert final["resumed_from"]["step"] == stop_step  # from where it stopped, not the epoch start
+    assert final["attempts"] == 2
+    steps = [p["step"] for p in loss_points(base, job_id)]
+    assert steps == sorted(set(steps)) and len(steps) == 3 * (STEPS_PER_EPOCH // 50)
