@@ -159,3 +159,50 @@ def test_a_job_cancelled_while_queued_is_not_run():
     assert job.status == "cancelled" and job.attempts == 0 and job.started_at is None
     assert job.worker is None and job.error is None
     assert_never_ran(job_id)
+
+
+def test_a_job_over_max_runtime_seconds_fails_with_the_reason_and_keeps_its_points():
+    spec = JobSpec(model="mlp", dataset="digits", device="cpu", max_runtime_seconds=1,
+                   hyperparameters={"epochs": 1000, "batch_size": 64, "log_every": 5}).resolved()
+    with session_scope() as session:
+        job = jobs.create_job(session, spec)
+        job_id = job.id
+    assert run(job_id, "test-worker") == "failed"
+    job = load_job(job_id)
+    assert "max_runtime_seconds" in job.error
+    assert 0 < job.step < 1000 * 23 and points(job_id)  # it trained, and kept what it logged
+
+
+def test_a_sigterm_hands_the_job_back_with_a_resume_checkpoint(monkeypatch):
+    """The runner's graceful stop, in process: the StopFlag is what SIGTERM sets."""
+    import worker.runner as runner
+    from core.artifacts import resume_key
+    from worker.loop import StopFlag
+
+    flags: list[StopFlag] = []
+
+    class PreemptAtFirstLog(StopFlag):
+        def __init__(self):
+            super().__init__()
+            flags.append(self)
+
+    monkeypatch.setattr(runner, "StopFlag", PreemptAtFirstLog)
+    original_metrics = runner.JobReporter.metrics
+
+    def metrics(self, pts):
+        original_metrics(self, pts)
+        flags[-1].set("preempt")
+
+    monkeypatch.setattr(runner.JobReporter, "metrics", metrics)
+    job_id = create_job()
+    assert run(job_id, "test-worker") == "queued"
+    job = load_job(job_id)
+    assert job.status == "queued" and job.graceful_stops == 1 and job.enqueued_at is None
+    assert get_store().exists(resume_key(job_id))
+    monkeypatch.undo()
+    assert run(job_id, "test-worker") == "succeeded"
+    job = load_job(job_id)
+    assert job.attempts == 2 and job.resumed_from == {"epoch": 1, "step": job.resumed_from["step"]}
+    assert job.resumed_from["step"] >= 5
+    steps = [p.step for p in points(job_id) if p.name == "loss"]
+    assert steps == sorted(set(steps))
