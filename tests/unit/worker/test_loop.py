@@ -1,4 +1,4 @@
-"""The training loop (worker/loop.py) against DESIGN.md's "Metrics" and "The training loop"."""
+"""The training loop (worker/loop.py) against docs/concepts.md's metrics and training loop."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
-"""The job spec: DESIGN.md's defaults, bounds and enums, validated with pydantic."""
+"""The job spec: the defaults, bounds and enums docs/concepts.md documents, validated with
+pydantic."""
 from __future__ import annotations
 
 import pytest
@@ -8,10 +9,10 @@ from core.catalog import DATASET_NAMES
 from core.jobspec import Hyperparameters, JobSpec
 from models import MODEL_NAMES
 
-DESIGN_DEFAULTS = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
-                   "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
-                   "loss": "cross_entropy", "scheduler": "none", "seed": 0,
-                   "log_every": 2000, "validation_fraction": 0.0}
+DOCUMENTED_DEFAULTS = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
+                       "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
+                       "loss": "cross_entropy", "scheduler": "none", "seed": 0,
+                       "log_every": 2000, "validation_fraction": 0.0}
 MINIMAL = {"model": "lenet", "dataset": "digits"}
 
 
@@ -19,10 +20,10 @@ def error_locs(excinfo) -> list[tuple]:
     return [tuple(err["loc"]) for err in excinfo.value.errors()]
 
 
-def test_defaults_are_the_designs():
-    assert Hyperparameters().model_dump() == DESIGN_DEFAULTS
+def test_defaults_are_the_documented_ones():
+    assert Hyperparameters().model_dump() == DOCUMENTED_DEFAULTS
     spec = JobSpec(**MINIMAL)
-    assert spec.hyperparameters.model_dump() == DESIGN_DEFAULTS
+    assert spec.hyperparameters.model_dump() == DOCUMENTED_DEFAULTS
     assert spec.device == "auto" and spec.name is None
 
 
@@ -31,15 +32,15 @@ def test_model_and_dataset_alone_are_a_valid_spec():
     assert (spec.model, spec.dataset) == ("lenet", "digits")
     resolved = spec.resolved()
     assert resolved == {"name": "lenet-digits", "model": "lenet", "dataset": "digits",
-                        "hyperparameters": DESIGN_DEFAULTS, "device": "auto",
+                        "hyperparameters": DOCUMENTED_DEFAULTS, "device": "auto",
                         "init_from": None}
     named = JobSpec(**MINIMAL, name="mine").resolved()
     assert named["name"] == "mine"
 
 
-def test_the_designs_example_body_is_valid():
+def test_the_documented_example_body_is_valid():
     body = {"name": "lenet-cifar10", "model": "lenet", "dataset": "cifar10",
-            "hyperparameters": dict(DESIGN_DEFAULTS), "device": "auto"}
+            "hyperparameters": dict(DOCUMENTED_DEFAULTS), "device": "auto"}
     assert JobSpec.model_validate(body).resolved() == {**body, "init_from": None}
 
 

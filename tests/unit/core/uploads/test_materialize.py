@@ -1,5 +1,6 @@
-"""Uploads becoming datasets (worker/uploads.py): ImageFolder archives in both layouts and .npz,
-decoded to uint8 tensors and validated. Archives are built in tmp_path; no database."""
+"""Uploads becoming datasets (core/uploads/materialize.py): ImageFolder archives in both
+layouts and .npz, decoded to uint8 tensors and validated. Archives are built in tmp_path;
+no database."""
 from __future__ import annotations
 
 import io

@@ -40,7 +40,7 @@ def test_digits_is_sklearns_stratified_split_scaled_to_bytes(tmp_path):
     assert dataset.shape == (1, 8, 8) == BUILTIN_DATASETS["digits"].shape
     assert dataset.train.images.dtype == torch.uint8 and dataset.train.labels.dtype == torch.int64
 
-    digits = load_digits()  # rebuilt here independently, as DESIGN.md says anyone can
+    digits = load_digits()  # rebuilt here independently, as docs/concepts.md says anyone can
     x_train, x_test, y_train, y_test = train_test_split(
         digits.data, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
 
