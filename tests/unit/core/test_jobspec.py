@@ -33,7 +33,7 @@ def test_model_and_dataset_alone_are_a_valid_spec():
     resolved = spec.resolved()
     assert resolved == {"name": "lenet-digits", "model": "lenet", "dataset": "digits",
                         "hyperparameters": DOCUMENTED_DEFAULTS, "device": "auto",
-                        "init_from": None}
+                        "init_from": None, "max_runtime_seconds": None}
     named = JobSpec(**MINIMAL, name="mine").resolved()
     assert named["name"] == "mine"
 
@@ -41,7 +41,8 @@ def test_model_and_dataset_alone_are_a_valid_spec():
 def test_the_documented_example_body_is_valid():
     body = {"name": "lenet-cifar10", "model": "lenet", "dataset": "cifar10",
             "hyperparameters": dict(DOCUMENTED_DEFAULTS), "device": "auto"}
-    assert JobSpec.model_validate(body).resolved() == {**body, "init_from": None}
+    assert JobSpec.model_validate(body).resolved() == {**body, "init_from": None,
+                                                       "max_runtime_seconds": None}
 
 
 @pytest.mark.parametrize("field", ["model", "dataset"])

@@ -17,6 +17,7 @@ S = JobStatus
 EDGES = {
     (S.queued, S.running), (S.queued, S.failed), (S.queued, S.cancelled),
     (S.running, S.succeeded), (S.running, S.failed), (S.running, S.cancelled),
+    (S.running, S.queued),  # a graceful stop hands the job back; the reaper requeues it
 }
 ALL_PAIRS = list(itertools.product(JobStatus, JobStatus))
 
