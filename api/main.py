@@ -6,7 +6,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, limits
-from api.routes import catalog, checkpoints, datasets, health, jobs, metrics, predict
+from api.routes import (
+    catalog,
+    checkpoints,
+    datasets,
+    events,
+    health,
+    jobs,
+    metrics,
+    pages,
+    predict,
+)
 from core.db import upgrade_schema
 
 
@@ -19,8 +29,9 @@ async def lifespan(_app: FastAPI):
 def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
                   description="Training as a service for PyTorch.")
-    for router in (jobs.router, metrics.router, checkpoints.router, predict.router,
-                   datasets.router, catalog.router, health.router):
+    for router in (jobs.router, metrics.router, events.router, checkpoints.router,
+                   predict.router, datasets.router, catalog.router, health.router,
+                   pages.router):
         app.include_router(router)
     errors.install(app)
     app.add_middleware(limits.BodyLimit)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -205,11 +205,16 @@ def reap(session: Session, enqueue_grace_seconds: float, now: datetime | None = 
     return outcome
 
 
-def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> list[dict]:
-    """One INSERT for many points; a point already stored (same job, name, step) is kept.
-    Returns the points that were not inserted because one was already there."""
+@dataclass
+class Inserted:
+    ids: dict[tuple[str, int], int]  # (name, step) -> row id of the points stored now
+    replayed: list[dict]  # points not stored: one with that (name, step) was already there
+
+
+def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> Inserted:
+    """One INSERT for many points; a point already stored (same job, name, step) is kept."""
     if not points:
-        return []
+        return Inserted({}, [])
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
@@ -217,11 +222,22 @@ def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> lis
     inserted = session.execute(
         insert(MetricPoint).values(rows)
         .on_conflict_do_nothing(index_elements=["job_id", "name", "step"])
-        .returning(MetricPoint.name, MetricPoint.step)).all()
-    if len(inserted) == len(rows):
-        return []
-    fresh = {(r.name, r.step) for r in inserted}
-    return [p for p in points if (p["name"], p["step"]) not in fresh]
+        .returning(MetricPoint.id, MetricPoint.name, MetricPoint.step)).all()
+    ids = {(r.name, r.step): r.id for r in inserted}
+    seen: set[tuple[str, int]] = set()
+    replayed = []
+    for p in points:  # the first of each (name, step) in this batch is the one stored
+        key = (p["name"], p["step"])
+        if key not in ids or key in seen:
+            replayed.append(p)
+        seen.add(key)
+    return Inserted(ids, replayed)
+
+
+def last_point_id(session: Session, job_id: str) -> int:
+    """The row id of the job's newest point (0 for none): where its live events stand."""
+    return session.scalar(select(func.max(MetricPoint.id)).where(
+        MetricPoint.job_id == job_id)) or 0
 
 
 def stored_values(session: Session, job_id: str, keys: Sequence[tuple[str, int]]) -> dict:

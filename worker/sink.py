@@ -64,6 +64,7 @@ class JobReporter:
         self.retry_at = 0.0
         self.backoff = 1.0
         self.lost: str | None = None  # "cancel" or "lease_lost" once the row says so
+        self.written_up_to: int | None = None  # row id of this job's newest stored point
 
     # ---- the Reporter protocol -----------------------------------------------------------
 
@@ -143,7 +144,10 @@ class JobReporter:
         if not points and progress is None and not rows:
             return
         with session_scope() as session:
-            replayed = jobs.insert_metrics(session, self.job_id, points)
+            if self.written_up_to is None:
+                self.written_up_to = jobs.last_point_id(session, self.job_id)
+            inserted = jobs.insert_metrics(session, self.job_id, points)
+            replayed = inserted.replayed
             if replayed:
                 self._compare_replayed(session, replayed)
             if progress is not None and not jobs.record_progress(
@@ -159,14 +163,18 @@ class JobReporter:
             self.progress_due = None
         if rows:
             self._apply_retention()
-        # Publish what was stored: each (name, step) once, and not what a resume replayed.
-        sent = {(r["name"], r["step"]) for r in replayed}
-        fresh = []
+        # Publish what was stored now, each with its row id and the id this job's points had
+        # reached before (a reader that has less missed some: it fills the gap from the
+        # database). Replayed points are not published again.
+        payloads = []
+        not_stored = {id(p) for p in replayed}
         for p in points:
-            if (p["name"], p["step"]) not in sent:
-                sent.add((p["name"], p["step"]))
-                fresh.append(p)
-        payloads = [{"type": "metric", **p, "value": finite(p["value"])} for p in fresh]
+            point_id = inserted.ids.get((p["name"], p["step"]))
+            if point_id is not None and id(p) not in not_stored:
+                payloads.append({"type": "metric", **p, "value": finite(p["value"]),
+                                 "id": point_id, "prev": self.written_up_to})
+        if inserted.ids:
+            self.written_up_to = max(self.written_up_to, *inserted.ids.values())
         if progress is not None:
             payloads.append({"type": "progress", "epoch": progress[0], "step": progress[1],
                              "total_steps": progress[2]})

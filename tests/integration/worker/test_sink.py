@@ -87,8 +87,11 @@ def test_a_nan_is_stored_and_published_as_null(job_id, redis_client):
     assert later == ("loss", 10, 0.25)
     metric_events = [e for e in stream(redis_client, job_id) if e["type"] == "metric"]
     assert [(e["step"], e["value"]) for e in metric_events] == [(5, None), (10, 0.25)]
+    first_id = metric_events[0].pop("id")
     assert metric_events[0] == {"type": "metric", "name": "loss", "epoch": 1, "batch": 5,
-                                "step": 5, "value": None}
+                                "step": 5, "value": None, "prev": 0}
+    # Each carries its row id and how far the job's stored points had got before it.
+    assert metric_events[1]["id"] > first_id and metric_events[1]["prev"] == 0
 
 
 def test_progress_updates_the_running_job_and_is_published(job_id, redis_client):
@@ -118,3 +121,19 @@ def test_an_unreachable_redis_costs_no_point(job_id, caplog):
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert job_id in warnings[0].getMessage() and "10 event(s)" in warnings[0].getMessage()
+
+
+def test_published_points_say_how_far_the_job_had_written(job_id, redis_client):
+    """After points that never reached Redis (an outage), the next event's `prev` is past
+    what a reader saw: it knows to fill the gap from the database."""
+    quiet = reporter_for(job_id, None)  # writes to Postgres, publishes nothing
+    quiet.metrics([Metric("loss", 1, 5, 5, 1.0)])
+    quiet.flush()
+    reporter = reporter_for(job_id, redis_client)
+    reporter.metrics([Metric("loss", 1, 10, 10, 0.5)])
+    reporter.flush()
+    [event] = [e for e in stream(redis_client, job_id) if e["type"] == "metric"]
+    with session_scope() as session:
+        first = session.scalar(select(MetricPoint.id).where(MetricPoint.job_id == job_id,
+                                                             MetricPoint.step == 5))
+    assert event["prev"] == first and event["id"] > first
