@@ -18,6 +18,7 @@ from typing import AsyncIterator, Callable
 import anyio
 from sqlalchemy import select
 
+from api.observability import EVENT_STREAMS
 from api.schemas import JobPublic, MetricPointPublic
 from core.db import session_scope
 from core.events import stream_key
@@ -91,6 +92,7 @@ class EventStream:
 
     async def events(self) -> AsyncIterator[str]:
         ACTIVE["streams"] += 1
+        EVENT_STREAMS.inc()
         try:
             # Where the live stream stands before history is read: everything after it is
             # read live, and what overlaps with the history is recognised by its id.
@@ -108,6 +110,7 @@ class EventStream:
                 yield frame
         finally:
             ACTIVE["streams"] -= 1
+            EVENT_STREAMS.dec()
 
     async def _end(self) -> str:
         """The points that are still missing, then `end` with the job as it finished."""

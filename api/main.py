@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, limits
+from api import errors, limits, observability
 from api.routes import (
     catalog,
     checkpoints,
@@ -14,6 +14,7 @@ from api.routes import (
     health,
     jobs,
     metrics,
+    monitoring,
     pages,
     predict,
 )
@@ -31,11 +32,12 @@ def create_app() -> FastAPI:
                   description="Training as a service for PyTorch.")
     for router in (jobs.router, metrics.router, events.router, checkpoints.router,
                    predict.router, datasets.router, catalog.router, health.router,
-                   pages.router):
+                   monitoring.router, pages.router):
         app.include_router(router)
     errors.install(app)
     app.add_middleware(limits.BodyLimit)
     app.add_middleware(limits.ServerTiming)
+    app.add_middleware(observability.RequestTimer)
     return app
 
 

@@ -1,0 +1,87 @@
+"""Prometheus metrics of the API: request and /predict durations (histograms, shared by
+several API processes through prometheus-client's multiprocess mode when
+PROMETHEUS_MULTIPROC_DIR is set), and job counts read from the database at scrape time,
+so every process answers the same."""
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import func, select
+
+from core.db import session_scope
+from core.states import JobStatus
+from core.tables import Job, MetricPoint
+
+REQUEST_DURATION = Histogram("trainhub_request_duration_seconds",
+                             "Time to answer an HTTP request, by route template",
+                             ["method", "route", "status"])
+PREDICT_DURATION = Histogram("trainhub_predict_duration_seconds",
+                             "Time to answer POST /predict (decode, model, forward pass)",
+                             buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+EVENT_STREAMS = Gauge("trainhub_event_streams", "Open GET /jobs/{id}/events streams",
+                      multiprocess_mode="livesum")
+
+
+class DatabaseCollector:
+    """Job counts by status, queue depth and points written, from the database."""
+
+    def collect(self):
+        with session_scope() as session:
+            by_status = dict(session.execute(
+                select(Job.status, func.count()).group_by(Job.status)).all())
+            points = session.scalar(select(func.count()).select_from(MetricPoint)) or 0
+        jobs = GaugeMetricFamily("trainhub_jobs", "Jobs by status", labels=["status"])
+        for status in JobStatus:
+            jobs.add_metric([status.value], by_status.get(status.value, 0))
+        yield jobs
+        yield GaugeMetricFamily("trainhub_queue_depth", "Jobs waiting for a worker (queued)",
+                                value=by_status.get(JobStatus.queued.value, 0))
+        yield CounterMetricFamily("trainhub_points_written", "Metric points stored",
+                                  value=points)
+
+
+def exposition() -> bytes:
+    """The text format, for every API process at once when in multiprocess mode."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for metric in (REQUEST_DURATION, PREDICT_DURATION, EVENT_STREAMS):
+            registry.register(metric)
+    registry.register(DatabaseCollector())
+    return generate_latest(registry)
+
+
+class RequestTimer:
+    """ASGI middleware: one histogram observation per request, labelled by route template
+    (not the raw path, whose ids would make a series each)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def recorded_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recorded_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            REQUEST_DURATION.labels(scope["method"], template, str(status["code"])).observe(
+                elapsed)
+            if template == "/predict":
+                PREDICT_DURATION.observe(elapsed)

@@ -1,0 +1,20 @@
+"""GET /metrics: Prometheus text format (series named trainhub_*)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from api.observability import exposition
+
+router = APIRouter(tags=["monitoring"])
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}},
+                             "description": "Prometheus text exposition format"}})
+def read_prometheus_metrics() -> Response:
+    """trainhub_jobs{status}, trainhub_queue_depth, trainhub_points_written_total (from the
+    database), trainhub_request_duration_seconds, trainhub_predict_duration_seconds and
+    trainhub_event_streams (from every API process)."""
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
