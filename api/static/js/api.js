@@ -1,0 +1,66 @@
+// The HTTP API, as the page uses it. Every error is an ApiError with the body's `detail`:
+// a sentence, or (422) a list of {field, msg} that the forms show next to their fields.
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    const message = Array.isArray(detail)
+      ? detail.map((d) => (d.field ? `${d.field}: ${d.msg}` : d.msg)).join("\n")
+      : String(detail ?? "request failed");
+    super(message);
+    this.status = status;
+    this.detail = detail;
+  }
+
+  /** 422 problems as [{field, msg}], [] for other errors. */
+  get fields() {
+    return Array.isArray(this.detail) ? this.detail : [];
+  }
+}
+
+const listeners = new Set();
+/** fn(ok: boolean) after each request: lets the page show "API unreachable". */
+export function onReachability(fn) { listeners.add(fn); }
+function reached(ok) { for (const fn of listeners) fn(ok); }
+
+export async function api(path, {method = "GET", json, form, signal} = {}) {
+  const init = {method, headers: {accept: "application/json"}, signal};
+  if (json !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    init.body = form; // multipart: the browser sets the boundary
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    reached(false);
+    throw new ApiError(0, "the API is unreachable");
+  }
+  reached(response.status !== 503);
+  if (response.status === 204) return null;
+  let body = null;
+  try { body = await response.json(); } catch { /* not JSON */ }
+  if (!response.ok) throw new ApiError(response.status, body?.detail ?? `${response.status} ${response.statusText}`);
+  return body;
+}
+
+/** Every point of one metric of a job after sinceStep, following next_since_step. */
+export async function metricPoints(jobId, name, sinceStep = 0, signal) {
+  const points = [];
+  let since = sinceStep;
+  for (;;) {
+    const query = new URLSearchParams({since_step: String(since), limit: "10000"});
+    if (name) query.set("name", name);
+    const page = await api(`/jobs/${jobId}/metrics?${query}`, {signal});
+    points.push(...page.metrics);
+    if (page.next_since_step === null || page.next_since_step === undefined) return points;
+    since = page.next_since_step;
+  }
+}
+
+export const getJob = (id, signal) => api(`/jobs/${id}`, {signal});
+export const cancelJob = (id) => api(`/jobs/${id}/cancel`, {method: "POST"});
+export const deleteJob = (id) => api(`/jobs/${id}`, {method: "DELETE"});
+export const listCheckpoints = (id, signal) => api(`/jobs/${id}/checkpoints`, {signal});

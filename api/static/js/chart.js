@@ -1,0 +1,124 @@
+// Line charts on uPlot (vendored, loaded as the global `uPlot` by index.html).
+// The chart's container keeps `data-points`: how many points the chart has drawn, summed
+// over its series (the browser test reads it; people can too, in the inspector).
+
+export const PALETTE = ["#1f6feb", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#e67700", "#495057"];
+
+function finite(v) {
+  return v === null || v === undefined || !Number.isFinite(v) ? null : v;
+}
+
+export class LineChart {
+  /**
+   * @param {HTMLElement} container
+   * @param {{series: {label: string, color?: string}[], xLabel?: string, yLabel?: string,
+   *          height?: number, yFormat?: (v: number) => string}} options
+   */
+  constructor(container, {series, xLabel = "step", yLabel = "", height = 300, yFormat} = {}) {
+    this.container = container;
+    this.height = height;
+    this.xs = [];
+    this.ys = series.map(() => []);
+    this.drawn = 0;
+    container.dataset.points = "0";
+    const opts = {
+      width: Math.max(container.clientWidth, 300),
+      height,
+      scales: {x: {time: false}},
+      axes: [
+        {label: xLabel, stroke: "#5f6b7a", grid: {stroke: "#eef1f4"}},
+        {label: yLabel, stroke: "#5f6b7a", grid: {stroke: "#eef1f4"}, size: 60,
+         values: yFormat ? (u, vals) => vals.map(yFormat) : undefined},
+      ],
+      series: [
+        {label: xLabel},
+        ...series.map((s, i) => ({
+          label: s.label,
+          stroke: s.color || PALETTE[i % PALETTE.length],
+          width: 2,
+          spanGaps: true,
+          value: (u, v) => (v === null || v === undefined ? "—" : v.toFixed(4)),
+        })),
+      ],
+      legend: {live: true},
+      cursor: {drag: {x: true, y: false}},
+    };
+    this.plot = new uPlot(opts, [this.xs, ...this.ys], container);
+    this.resize = new ResizeObserver(() => {
+      const width = Math.max(container.clientWidth, 300);
+      if (width !== this.plot.width) this.plot.setSize({width, height: this.height});
+    });
+    this.resize.observe(container);
+  }
+
+  /** Replaces every series: xs ascending, ys[i] aligned with xs (null = no point). */
+  setData(xs, ys) {
+    this.xs = xs;
+    this.ys = ys;
+    this.redraw();
+  }
+
+  redraw() {
+    this.plot.setData([this.xs, ...this.ys]);
+    let drawn = 0;
+    for (const ys of this.ys) for (const y of ys) if (y !== null && y !== undefined) drawn++;
+    this.drawn = drawn;
+    this.container.dataset.points = String(drawn);
+  }
+
+  destroy() {
+    this.resize.disconnect();
+    this.plot.destroy();
+  }
+}
+
+/**
+ * One series that grows point by point (a job's live loss): points keyed by x, kept sorted,
+ * redrawn at most once per animation frame however fast they arrive.
+ */
+export class LiveSeries {
+  constructor(chart) {
+    this.chart = chart;
+    this.byX = new Map();
+    this.xs = [];
+    this.ys = [];
+    this.pending = false;
+  }
+
+  get size() {
+    return this.xs.length;
+  }
+
+  add(x, y) {
+    y = finite(y);
+    if (this.byX.has(x)) {
+      const i = this.xs.indexOf(x); // a repeated point (a resumed job): keep the newest value
+      this.ys[i] = y;
+    } else if (!this.xs.length || x > this.xs[this.xs.length - 1]) {
+      this.xs.push(x);
+      this.ys.push(y);
+    } else {
+      let i = this.xs.findIndex((v) => v > x);
+      this.xs.splice(i, 0, x);
+      this.ys.splice(i, 0, y);
+    }
+    this.byX.set(x, y);
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      // uPlot keeps the arrays it is given: hand it copies so later pushes do not race it.
+      this.chart.setData(this.xs.slice(), [this.ys.slice()]);
+    });
+  }
+}
+
+/** Aligns several [xs, ys] tables on one ascending x axis (nulls where a series has no point). */
+export function alignSeries(tables) {
+  if (!tables.length) return [[]];
+  return uPlot.join(tables.map(([xs, ys]) => [xs, ys]));
+}
