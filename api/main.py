@@ -13,6 +13,7 @@ from api.routes import (
     events,
     health,
     jobs,
+    logs,
     metrics,
     monitoring,
     pages,
@@ -30,7 +31,7 @@ async def lifespan(_app: FastAPI):
 def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
                   description="Training as a service for PyTorch.")
-    for router in (jobs.router, metrics.router, events.router, checkpoints.router,
+    for router in (jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    predict.router, datasets.router, catalog.router, health.router,
                    monitoring.router, pages.router):
         app.include_router(router)

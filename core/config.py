@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         return self.data_dir / "cache"
 
     @property
+    def tensorboard_dir(self) -> Path:
+        return self.data_dir / "tensorboard"
+
+    @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
 

@@ -30,8 +30,10 @@ from core.tables import Job
 from worker.checkpoints import CheckpointWriter, ResumeWriter, training_state_of
 from worker.data import DatasetUnavailable, load_dataset
 from worker.heartbeat import LeaseHeartbeat
+from worker.joblog import job_logging
 from worker.loop import CheckpointPolicy, FitResult, Metric, StopFlag, fit, resolve_device
 from worker.sink import DatabaseOutage, JobReporter
+from worker.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,24 @@ def run(job_id: str, worker_name: str) -> str:
                                                    "status": JobStatus.running.value,
                                                    "worker": worker_name,
                                                    "device": str(device), "attempt": attempt}])
-    log.info("job %s: attempt %d running on %s (%s)", job_id, attempt, device, worker_name)
-    stop = StopFlag()
     reporter = JobReporter(job_id, settings, redis_client, attempt=attempt, spec=spec)
+    with job_logging(job_id, attempt) as log_capture:
+        reporter.log_capture = log_capture
+        try:
+            return _run_attempt(job_id, attempt, spec, device, worker_name, settings,
+                                redis_client, reporter)
+        finally:
+            try:  # the last log lines (how it ended); never wait on a database outage
+                reporter.try_flush()
+            except Exception as exc:
+                log.warning("job %s: could not store its last log lines: %s", job_id, exc)
+
+
+def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str, settings,
+                 redis_client, reporter: JobReporter) -> str:
+    log.info("job %s: attempt %d claimed by %s on device %s", job_id, attempt, worker_name,
+             device)
+    stop = StopFlag()
     store = get_store()
     result: FitResult | None = None
     try:
@@ -77,8 +94,15 @@ def run(job_id: str, worker_name: str) -> str:
             hp = Hyperparameters(**spec["hyperparameters"])
             torch.manual_seed(hp.seed)
             dataset = load_job_dataset(spec["dataset"], settings, store)
+            log.info("job %s: dataset %s loaded: %d train and %d test images of shape %s, "
+                     "%d classes", job_id, spec["dataset"], len(dataset.train),
+                     len(dataset.test), "x".join(map(str, dataset.shape)),
+                     len(dataset.classes))
             model = models.build(spec["model"], dataset.shape, len(dataset.classes))
             resume = load_resume_state(job_id, spec, model, store, reporter)
+            reporter.tensorboard = TensorBoardLog(
+                settings.tensorboard_dir / job_id,
+                purge_step=resume["step"] + 1 if resume is not None else None)
             if resume is None and spec.get("init_from"):
                 load_initial_weights(model, spec, dataset, store)
             elif resume is not None:
@@ -120,6 +144,9 @@ def run(job_id: str, worker_name: str) -> str:
         _keep_logged_points(reporter)
         _requeue(job_id, attempt, "interrupted: the worker shut down while it ran")
         raise
+    finally:
+        if reporter.tensorboard is not None:
+            reporter.tensorboard.close()
     return _conclude(job_id, attempt, result, redis_client, settings)
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
 from core import checkpoints as ckpt
@@ -23,7 +23,7 @@ from core.artifacts import get_store
 from core.config import Settings
 from core.db import session_scope
 from core.metrics import finite, finite_values
-from core.tables import Checkpoint
+from core.tables import Checkpoint, JobLog
 from worker.loop import Metric
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,15 @@ class JobReporter:
         self.backoff = 1.0
         self.lost: str | None = None  # "cancel" or "lease_lost" once the row says so
         self.written_up_to: int | None = None  # row id of this job's newest stored point
+        self.log_capture = None  # a worker.joblog.JobLogCapture: its lines go with each flush
+        self.tensorboard = None  # a worker.tensorboard.TensorBoardLog, fed every point
 
     # ---- the Reporter protocol -----------------------------------------------------------
 
     def metrics(self, points: Sequence[Metric]) -> None:
         self.buffer.extend(points)
+        if self.tensorboard is not None:
+            self.tensorboard.add(points)
         if (len(self.buffer) >= self.max_buffer
                 or time.monotonic() - self.last_flush >= self.flush_every_s):
             self.try_flush()
@@ -139,11 +143,25 @@ class JobReporter:
     # ---- writing -------------------------------------------------------------------------
 
     def _write(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+        lines = self.log_capture.take() if self.log_capture is not None else []
+        try:
+            self._write_rows(lines)
+        except BaseException:
+            if lines:
+                self.log_capture.give_back(lines)
+            raise
+
+    def _write_rows(self, lines: list[dict]) -> None:
         points = [asdict(p) for p in self.buffer]
         progress, rows = self.progress_due, list(self.checkpoint_rows)
-        if not points and progress is None and not rows:
+        if not points and progress is None and not rows and not lines:
             return
         with session_scope() as session:
+            if lines:
+                session.execute(insert(JobLog), [{"job_id": self.job_id, **line}
+                                                 for line in lines])
             if self.written_up_to is None:
                 self.written_up_to = jobs.last_point_id(session, self.job_id)
             inserted = jobs.insert_metrics(session, self.job_id, points)
