@@ -223,7 +223,9 @@ def render(info: dict, results: list[dict], quick: bool) -> str:
               ".venv/bin/python bench/run.py --help        # every option",
               ".venv/bin/python bench/run.py --requests 5000 --duration 60 --clients 16",
               "```", "",
-              "Needs only the virtualenv (`make install`): no PostgreSQL, Redis or network. "
+              "Needs the virtualenv (`make install`) and no network; the live-progress "
+              "benchmark also needs the local PostgreSQL and Redis (`make services`), the "
+              "others run in embedded mode. "
               "Close other CPU-heavy programs first. Each flag also reads from the environment "
               "(`BENCH_QUICK=1`, `BENCH_PREDICT_REQUESTS`, `BENCH_PREDICT_DURATION`, "
               "`BENCH_PREDICT_CLIENTS`, ...). The raw numbers of each run are saved to "
