@@ -212,7 +212,9 @@ def redis_client_factory(url: str) -> Callable[[], object]:
         if client is None:
             import redis.asyncio as aioredis
 
+            # Reads block for up to HEARTBEAT_S: the socket timeout must be longer.
             client = aioredis.Redis.from_url(url, socket_connect_timeout=5,
+                                             socket_timeout=HEARTBEAT_S + 10,
                                              health_check_interval=30)
         return client
 

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
-from api.deps import JobDep
+from api.deps import load_job
 from api.errors import responses
 from api.live import EventStream, redis_client_factory
 from core.config import get_settings
+from core.db import session_scope
 
 router = APIRouter(prefix="/jobs", tags=["events"])
 
@@ -26,12 +27,16 @@ def live_redis():
                              "description": "`id:` and `data:` (one JSON object with a "
                                             "`type`: status, metric, progress, end) per event"},
                        **responses(404)})
-def stream_events(job: JobDep,
+def stream_events(job_id: str,
                   last_event_id: Annotated[str | None, Header(max_length=64)] = None
                   ) -> StreamingResponse:
     """First the job (a `status` event) and its points so far, then live points, progress
     and status changes, then an `end` event, after which the stream closes. Send the last
     id you received as `Last-Event-ID` to resume with no point repeated or missed."""
+    # Its own short session, not the request's: a stream lasts as long as the job, and must
+    # not hold a pooled database connection all that time.
+    with session_scope() as session:
+        job = load_job(session, job_id)
     stream = EventStream(job.id, last_event_id, live_redis())
     return StreamingResponse(stream.events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",

@@ -148,9 +148,10 @@ def test_a_client_that_disconnects_leaves_no_stream_running(tmp_path, monkeypatc
         base = f"http://127.0.0.1:{port}"
         clients = [httpx.Client(timeout=30) for _ in range(5)]
         streams = [c.stream("GET", f"{base}/jobs/{job_id}/events") for c in clients]
+        readers = []  # kept: a line iterator that is garbage-collected closes its response
         for s in streams:
-            resp = s.__enter__()
-            next(resp.iter_lines())  # the first event arrived: the stream is open
+            readers.append(s.__enter__().iter_lines())
+            next(readers[-1])  # the first event arrived: the stream is open
         assert live.ACTIVE["streams"] == 5
         for s, c in zip(streams, clients):
             s.__exit__(None, None, None)
