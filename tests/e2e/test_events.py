@@ -163,3 +163,24 @@ def test_a_client_that_disconnects_leaves_no_stream_running(tmp_path, monkeypatc
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_embedded_mode_streams_from_the_database(tmp_path):
+    from tests.procs import Proc, env_with, free_port, wait_http
+
+    port = free_port()
+    env = env_with(TRAINHUB_DATA_DIR=str(tmp_path / "data"), TRAINHUB_DATABASE_URL=None,
+                   TRAINHUB_BROKER_URL=None, TRAINHUB_REDIS_URL=None)
+    up = Proc(["up", "--port", str(port)], env, tmp_path / "up.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base, up)
+        job_id = submit(base)
+        first = read_events(base, job_id, stop_after=12)
+        events = first + read_events(base, job_id, first[-1][0])
+        assert events[-1][1]["type"] == "end" and events[-1][1]["status"] == "succeeded"
+        assert [s for n, s in metric_keys(events) if n == "loss"] == LOSS_STEPS
+        keys = metric_keys(events)
+        assert len(keys) == len(set(keys))
+    finally:
+        up.stop()
