@@ -5,7 +5,7 @@ import {ApiError, api, cancelJob, deleteJob, getJob, listCheckpoints, metricPoin
 import {LineChart, LiveSeries} from "../chart.js";
 import {
   TERMINAL, badge, fmtBytes, fmtDuration, fmtNumber, fmtPercent, fmtTime, h, jobDuration,
-  progressBar, progressText, replace, shortId, updateProgressBar,
+  progressBar, progressText, replace, shortId, throttleFrame, updateProgressBar,
 } from "../dom.js";
 import {predictPanel} from "./predict.js";
 
@@ -47,6 +47,7 @@ export function jobView(root, jobId) {
   const liveLabel = h("span", {class: "live", id: "live-state"}, "");
   const chartBox = h("div", {class: "chart", id: "loss-chart", dataset: {points: "0"}});
   const chartNote = h("p", {class: "muted small", hidden: true});
+  const chartEmpty = h("p", {class: "chart-empty muted", id: "loss-chart-empty"}, "Waiting for the first loss point…");
   const epochTable = h("div", {id: "epoch-metrics"}, h("p", {class: "muted"}, "No epoch has finished yet."));
   const hyper = h("dl", {class: "kv", id: "hyperparameters"});
   const details = h("dl", {class: "kv", id: "job-details"});
@@ -63,7 +64,7 @@ export function jobView(root, jobId) {
       h("div", {class: "grid"},
         h("section", {class: "card wide"},
           h("div", {class: "chart-head"}, h("h2", {}, "Training loss"), liveLabel),
-          chartBox, chartNote),
+          h("div", {class: "chart-wrap"}, chartBox, chartEmpty), chartNote),
         predictCard,
         h("section", {class: "card wide"}, h("h2", {}, "Per epoch"), epochTable),
         h("section", {class: "card"}, h("h2", {}, "Hyperparameters"), hyper),
@@ -112,6 +113,8 @@ export function jobView(root, jobId) {
     }
   }
 
+  const renderSoon = throttleFrame(() => { if (!stopped && job) renderJob(); });
+
   const renderEpochs = () => {
     if (!epochs.size) return;
     const present = EPOCH_COLUMNS.filter(([name]) => [...epochs.values()].some((m) => name in m));
@@ -150,7 +153,9 @@ export function jobView(root, jobId) {
 
   function renderCheckpoints(list) {
     if (!list.checkpoints.length) {
-      replace(checkpointBox, h("p", {class: "muted"}, "None yet: a checkpoint is written at the end of every epoch."));
+      replace(checkpointBox, h("p", {class: "muted"}, job && TERMINAL.has(job.status)
+        ? "None: this job ended before its first epoch did."
+        : "None yet: a checkpoint is written at the end of every epoch."));
       return;
     }
     const metric = list.best_metric;
@@ -176,6 +181,7 @@ export function jobView(root, jobId) {
   function onPoint(point) {
     if (point.name === "loss") {
       loss.add(point.step, point.value);
+      chartEmpty.hidden = true;
       return;
     }
     const row = epochs.get(point.epoch) || {};
@@ -195,9 +201,15 @@ export function jobView(root, jobId) {
     try { msg = JSON.parse(event.data); } catch { return; }
     switch (msg.type) {
       case "status":
-        job = msg.job || {...job, status: msg.status};
-        renderJob();
-        if (msg.job && TERMINAL.has(msg.job.status)) setLive("finished");
+        if (msg.job) {
+          job = msg.job;
+          renderJob();
+        } else {
+          // A worker's status event names the status only: read the rest (worker, attempts).
+          job = {...job, status: msg.status};
+          renderJob();
+          getJob(jobId, controller.signal).then((fresh) => { if (!stopped && !TERMINAL.has(job.status)) { job = fresh; renderJob(); } }).catch(() => {});
+        }
         break;
       case "metric":
         onPoint(msg);
@@ -206,22 +218,29 @@ export function jobView(root, jobId) {
         if (job) {
           const epochChanged = job.progress.epoch !== msg.epoch;
           job.progress = {epoch: msg.epoch, step: msg.step, total_steps: msg.total_steps};
-          updateProgressBar(bar, job);
-          barText.textContent = progressText(job);
+          renderSoon(); // progress bar, and the duration so far
           if (epochChanged) scheduleCheckpoints();
         }
         break;
       case "end":
-        source.close();
-        source = null;
-        if (msg.job) job = msg.job; else if (job) job.status = msg.status;
-        renderJob();
-        setLive(`${msg.status} · ${loss.size} loss points`);
-        refreshCheckpoints();
+        finish(msg.job || {...job, status: msg.status});
         break;
       default:
         break;
     }
+  }
+
+  /** The job has ended: stop listening (so the browser does not reconnect), show it all. */
+  function finish(final) {
+    source?.close();
+    source = null;
+    clearTimeout(pollTimer);
+    job = final;
+    renderJob();
+    setLive(`${job.status} · ${loss.size} loss points`);
+    chartEmpty.hidden = loss.size > 0;
+    chartEmpty.textContent = "This job wrote no loss point.";
+    refreshCheckpoints();
   }
 
   function connect() {
@@ -253,8 +272,7 @@ export function jobView(root, jobId) {
       if (TERMINAL.has(job.status)) {
         // Epoch metrics share a step with the last loss point: read them all once more.
         for (const p of await metricPoints(jobId, null, 0, controller.signal)) if (p.name !== "loss") onPoint(p);
-        setLive(`${job.status} · ${loss.size} loss points`);
-        refreshCheckpoints();
+        finish(job);
         return;
       }
     } catch (err) {
@@ -268,7 +286,9 @@ export function jobView(root, jobId) {
     actionError.hidden = true;
     try {
       job = await cancelJob(jobId);
-      renderJob();
+      // A queued job is cancelled at once; a running one when its loop next checks (the
+      // stream then ends by itself).
+      if (TERMINAL.has(job.status)) finish(job); else renderJob();
     } catch (err) {
       actionError.hidden = false;
       actionError.textContent = `Could not cancel: ${err.message}`;

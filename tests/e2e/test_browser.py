@@ -1,0 +1,295 @@
+"""The web page in a real headless Chromium (Playwright) against the distributed stack (API
+and worker processes): submit from the form (a 422 shown next to its field first), watch
+the live loss chart grow from the event stream, see `succeeded`, classify dropped digit
+images, cancel a job, and compare two jobs' loss curves.
+
+Screenshots of each step go under the test's tmp dir and to /tmp/trainhub-screenshots/.
+The setup installs what it needs when missing: Debian's `chromium` (apt-get, as root) and
+the `playwright` Python package (the version pinned in pyproject's `test` extra); it never
+downloads a browser of Playwright's own (no `playwright install`).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.procs import REPO, wait_status
+from worker.data import digits_split
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path("/tmp/trainhub-screenshots")
+TIMEOUT_MS = 60_000
+
+
+# ---- what the test needs on the machine ---------------------------------------------------
+
+def ensure_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("/usr/bin/chromium is missing and apt-get cannot install it here")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    assert CHROMIUM.exists()
+
+
+def playwright_requirement() -> str:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = pyproject["project"]["optional-dependencies"]["test"]
+    return next(e for e in extras if e.startswith("playwright"))
+
+
+def ensure_playwright() -> None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                               playwright_requirement()],
+                              capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            pytest.fail(f"pip install {playwright_requirement()} failed:\n{done.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ensure_chromium()
+    ensure_playwright()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.problems = []  # console errors (a CSP violation is one) and uncaught exceptions
+    page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
+    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
+    yield page
+    context.close()
+
+
+class Shots:
+    """Numbered full-page screenshots, under tmp_path and copied to /tmp/trainhub-screenshots."""
+
+    def __init__(self, page, folder: Path):
+        self.page, self.folder, self.n = page, folder, 0
+        folder.mkdir(parents=True, exist_ok=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str) -> Path:
+        self.n += 1
+        path = self.folder / f"{self.n:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        shutil.copy(path, SCREENSHOTS / path.name)
+        return path
+
+
+def digit_png(x: np.ndarray) -> bytes:
+    """An 8x8 grayscale PNG holding a digits sample as the dataset's uint8 tensors hold it."""
+    buf = io.BytesIO()
+    Image.fromarray(np.rint(x * (255 / 16)).astype(np.uint8), "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def drop_files(page, selector: str, files: list[tuple[str, bytes]]) -> None:
+    """A real `drop` event on the element, its DataTransfer holding the files."""
+    payload = [{"name": name, "b64": base64.b64encode(data).decode()} for name, data in files]
+    transfer = page.evaluate_handle("""(files) => {
+        const dt = new DataTransfer();
+        for (const f of files) {
+            const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+            dt.items.add(new File([bytes], f.name, {type: "image/png"}));
+        }
+        return dt;
+    }""", payload)
+    page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def points_drawn(page, selector: str) -> int:
+    return int(page.get_attribute(selector, "data-points") or 0)
+
+
+def loss_points(base: str, job_id: str) -> int:
+    count, since = 0, 0
+    while True:
+        page = httpx.get(f"{base}/jobs/{job_id}/metrics",
+                         params={"name": "loss", "since_step": since, "limit": 10000}).json()
+        count += len(page["metrics"])
+        if page["next_since_step"] is None:
+            return count
+        since = page["next_since_step"]
+
+
+# ---- the walk-through ---------------------------------------------------------------------
+
+def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
+    base = stack["base"]
+    shot = Shots(page, tmp_path / "screenshots")
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+
+    # The page and its policy.
+    response = page.goto(f"{base}/")
+    assert response.status == 200
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("#jobs-table")
+    shot("jobs-table")
+
+    # The form, built from /models and /datasets. A bad learning rate first: the API's 422
+    # shows next to the field.
+    page.click("#nav-new")
+    page.wait_for_selector("#submit-form #f-model option[value=mlp]", state="attached")
+    page.select_option("#f-model", "mlp")
+    page.select_option("#f-dataset", "digits")
+    page.fill("#f-name", "browser-mlp")
+    page.fill("#f-hyperparameters-epochs", "3")
+    page.fill("#f-hyperparameters-batch_size", "8")
+    page.fill("#f-hyperparameters-lr", "0")
+    page.select_option("#f-hyperparameters-optimizer", "adam")
+    page.fill("#f-hyperparameters-log_every", "3")
+    shot("submit-form")
+    page.click("#submit-job")
+    lr_error = page.wait_for_selector("#f-hyperparameters-lr-error:not([hidden])")
+    assert "greater than 0" in lr_error.text_content()
+    assert page.get_attribute("#f-hyperparameters-lr", "aria-invalid") == "true"
+    assert page.is_hidden("#f-hyperparameters-epochs-error")
+    shot("submit-form-422")
+    # Chromium logs the 422 response as a console error: that one was wanted.
+    assert [p for p in page.problems if "422" not in p] == []
+    page.problems.clear()
+
+    page.fill("#f-hyperparameters-lr", "0.01")
+    page.click("#submit-job")
+    page.wait_for_url("**/#/jobs/*")
+    job_id = page.url.rsplit("/", 1)[1]
+    assert len(job_id) == 32
+    job = httpx.get(f"{base}/jobs/{job_id}").json()
+    assert job["name"] == "browser-mlp"
+    assert {"epochs": 3, "batch_size": 8, "lr": 0.01, "optimizer": "adam",
+            "log_every": 3}.items() <= job["spec"]["hyperparameters"].items()
+
+    # The live chart: sample the points it has drawn while the job runs.
+    chart = "#loss-chart"
+    samples: list[tuple[float, str, int]] = []
+    mid_run_shot = False
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status = page.get_attribute("#job-status .badge", "data-status") or ""
+        samples.append((time.monotonic(), status, points_drawn(page, chart)))
+        if status == "running" and samples[-1][2] >= 30 and not mid_run_shot:
+            mid_run_shot = True
+            shot("job-running-live-chart")
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    running = [n for _, status, n in samples if status == "running" and n > 0]
+    assert len(running) >= 2 and running[-1] > running[0], (
+        f"the chart did not gain points while the job ran: {samples[::10]}")
+    timings["submit to terminal"] = samples[-1][0] - samples[0][0]
+
+    page.wait_for_selector("#job-status .badge[data-status=succeeded]")
+    page.wait_for_selector("#checkpoints a[href$='/checkpoints/best']")
+    page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel).dataset.points) === n",
+        arg=[chart, loss_points(base, job_id)])
+    # 1437 training images in batches of 8: 180 mini-batches an epoch, a point every 3.
+    assert points_drawn(page, chart) == loss_points(base, job_id) == 3 * 60
+    assert page.locator("#epoch-metrics tbody tr").count() == 3
+    assert page.text_content("#hyperparameters dd[data-key=lr]") == "0.01"
+    assert page.is_hidden("#cancel-job")
+    href = page.get_attribute("#checkpoints a[href$='/checkpoints/best']", "href")
+    download = httpx.get(f"{base}{href}")
+    assert download.status_code == 200 and download.headers["x-checkpoint-sha256"]
+    shot("job-succeeded")
+
+    # Drop two digit images: the page shows the API's own top-k answer for each.
+    x_train, _, y_train, _ = digits_split()
+    picks = [int(np.flatnonzero(y_train == d)[0]) for d in (0, 7)]
+    images = [(f"digit-{int(y_train[i])}.png", digit_png(x_train[i])) for i in picks]
+    page.fill("#predict-top-k", "3")
+    drop_files(page, "#dropzone", images)
+    page.wait_for_selector("#predictions .prediction >> nth=1")
+    shown = [[li.get_attribute("data-label") for li in fig.query_selector_all("li")]
+             for fig in page.query_selector_all("#predictions .prediction")]
+    answer = httpx.post(f"{base}/predict", data={"job_id": job_id, "top_k": "3"},
+                        files=[("image", (name, data, "image/png")) for name, data in images])
+    assert answer.status_code == 200
+    expected = [[p["label"] for p in top] for top in answer.json()["predictions"]]
+    assert shown == expected
+    assert [top[0] for top in shown] == ["0", "7"]
+    assert page.get_attribute("#predictions img >> nth=0", "src").startswith("blob:")
+    shot("predict")
+
+    # A second job for the comparison (through the API), and a third to cancel from its page.
+    second = httpx.post(f"{base}/jobs", json={
+        "name": "browser-mlp-slow-lr", "model": "mlp", "dataset": "digits",
+        "hyperparameters": {"epochs": 1, "batch_size": 8, "lr": 0.001, "optimizer": "adam",
+                            "log_every": 3}}).json()
+    doomed = httpx.post(f"{base}/jobs", json={
+        "name": "browser-cancel-me", "model": "mlp", "dataset": "digits",
+        "hyperparameters": {"epochs": 200, "batch_size": 8, "log_every": 50}}).json()
+    page.goto(f"{base}/#/jobs/{doomed['id']}")
+    page.click("#cancel-job")
+    page.wait_for_selector("#job-status .badge[data-status=cancelled]", timeout=120_000)
+    assert page.is_visible("#delete-job")
+    # Closed on the cancel's answer, not left waiting for the stream's next heartbeat.
+    page.wait_for_function("() => document.querySelector('#live-state').textContent.startsWith('cancelled')")
+    shot("job-cancelled")
+    assert wait_status(base, second["id"])["status"] == "succeeded"
+
+    # Compare: tick both rows of the jobs table.
+    page.goto(f"{base}/#/")
+    for jid in (job_id, second["id"]):
+        page.wait_for_selector(f"#jobs-table tr[data-id='{jid}'] .badge[data-status=succeeded]")
+        page.check(f"#jobs-table tr[data-id='{jid}'] input[type=checkbox]")
+    assert page.text_content("#compare-selected") == "Compare selected (2)"
+    shot("jobs-selected")
+    page.click("#compare-selected")
+    page.wait_for_url("**/#/compare?ids=*")
+    total = loss_points(base, job_id) + loss_points(base, second["id"])
+    page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel).dataset.points) === n",
+        arg=["#compare-chart", total])
+    legend = page.text_content("#compare-chart .u-legend")
+    assert f"browser-mlp ({job_id[:8]})" in legend
+    assert f"browser-mlp-slow-lr ({second['id'][:8]})" in legend
+    shot("compare-step")
+    page.select_option("#compare-x", "epoch")
+    page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel).dataset.points) === n",
+        arg=["#compare-chart", total])
+    shot("compare-epoch")
+
+    assert page.problems == [], page.problems
+    timings["whole walk-through"] = time.monotonic() - started
+    print("timings:", {k: round(v, 1) for k, v in timings.items()})
+    print("screenshots:", sorted(p.name for p in (tmp_path / "screenshots").iterdir()))
