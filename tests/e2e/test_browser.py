@@ -11,6 +11,7 @@ downloads a browser of Playwright's own (no `playwright install`).
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import os
 import shutil
@@ -68,6 +69,7 @@ def ensure_playwright() -> None:
                               capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             pytest.fail(f"pip install {playwright_requirement()} failed:\n{done.stderr[-3000:]}")
+        importlib.invalidate_caches()
 
 
 @pytest.fixture(scope="module")
