@@ -3,18 +3,22 @@ no traceback ever reaches a client."""
 from __future__ import annotations
 
 import logging
+import re
+from functools import lru_cache
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
 
 from core.errors import Conflict, FieldError, NotFound, TooLarge
 from core.images import NotAnImage
 from core.queue import BrokerUnavailable
 from core.states import InvalidTransition
-from core.uploads.archives import UploadRejected
+from core.text import ECHO_LIMIT, safe
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,6 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (TooLarge, 413),
     (NotAnImage, 415),
     (FieldError, 422),
-    (UploadRejected, 422),
     (BrokerUnavailable, 503),
 )
 
@@ -60,12 +63,19 @@ def responses(*statuses: int) -> dict[int | str, dict]:
 
 
 def field_problem(field: str, msg: str, type_: str = "value_error") -> dict:
-    return {"field": field, "msg": msg, "type": type_, "loc": ["body", *field.split(".")]}
+    return {"field": field, "msg": safe(msg), "type": type_,
+            "loc": ["body", *field.split(".")]}
+
+
+def _loc_part(part):
+    # A location can hold a client's own key (an unknown field's name): cut it, and make
+    # it writable as UTF-8 (a lone surrogate in a key would fail the response otherwise).
+    return part if isinstance(part, int) else safe(str(part)[:ECHO_LIMIT])
 
 
 def _field(loc) -> str:
     parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path"):
+    if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "body"
 
@@ -76,9 +86,52 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> JS
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field; see GET /docs for the allowed fields"
-        detail.append({"field": _field(err["loc"]), "msg": msg, "type": err["type"],
-                       "loc": list(err["loc"])})
+        loc = [_loc_part(p) for p in err["loc"]]
+        detail.append({"field": _field(loc), "msg": safe(msg), "type": err["type"], "loc": loc})
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+@lru_cache(maxsize=8)
+def _path_patterns(paths: tuple[str, ...]) -> tuple[tuple[re.Pattern, str], ...]:
+    return tuple((re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))), path)
+                 for path in paths)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the app documents at this path, HEAD with GET (Starlette's own 405
+    names only those of the first route whose path matched)."""
+    paths = request.app.openapi().get("paths", {})
+    methods: set[str] = set()
+    for pattern, path in _path_patterns(tuple(paths)):
+        if pattern.fullmatch(request.url.path):
+            methods |= {m.upper() for m in paths[path] if m.upper() in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+_HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own errors (unknown route, wrong method, a body that cannot
+    be parsed, the body limit) in the documented shapes."""
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400:
+        # A body that cannot be parsed (malformed multipart, undecodable form data) is an
+        # invalid request body, as malformed JSON is: a 422 in the list shape.
+        problem = {"field": "body", "msg": safe(detail), "type": "body_invalid",
+                   "loc": ["body"]}
+        return JSONResponse({"detail": [problem]}, status_code=422)
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:  # else (a route outside the OpenAPI document) Starlette's own list
+            headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed here; allowed: {headers.get('Allow')}"
+    elif exc.status_code == 404 and detail == "Not Found":
+        detail = "not found: no such route; see GET /docs for the routes"
+    return JSONResponse({"detail": safe(detail)}, status_code=exc.status_code, headers=headers)
 
 
 def status_for(exc: Exception) -> int | None:
@@ -91,7 +144,7 @@ async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
         return await unexpected(_request, exc)
     if isinstance(exc, FieldError):
         return JSONResponse({"detail": [field_problem(exc.field, exc.message)]}, status_code=422)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    return JSONResponse({"detail": safe(str(exc))}, status_code=status)
 
 
 async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -107,6 +160,7 @@ async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     for cls, _status in STATUS_BY_ERROR:
         app.add_exception_handler(cls, domain_error)
     app.add_exception_handler(DBAPIError, database_unavailable)  # OperationalError included

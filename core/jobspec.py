@@ -1,31 +1,86 @@
 """The job spec that the API validates and the worker trusts: defaults are the tutorial's."""
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from core.catalog import DATASET_NAMES
 from core.checkpoints import REF_REGEX
 from core.ids import ID_REGEX, is_id
+from core.text import StorableStr, echo
 from models import MODEL_NAMES
+
+
+def _finite(value: Any) -> None:
+    """A NaN or an infinity (Python's json reads NaN and Infinity; "nan" and "inf" are
+    strings pydantic would parse) is refused before any bound is compared with it."""
+    if isinstance(value, (float, str)):
+        try:
+            number = float(value)
+        except ValueError:
+            return  # not a number at all: pydantic's own type error says so
+        if not math.isfinite(number):
+            raise PydanticCustomError("finite_number", "must be a finite number")
+
+
+def _strict_int(value: Any) -> Any:
+    if isinstance(value, bool):  # bool is an int subclass, and pydantic takes true as 1
+        raise PydanticCustomError("int_type", "must be an integer, not a boolean")
+    _finite(value)
+    return value
+
+
+def _strict_float(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "must be a number, not a boolean")
+    _finite(value)
+    return value
+
+
+# Every integer and number of the spec: no booleans, no NaN or infinities.
+Int = Annotated[int, BeforeValidator(_strict_int)]
+Float = Annotated[float, BeforeValidator(_strict_float)]
+# Optional: the validator wraps the whole `int | None` (inside the union, pydantic would
+# write the bounds into the JSON schema as ge/le instead of minimum/maximum).
+OptionalInt = Annotated[int | None, BeforeValidator(_strict_int)]
+
+# The schema a client (or a schema fuzzer) builds valid jobs from; validation itself is
+# done by the validators below, whose messages list what is allowed.
+_MODEL_SCHEMA = WithJsonSchema({"type": "string", "enum": list(MODEL_NAMES),
+                                "description": "the network architecture"})
+_DATASET_SCHEMA = WithJsonSchema({
+    "anyOf": [{"type": "string", "enum": list(DATASET_NAMES), "title": "a built-in dataset"},
+              {"type": "string", "pattern": ID_REGEX,
+               "title": "the id of an uploaded dataset that is ready"}],
+    "description": "a built-in dataset's name, or the id of an uploaded dataset"})
 
 
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(2, ge=1, le=1000)
-    batch_size: int = Field(4, ge=1, le=65536)
+    epochs: Int = Field(2, ge=1, le=1000)
+    batch_size: Int = Field(4, ge=1, le=65536)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.001, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    lr: Float = Field(0.001, gt=0, le=10)
+    momentum: Float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0, le=1)
+    weight_decay: Float = Field(0.0, ge=0, le=1)
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     scheduler: Literal["none", "step", "cosine", "onecycle"] = "none"
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    log_every: int = Field(2000, ge=1)
-    validation_fraction: float = Field(0.0, ge=0, le=0.5)
+    seed: Int = Field(0, ge=0, le=2**32 - 1)
+    log_every: Int = Field(2000, ge=1)
+    validation_fraction: Float = Field(0.0, ge=0, le=0.5)
 
     @model_validator(mode="after")
     def _nesterov_needs_sgd_momentum(self) -> "Hyperparameters":
@@ -47,21 +102,21 @@ class InitFrom(BaseModel):
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200)
-    model: str
-    dataset: str
+    name: StorableStr | None = Field(None, max_length=200)
+    model: Annotated[str, _MODEL_SCHEMA]
+    dataset: Annotated[str, _DATASET_SCHEMA]
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     init_from: InitFrom | None = None
     # Wall time the job may spend training and evaluating, over all its attempts; past it
     # the job fails with the reason.
-    max_runtime_seconds: int | None = Field(None, ge=1, le=365 * 24 * 3600)
+    max_runtime_seconds: OptionalInt = Field(None, ge=1, le=365 * 24 * 3600)
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
         if value not in MODEL_NAMES:
-            raise ValueError(f"unknown model {value!r}; allowed: {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"unknown model {echo(value)}; allowed: {', '.join(MODEL_NAMES)}")
         return value
 
     @field_validator("dataset")
@@ -69,7 +124,7 @@ class JobSpec(BaseModel):
     def _known_dataset(cls, value: str) -> str:
         # An upload id is checked against the database by the API (it must be ready).
         if value not in DATASET_NAMES and not is_id(value):
-            raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASET_NAMES)} "
+            raise ValueError(f"unknown dataset {echo(value)}; allowed: {', '.join(DATASET_NAMES)} "
                              "or the id of an uploaded dataset")
         return value
 

@@ -15,16 +15,19 @@ from core.artifacts import TooLarge, dataset_prefix, dataset_upload_key, get_sto
 from core.catalog import BUILTIN_DATASETS, DatasetInfo
 from core.config import get_settings
 from core.datasets import is_upload_ref
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, FieldError, NotFound
 from core.ids import new_id
 from core.queue import PROCESS_DATASET_TASK, BrokerUnavailable, enqueue
 from core.states import DatasetStatus, JobStatus
 from core.tables import Dataset, Job
-from core.uploads.archives import UploadRejected
+from core.text import echo, storable, storable_problem
 from core.uploads.ingest import process
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+# The columns' sizes (core/tables.py): a dataset's name, the uploaded file's name.
+MAX_NAME, MAX_FILENAME = 200, 255
 
 
 def builtin_public(info: DatasetInfo) -> DatasetPublic:
@@ -75,7 +78,7 @@ def read_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
 def _get_upload(session, dataset_id: str) -> Dataset:
     row = session.get(Dataset, dataset_id) if is_upload_ref(dataset_id) else None
     if row is None:
-        raise NotFound(f"dataset {dataset_id[:64]!r} not found")
+        raise NotFound(f"dataset {echo(dataset_id)} not found")
     return row
 
 
@@ -89,7 +92,7 @@ def upload_dataset(
                                                  "(train/<class>/*, test/<class>/* or "
                                                  "<class>/*), or .npz with x_train, y_train, "
                                                  "x_test, y_test [, classes]")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[str | None, Form(max_length=MAX_NAME)] = None,
     test_fraction: Annotated[float, Form(gt=0, le=0.5, description="for a single <class>/* "
                                                                    "tree")] = 0.1,
     resize: Annotated[str | None, Form(pattern=r"^[1-9][0-9]{0,3}x[1-9][0-9]{0,3}$",
@@ -98,8 +101,53 @@ def upload_dataset(
                                                                "(L) or 3 (RGB) channels")] = None,
 ) -> Response:
     """Small uploads are processed now (201, ready); large ones by the worker (202)."""
-    settings = get_settings()
+    storable("name", name)
+    filename = _checked_filename(file.filename)
     dataset_id = new_id()
+    try:
+        return _ingest(session, dataset_id, file, filename, name, {
+            "test_fraction": test_fraction, "channels": channels,
+            "resize": [int(v) for v in resize.split("x")] if resize else None})
+    except BaseException:
+        # Whatever went wrong after the upload started to be saved (a rejected archive, the
+        # database or the broker down, a bug), none of its files stay behind.
+        _discard(session, dataset_id)
+        raise
+
+
+def _checked_filename(filename: str | None) -> str | None:
+    """The upload's file name as the database stores it; FieldError naming `file` if not."""
+    if filename is None:
+        return None
+    problem = storable_problem(filename)
+    if problem:
+        raise FieldError("file", f"the file name {problem}")
+    if len(filename) > MAX_FILENAME:
+        raise FieldError("file", f"the file name is {len(filename)} characters; at most "
+                                 f"{MAX_FILENAME}")
+    return filename
+
+
+def _discard(session, dataset_id: str) -> None:
+    """Best effort after a failed upload: drop its files, and a row still `processing`
+    (one that would never finish); a row recorded `failed` stays, with its reason."""
+    try:
+        get_store().delete_prefix(dataset_prefix(dataset_id))
+    except Exception as exc:
+        log.error("dataset %s: could not delete its files: %s", dataset_id, exc)
+    try:
+        session.rollback()
+        row = session.get(Dataset, dataset_id)
+        if row is not None and row.status == DatasetStatus.processing.value:
+            session.delete(row)
+            session.commit()
+    except Exception as exc:
+        log.error("dataset %s: could not drop its row: %s", dataset_id, exc)
+
+
+def _ingest(session, dataset_id: str, file: UploadFile, filename: str | None,
+            name: str | None, options: dict) -> Response:
+    settings = get_settings()
     store = get_store()
     try:
         size = store.save_stream(dataset_upload_key(dataset_id), file.file,
@@ -107,10 +155,9 @@ def upload_dataset(
     except TooLarge:
         raise TooLarge(f"upload is larger than {settings.dataset_max_upload_bytes} bytes "
                        "(TRAINHUB_DATASET_MAX_UPLOAD_BYTES)") from None
-    options = {"test_fraction": test_fraction, "channels": channels,
-               "resize": [int(v) for v in resize.split("x")] if resize else None}
-    row = Dataset(id=dataset_id, name=name or (file.filename or "upload").split(".")[0],
-                  status=DatasetStatus.processing.value, source_filename=file.filename,
+    default_name = (filename or "upload").split(".")[0][:MAX_NAME] or "upload"
+    row = Dataset(id=dataset_id, name=name or default_name,
+                  status=DatasetStatus.processing.value, source_filename=filename,
                   upload_key=dataset_upload_key(dataset_id), upload_bytes=size, options=options,
                   progress_done=0)
     session.add(row)
@@ -124,7 +171,7 @@ def upload_dataset(
             session.delete(row)
             session.commit()
             store.delete_prefix(dataset_prefix(dataset_id))
-            raise UploadRejected(f"dataset rejected: {reason}")
+            raise FieldError("file", f"dataset rejected: {reason}")
         return JSONResponse(upload_public(row).model_dump(mode="json"), status_code=201,
                             headers=headers)
     try:

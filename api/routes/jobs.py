@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from api.deps import JobDep, SessionDep
 from api.errors import responses
@@ -19,19 +22,66 @@ from core import datasets, events, jobs
 from core.artifacts import get_store, job_prefix
 from core.config import get_settings
 from core.errors import Conflict
+from core.ids import is_id
 from core.init_from import load_init_from
 from core.jobspec import JobSpec
 from core.queue import RUN_JOB_TASK, BrokerUnavailable, enqueue
 from core.states import JobStatus
 from core.tables import Job
+from core.text import echo, storable_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200,
+    description="makes the submission safe to retry: a second POST with the same key and "
+                "the same body answers 200 with the job the first one created; with "
+                "another body, 409")]
+
+
+def request_hash(resolved: dict) -> str:
+    """sha256 (hex) of the canonical JSON of a validated spec with its defaults filled in:
+    two bodies that mean the same job hash alike."""
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(job: Job, digest: str, key: str, response: Response) -> JobPublic:
+    """The job an earlier submission with this key created (200), or 409 for another body."""
+    if job.request_hash != digest:
+        raise Conflict(f"Idempotency-Key {echo(key)} was already used, with another request "
+                       f"body, for job {job.id}; use a new key for a different job")
+    response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobPublic.from_row(job)
+
+
+def _check_key(key: str | None) -> None:
+    problem = storable_problem(key) if key is not None else None
+    if problem:  # HTTP/1.1 itself keeps NUL out of headers; other transports may not
+        raise RequestValidationError([{"loc": ("header", "Idempotency-Key"),
+                                       "type": "string_not_storable", "msg": problem}])
+
+
+def _by_key(session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic,
-             responses=responses(422, 503))
-def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPublic:
+             responses={200: {"model": JobPublic,
+                              "description": "an earlier submission with this Idempotency-Key "
+                                             "and the same body: its job"},
+                        **responses(409, 422, 503)})
+def create_job(spec: JobSpec, session: SessionDep, response: Response,
+               idempotency_key: IdempotencyKey = None) -> JobPublic:
+    _check_key(idempotency_key)
+    digest = request_hash(spec.resolved())
+    if idempotency_key is not None:
+        earlier = _by_key(session, idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, digest, idempotency_key, response)
     view = datasets.resolve(session, spec.dataset)
     if spec.init_from is not None:
         target = ckpt.architecture(spec.model, view.shape, len(view.classes))
@@ -43,15 +93,30 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response) -> JobPub
     job = jobs.create_job(session, resolved, max_attempts=get_settings().max_attempts)
     job.total_steps = hp.epochs * datasets.steps_per_epoch(view.train_size, hp.batch_size,
                                                              hp.validation_fraction)
+    job.idempotency_key, job.request_hash = idempotency_key, digest
     # Commit before enqueueing: a fast worker must find the row (Celery's "database
     # transactions" race).
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent request with the same key committed first (the key's unique index):
+        # its job is the one to answer with; this request adds nothing.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        earlier = _by_key(session, idempotency_key)
+        if earlier is None:  # that request failed to enqueue, releasing the key meanwhile
+            raise Conflict(f"a concurrent request with Idempotency-Key {echo(idempotency_key)} "
+                           "did not complete; retry") from None
+        return _replay(earlier, digest, idempotency_key, response)
     try:
         enqueue(RUN_JOB_TASK, job.id)
     except BrokerUnavailable as exc:
         log.error("job %s: broker unavailable: %s", job.id, exc)
+        # The key is released with it: retrying the request makes a new job.
         jobs.transition(session, job.id, JobStatus.failed,
-                        error="could not enqueue: the broker was unreachable")
+                        error="could not enqueue: the broker was unreachable",
+                        idempotency_key=None)
         session.commit()
         raise BrokerUnavailable(f"broker unavailable; job {job.id} was not queued") from exc
     jobs.mark_enqueued(session, job.id)  # unmarked jobs are re-sent by a worker's reaper
@@ -69,8 +134,13 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        if not is_id(job_id):  # nothing but an id goes into the query (no NUL, no junk)
+            raise ValueError(job_id)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.astimezone(timezone.utc), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
         raise RequestValidationError([{"loc": ("query", "cursor"), "type": "value_error",
                                        "msg": "cursor is not one this API returned"}]) from None
 

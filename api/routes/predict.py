@@ -15,6 +15,7 @@ from core.artifacts import get_store
 from core.config import get_settings
 from core.errors import Conflict, FieldError, TooLarge
 from core.images import decode_image
+from core.text import ECHO_LIMIT, safe
 
 router = APIRouter(tags=["predict"])
 
@@ -43,7 +44,7 @@ def predict(
     row = ckpt.find(session, job, checkpoint, none_yet=Conflict)
     decoded = []
     for position, upload in enumerate(image):
-        name = f"image {position + 1} ({upload.filename or 'unnamed'})"
+        name = f"image {position + 1} ({safe((upload.filename or 'unnamed')[:ECHO_LIMIT])})"
         if upload.size is not None and upload.size > settings.predict_max_bytes:
             raise TooLarge(f"{name} is {upload.size} bytes; the limit is "
                            f"{settings.predict_max_bytes}")

@@ -154,17 +154,17 @@ def test_rejections_name_the_problem(stack):
         for i in range(4):
             zf.writestr(f"cat/{i}.png", png(np.zeros((8, 8), np.uint8)))
     resp = upload(base, one_class.getvalue(), "one.zip")
-    assert resp.status_code == 422 and "at least 2 classes" in resp.json()["detail"]
+    assert resp.status_code == 422 and "at least 2 classes" in resp.json()["detail"][0]["msg"]
 
     evil = io.BytesIO()
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("a/0.png", png(np.zeros((8, 8), np.uint8)))
         zf.writestr("../../evil.png", b"x")
     resp = upload(base, evil.getvalue(), "evil.zip")
-    assert resp.status_code == 422 and "outside the archive" in resp.json()["detail"]
+    assert resp.status_code == 422 and "outside the archive" in resp.json()["detail"][0]["msg"]
 
     resp = upload(base, b"just some text", "notes.txt")
-    assert resp.status_code == 422 and ".tar" in resp.json()["detail"]
+    assert resp.status_code == 422 and ".tar" in resp.json()["detail"][0]["msg"]
 
     # Big enough for the worker: the failure is recorded on the dataset.
     noisy = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)

@@ -157,3 +157,62 @@ def test_name_is_bounded():
     with pytest.raises(ValidationError) as excinfo:
         JobSpec(**MINIMAL, name="x" * 201)
     assert error_locs(excinfo) == [("name",)]
+
+
+INT_FIELDS = ["epochs", "batch_size", "seed", "log_every"]
+FLOAT_FIELDS = ["lr", "momentum", "weight_decay", "validation_fraction"]
+
+
+@pytest.mark.parametrize("field", INT_FIELDS + FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_not_a_number(field, value):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, "hyperparameters": {field: value}})
+    assert error_locs(excinfo) == [("hyperparameters", field)]
+    assert "not a boolean" in str(excinfo.value)
+    with pytest.raises(ValidationError, match="not a boolean"):
+        JobSpec.model_validate({**MINIMAL, "max_runtime_seconds": value})
+
+
+@pytest.mark.parametrize("field", INT_FIELDS + FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "nan", "-inf"])
+def test_nan_and_infinities_are_not_finite_numbers(field, value):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, "hyperparameters": {field: value}})
+    assert [e["msg"] for e in excinfo.value.errors()] == ["must be a finite number"]
+    assert error_locs(excinfo) == [("hyperparameters", field)]
+    with pytest.raises(ValidationError, match="must be a finite number"):
+        JobSpec.model_validate({**MINIMAL, "max_runtime_seconds": value})
+
+
+def test_numbers_otherwise_keep_pydantics_lax_parsing():
+    hp = Hyperparameters(epochs=2.0, lr=1, momentum="0.5", seed="7")
+    assert (hp.epochs, hp.lr, hp.momentum, hp.seed) == (2, 1.0, 0.5, 7)
+    assert JobSpec(**MINIMAL, max_runtime_seconds=None).max_runtime_seconds is None
+
+
+@pytest.mark.parametrize("name", ["nul\x00inside", "lone \ud800 surrogate", "\udfff"])
+def test_a_name_the_database_cannot_store_is_refused(name):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(**MINIMAL, name=name)
+    assert error_locs(excinfo) == [("name",)]
+    assert excinfo.value.errors()[0]["type"] == "string_not_storable"
+    assert JobSpec(**MINIMAL, name="tab\tand ünïcode ✓").name == "tab\tand ünïcode ✓"
+
+
+@pytest.mark.parametrize("field", ["model", "dataset"])
+def test_an_unknown_value_is_echoed_cut(field):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, field: "z" * 20_000})
+    message = excinfo.value.errors()[0]["msg"]
+    assert len(message) < 300 and "z" * 64 in message and "z" * 65 not in message
+
+
+def test_the_json_schema_enumerates_models_and_datasets():
+    schema = JobSpec.model_json_schema()["properties"]
+    assert schema["model"]["enum"] == list(MODEL_NAMES)
+    names, upload_ids = schema["dataset"]["anyOf"]
+    assert names["enum"] == list(DATASET_NAMES)
+    assert upload_ids["pattern"] == "^[0-9a-f]{32}$"
+    bounds = schema["max_runtime_seconds"]["anyOf"][0]
+    assert (bounds["minimum"], bounds["maximum"]) == (1, 365 * 24 * 3600)
