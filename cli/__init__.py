@@ -1,1 +1,1 @@
-"""The `trainhub` command: server verbs now, HTTP client verbs beside them later."""
+"""The `trainhub` command: the server verbs and the HTTP client verbs (typer + rich)."""

@@ -1,6 +1,4 @@
 """Server verbs: up (API + worker), api, worker, migrate."""
-from __future__ import annotations
-
 import logging
 import os
 import signal
@@ -8,67 +6,93 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Annotated
+
+import typer
 
 STOP_GRACE_SECONDS = 30
+LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
 
-def add_commands(sub) -> None:
-    up = sub.add_parser("up", help="start the API and one worker (Ctrl-C stops both)")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    up.set_defaults(run=run_up)
-
-    api = sub.add_parser("api", help="start the HTTP API (uvicorn)")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    api.add_argument("--workers", type=int, default=1,
-                     help="API processes (each holds its own /predict model cache)")
-    api.set_defaults(run=run_api)
-
-    worker = sub.add_parser("worker", help="start a Celery worker that runs training jobs")
-    worker.add_argument("--concurrency", type=int, default=1,
-                        help="jobs at once (one per GPU is the rule)")
-    worker.add_argument("--queue", default=None, help="queue to consume (default: settings)")
-    worker.add_argument("--name", default=None, help="worker node name (default: trainhub@host)")
-    worker.set_defaults(run=run_worker)
-
-    migrate = sub.add_parser("migrate", help="bring the database schema up to date and exit")
-    migrate.set_defaults(run=run_migrate)
+PANEL = "Server"
+Host = Annotated[str, typer.Option("--host", help="address to listen on")]
+# The port's default is $PORT when set (a platform that assigns one), else 8000.
+Port = Annotated[int, typer.Option("--port", envvar="PORT", help="port to listen on")]
 
 
-def run_migrate(_args) -> int:
+def register(app: typer.Typer) -> None:
+    app.command("up", help="start the API and one worker (Ctrl-C stops both)",
+                rich_help_panel=PANEL)(up)
+    app.command("api", help="start the HTTP API (uvicorn)", rich_help_panel=PANEL)(api)
+    app.command("worker", help="start a Celery worker that runs training jobs",
+                rich_help_panel=PANEL)(worker)
+    app.command("migrate", help="bring the database schema up to date and exit",
+                rich_help_panel=PANEL)(migrate)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
+def up(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    configure_logging()
+    code = run_up(host, port)
+    if code:
+        raise typer.Exit(code)
+
+
+def api(host: Host = "127.0.0.1", port: Port = 8000,
+        workers: Annotated[int, typer.Option(
+            help="API processes (each holds its own /predict model cache)")] = 1) -> None:
+    configure_logging()
+    run_api(host, port, workers)
+
+
+def worker(concurrency: Annotated[int, typer.Option(
+               help="jobs at once (one per GPU is the rule)")] = 1,
+           queue: Annotated[str | None, typer.Option(
+               help="queue to consume (default: settings)")] = None,
+           name: Annotated[str | None, typer.Option(
+               help="worker node name (default: trainhub@host)")] = None) -> None:
+    configure_logging()
+    run_worker(concurrency, queue, name)
+
+
+def migrate() -> None:
+    configure_logging()
+    run_migrate()
+
+
+def run_migrate() -> None:
     from core.db import upgrade_schema
 
     upgrade_schema()
     logging.getLogger("trainhub").info("database schema is up to date")
-    return 0
 
 
-def run_api(args) -> int:
+def run_api(host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    uvicorn.run("api.main:app", host=args.host, port=args.port, log_config=None,
-                timeout_graceful_shutdown=5, workers=args.workers)
-    return 0
+    uvicorn.run("api.main:app", host=host, port=port, log_config=None,
+                timeout_graceful_shutdown=5, workers=workers)
 
 
-def run_worker(args) -> int:
+def run_worker(concurrency: int, queue: str | None, name: str | None) -> None:
     from core.config import get_settings
     from worker.celery_app import app
 
     settings = get_settings()
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
-            f"--queues={args.queue or settings.queue}", "--pool=prefork",
-            f"--hostname={args.name or 'trainhub@' + socket.gethostname()}",
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
+            f"--queues={queue or settings.queue}", "--pool=prefork",
+            f"--hostname={name or 'trainhub@' + socket.gethostname()}",
             # Jobs need no worker-to-worker chatter; it only costs broker round trips.
             "--without-gossip", "--without-mingle"]
     if settings.resolved_broker_url.startswith("filesystem://"):
         argv.append("--without-heartbeat")
     app.worker_main(argv)
-    return 0
 
 
-def run_up(args) -> int:
+def run_up(host: str, port: int) -> int:
     """API and worker as two child processes; a signal to `up` is passed on to both."""
     from core.config import get_settings
 
@@ -81,7 +105,7 @@ def run_up(args) -> int:
     # Own sessions: a terminal's Ctrl-C reaches only `up`, which stops the children in order.
     children = {
         "worker": subprocess.Popen(base + ["worker"], start_new_session=True),
-        "api": subprocess.Popen(base + ["api", "--host", args.host, "--port", str(args.port)],
+        "api": subprocess.Popen(base + ["api", "--host", host, "--port", str(port)],
                                 start_new_session=True),
     }
     stopped_at: float | None = None
@@ -99,7 +123,7 @@ def run_up(args) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    log.info("API on http://%s:%d (docs at /docs); Ctrl-C stops", args.host, args.port)
+    log.info("API on http://%s:%d (docs at /docs); Ctrl-C stops", host, port)
     code = 0
     while any(p.poll() is None for p in children.values()):
         for name, proc in children.items():

@@ -5,17 +5,17 @@ against the real `trainhub` argument parser and every setting against core.confi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shlex
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from cli.main import build_parser
+from cli.main import ArgvError, command, parse_args
 from core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,21 +47,28 @@ def argv_of(command) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
 
 
-def parse_trainhub(argv: list[str]) -> argparse.Namespace:
-    """Parse argv with the real CLI parser; a bad subcommand or flag fails the test."""
+def parse_trainhub(argv: list[str]) -> SimpleNamespace:
+    """Parse argv with the real (typer/click) command, running nothing; a bad subcommand,
+    flag or value fails the test. Returns the verb as `command` and its parameters."""
     assert argv and argv[0] == "trainhub", f"not a trainhub command: {argv}"
     try:
-        return build_parser().parse_args(argv[1:])
-    except SystemExit:
-        pytest.fail(f"`{shlex.join(argv)}` is not accepted by cli.main.build_parser()")
+        return parse_args(argv[1:])
+    except ArgvError as exc:
+        pytest.fail(f"`{shlex.join(argv)}` is not accepted by the trainhub command: {exc}")
 
 
 def cli_subcommands() -> set[str]:
-    parser = build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return set(action.choices)
-    raise AssertionError("cli.main.build_parser() has no subcommands")
+    verbs = set(command().commands)
+    assert verbs, "the trainhub command has no subcommands"
+    return verbs
+
+
+def test_parse_trainhub_rejects_what_the_command_rejects():
+    for argv in (["trainhub", "serve"], ["trainhub", "api", "--prot", "8000"],
+                 ["trainhub", "worker", "--concurrency", "two"], ["trainhub"]):
+        with pytest.raises(pytest.fail.Exception):
+            parse_trainhub(argv)
+    assert parse_trainhub(["trainhub", "worker"]).concurrency == 1
 
 
 def env_keys(environment) -> list[str]:

@@ -1,0 +1,123 @@
+"""`trainhub checkpoints` and `download`: a job's checkpoints as a table; one of
+them streamed to a file under a progress bar, its sha256 checked."""
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+import typer
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+
+from cli import output
+from cli.client import Api, CliError, UrlOption
+from cli.jobs import JobArg
+
+REF = re.compile(r"^(best|latest|[0-9]{1,6})$")  # core.checkpoints.REF_PATTERN
+CHUNK = 1 << 20
+
+
+def register(app: typer.Typer) -> None:
+    app.command("checkpoints", rich_help_panel="Checkpoints and predictions")(checkpoints)
+    app.command("download", rich_help_panel="Checkpoints and predictions")(download)
+
+
+def checkpoints(job_id: JobArg, url: UrlOption = None) -> None:
+    """A job's checkpoints, newest first, with their metrics, size and sha256."""
+    with Api(url) as api:
+        listing = api.get(f"/jobs/{quote(job_id, safe='')}/checkpoints")
+    rows = sorted(listing["checkpoints"], key=lambda row: row["epoch"], reverse=True)
+    if not rows:
+        output.line(f"job {listing['job_id']} has no checkpoint yet (one is written at the end "
+                    "of each epoch)")
+        return
+    best_metric = listing.get("best_metric") or "eval_accuracy"
+    t = output.table("epoch", "", "step", best_metric, "metrics", "size", "sha256", "created")
+    for row in rows:
+        tags = [tag for tag in ("latest", "best") if listing.get(tag) == row["epoch"]]
+        metrics = row.get("metrics") or {}
+        others = " ".join(f"{k}={output.value(k, v)}" for k, v in sorted(metrics.items())
+                          if k != best_metric)
+        t.add_row(str(row["epoch"]), ",".join(tags), str(row["step"]),
+                  output.value(best_metric, metrics.get(best_metric))
+                  if best_metric in metrics else "-",
+                  others, output.size(row["size_bytes"]), row["sha256"][:12],
+                  output.when(row["created_at"]))
+    output.show(t)
+
+
+def download(
+    job_id: JobArg,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c",
+                                            help="best, latest or an epoch number")] = "best",
+    out: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="file to write (default <job>-epoch<N>.pt here)",
+        show_default=False)] = None,
+    url: UrlOption = None,
+) -> None:
+    """Download a checkpoint (torch.load(path, weights_only=True) reads it)."""
+    if not REF.match(checkpoint):
+        raise CliError(f"--checkpoint {checkpoint!r}: expected best, latest or an epoch number")
+    with Api(url) as api:
+        path = f"/jobs/{quote(job_id, safe='')}/checkpoints/{checkpoint}"
+        with api.stream("GET", path) as resp:
+            epoch = resp.headers.get("x-checkpoint-epoch", checkpoint)
+            expected = resp.headers.get("x-checkpoint-sha256")
+            target = out or Path(f"{job_id}-epoch{epoch}.pt")
+            total = int(resp.headers.get("content-length") or 0) or None
+            digest, written = save(resp.iter_bytes(CHUNK), target, total, expected)
+    output.line(f"saved {target} (epoch {epoch}, {output.size(written)}, sha256 {digest})")
+
+
+def save(chunks, target: Path, total: int | None,
+         expected_sha256: str | None = None) -> tuple[str, int]:
+    """Write the chunks to a temporary file beside target, renamed into place once complete
+    and matching expected_sha256 (an interrupted or corrupt download leaves no file).
+    Returns (sha256, bytes)."""
+    target = target.expanduser()
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise CliError(f"cannot write {target}: no folder {folder}")
+    digest, written = hashlib.sha256(), 0
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=output.console(),
+                    disable=not output.interactive(), transient=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh, bars:
+            task = bars.add_task(f"downloading {target.name}", total=total)
+            for chunk in chunks:
+                fh.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+                bars.update(task, completed=written)
+        if expected_sha256 and digest.hexdigest() != expected_sha256:
+            raise CliError(f"{target}: sha256 {digest.hexdigest()} does not match the "
+                           f"server's {expected_sha256}; nothing was written")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's file is private
+        os.replace(tmp, target)
+    except OSError as exc:
+        discard(tmp)
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        discard(tmp)
+        raise
+    return digest.hexdigest(), written
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def discard(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
