@@ -33,10 +33,13 @@ PAGE = 5000
 ACTIVE = {"streams": 0}  # open event streams in this process (tests check it drops to 0)
 
 
-def parse_last_event_id(value: str | None) -> int:
-    """The point id a Last-Event-ID stands for; 0 (from the start) when absent or foreign."""
-    head = (value or "").strip().split(".", 1)[0]
-    return int(head) if head.isdigit() and len(head) < 19 else 0
+def parse_last_event_id(value: str | None) -> tuple[int, int]:
+    """(point id, event number after it) a Last-Event-ID stands for; (0, 0), from the
+    start, when absent or foreign."""
+    head, _, tail = (value or "").strip().partition(".")
+    if not (head.isdigit() and len(head) < 19):
+        return 0, 0
+    return int(head), int(tail) if tail.isdigit() and len(tail) <= 6 else 0
 
 
 def _job(job_id: str) -> JobPublic | None:
@@ -60,8 +63,9 @@ class EventStream:
 
     def __init__(self, job_id: str, last_event_id: str | None, redis=None):
         self.job_id = job_id
-        self.last_point = parse_last_event_id(last_event_id)
-        self.sub = 0
+        # Numbering continues after the client's last id: ids never go back, even though a
+        # resumed stream starts again with the job's state.
+        self.last_point, self.sub = parse_last_event_id(last_event_id)
         self.redis = redis
 
     def _frame(self, payload: dict, point_id: int | None = None) -> str:

@@ -1,7 +1,7 @@
 """`trainhub`: the typer command that gathers every verb, server and client.
 
 The server verbs (up, api, worker, migrate) and the HTTP client verbs (submit, list,
-show, follow, cancel, metrics, checkpoints, download, predict, datasets) each live in a
+show, follow, logs, cancel, metrics, checkpoints, download, predict, datasets) each live in a
 module of their own and register themselves here. A client verb's failure (an API error,
 an unreachable server) is one `error: ...` line on stderr and exit code 1."""
 import sys
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import typer
 from typer.core import TyperGroup
 
-from cli import checkpoints, datasets, follow, jobs, metrics, predict, server, submit
+from cli import checkpoints, datasets, follow, jobs, logs, metrics, predict, server, submit
 from cli.client import CliError
 from cli.output import error_line
 
@@ -41,6 +41,7 @@ server.register(app)
 submit.register(app)
 jobs.register(app)
 follow.register(app)
+logs.register(app)
 metrics.register(app)
 checkpoints.register(app)
 predict.register(app)

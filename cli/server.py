@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 STOP_GRACE_SECONDS = 30
-LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+# job_tag: " job=<id>" on every record logged while a job runs in that process.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s%(job_tag)s: %(message)s"
 
 
 PANEL = "Server"
@@ -30,8 +31,19 @@ def register(app: typer.Typer) -> None:
                 rich_help_panel=PANEL)(migrate)
 
 
+class JobTag(logging.Filter):
+    """Fills %(job_tag)s from the record's job_id (set by the worker while a job runs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job_id = getattr(record, "job_id", "-")
+        record.job_tag = f" job={job_id}" if job_id != "-" else ""
+        return True
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(JobTag())
 
 
 def up(host: Host = "127.0.0.1", port: Port = 8000) -> None:
@@ -72,6 +84,18 @@ def run_migrate() -> None:
 
 def run_api(host: str, port: int, workers: int) -> None:
     import uvicorn
+
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # GET /metrics adds up every process's series through files in one folder, which
+        # must start empty; the processes inherit the variable.
+        import shutil
+
+        from core.config import get_settings
+
+        folder = get_settings().data_dir / "prometheus" / str(port)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
     uvicorn.run("api.main:app", host=host, port=port, log_config=None,
                 timeout_graceful_shutdown=5, workers=workers)

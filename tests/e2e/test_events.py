@@ -83,6 +83,7 @@ def test_reconnecting_with_last_event_id_repeats_nothing_and_misses_nothing(stac
         last = part[-1][0]
     seen += read_events(base, job_id, last)
     assert seen[-1][1]["type"] == "end"
+    assert_ids_increase(seen)  # across the reconnections too
     keys = metric_keys(seen)
     assert len(keys) == len(set(keys))
     full = metric_keys(read_events(base, job_id))

@@ -1,0 +1,38 @@
+"""`trainhub logs JOB [-f]`: the job's own log lines, and with -f new ones as they come."""
+import time
+from typing import Annotated
+
+import typer
+
+from cli import output
+from cli.client import Api, UrlOption
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+FOLLOW_POLL_S = 1.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("logs", rich_help_panel="Jobs")(logs)
+
+
+def logs(
+    job: Annotated[str, typer.Argument(metavar="JOB", help="the job's id", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f",
+                                         help="keep printing new lines until the job ends")]
+    = False,
+    url: UrlOption = None,
+) -> None:
+    """Print the job's log lines (claim, dataset, epochs, warnings, the error), oldest first."""
+    since = 0
+    with Api(url) as api:
+        while True:
+            page = api.get(f"/jobs/{job}/logs", since=since, limit=1000)
+            for line in page["lines"]:
+                stamp = line["time"].replace("T", " ")[:23]
+                output.line(f"{stamp} {line['level']:<7} {line['message']}")
+            since = page["next_since"]
+            if page["lines"] and len(page["lines"]) == 1000:
+                continue  # more lines are waiting: no pause
+            if not follow or page["status"] in TERMINAL:
+                return
+            time.sleep(FOLLOW_POLL_S)
