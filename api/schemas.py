@@ -102,7 +102,7 @@ class CheckpointList(BaseModel):
     best_metric: str  # what `best` is chosen on: val_accuracy or eval_accuracy
     latest: int | None  # epochs
     best: int | None
-    checkpoints: list[CheckpointPublic]  # newest first
+    checkpoints: list[CheckpointPublic]  # oldest first
 
 
 class Normalization(BaseModel):

@@ -26,7 +26,8 @@ FOLDERS = (
     ("tests/", "unit/ (no services), integration/ (real PostgreSQL and Redis), e2e/ (API and "
                "worker processes; marked slow), test_*.py (checks on repository files)"),
     ("bench/", "benchmarks: `make bench` runs every bench/*_bench.py and rewrites BENCHMARKS.md"),
-    ("docs/", "concepts.md (the contract), api.md (HTTP API), operations.md (running it)"),
+    ("docs/", "concepts.md (the contract), api.md (HTTP API), cli.md (the trainhub command), "
+              "web.md (the web page), operations.md (running it)"),
     ("scripts/", "services.sh (local PostgreSQL and Redis for the tests), readme_layout.py "
                  "(this block)"),
 )
