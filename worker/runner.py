@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from contextlib import contextmanager
 
 import torch
+from sqlalchemy.exc import DBAPIError
 
 import models
 from core import checkpoints as ckpt
@@ -32,10 +34,12 @@ from worker.data import DatasetUnavailable, load_dataset
 from worker.heartbeat import LeaseHeartbeat
 from worker.joblog import job_logging
 from worker.loop import CheckpointPolicy, FitResult, Metric, StopFlag, fit, resolve_device
-from worker.sink import DatabaseOutage, JobReporter
+from worker.sink import DatabaseOutage, JobReporter, is_outage
 from worker.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 1.0  # the live channel's client: see run()
 
 
 class JobInputError(Exception):
@@ -46,21 +50,37 @@ def run(job_id: str, worker_name: str) -> str:
     """Returns the job's status after this attempt, or 'skipped' when the delivery is not
     ours to run (no such job, or it is not queued: running elsewhere, or finished)."""
     settings = get_settings()
-    redis_client = events.connect(settings.redis_url) if settings.redis_url else None
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            log.warning("job %s: no such job, dropping the message", job_id)
-            return "skipped"
-        spec = dict(job.spec)
+    # A short timeout: the loop's thread publishes, and a hung Redis used to cost it 5 s at
+    # every flush (twice a second), training at a crawl. An XADD takes well under 1 ms.
+    redis_client = (events.connect(settings.redis_url, timeout=PUBLISH_TIMEOUT_S)
+                    if settings.redis_url else None)
+
+    def read_spec() -> dict | None:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            return None if job is None else dict(job.spec)
+
+    # A message delivered while the database is down used to raise here: Celery acked the
+    # message as failed and the job stayed `queued` with no message left to run it (the
+    # reaper re-sends only jobs never sent). So wait for the database, for as long as it
+    # takes: the message stays unacknowledged meanwhile (a worker stopped or lost hands it
+    # back to the broker), and no other job could run without the database anyway.
+    spec = _through_outage(job_id, "reading the job", read_spec)
+    if spec is None:
+        log.warning("job %s: no such job, dropping the message", job_id)
+        return "skipped"
     try:
         device = resolve_device(spec.get("device", "auto"))
     except RuntimeError as exc:
         return _finish(job_id, None, JobStatus.failed, redis_client, settings, error=str(exc))
-    try:
+
+    def claim() -> int:
         with session_scope() as session:
-            attempt = jobs.claim(session, job_id, worker_name, str(device),
-                                 settings.lease_seconds).attempts
+            return jobs.claim(session, job_id, worker_name, str(device),
+                              settings.lease_seconds).attempts
+
+    try:
+        attempt = _through_outage(job_id, "claiming the job", claim)
     except InvalidTransition as exc:
         log.info("job %s: not claimed (%s)", job_id, exc)
         return "skipped"
@@ -134,6 +154,15 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str
         log.error("job %s: %s; its checkpoint stays for a later attempt", job_id, exc)
         return "interrupted"
     except Exception as exc:
+        if is_outage(exc):
+            # The database went down outside the loop (while setting up the attempt: resume
+            # state, init_from, an uploaded dataset), where the reporter's buffering does not
+            # reach. That is no fault of the job: it used to end `failed` with the driver's
+            # error. Leave it to its lease, like a longer outage in the loop: a reaper
+            # requeues it and an attempt resumes it from its latest checkpoint.
+            log.error("job %s: the database became unreachable (%s); left for a later "
+                      "attempt", job_id, str(exc).splitlines()[0][:200])
+            return "interrupted"
         log.exception("job %s failed", job_id)
         _keep_logged_points(reporter)
         return _finish(job_id, attempt, JobStatus.failed, redis_client, settings,
@@ -264,6 +293,14 @@ def _requeue(job_id: str, attempt: int, reason: str) -> str:
     except InvalidTransition as exc:
         log.info("job %s: not requeued (%s)", job_id, exc)
         return exc.current.value
+    except DBAPIError as exc:
+        if not is_outage(exc):
+            raise
+        # A graceful stop must not wait for the database: the job keeps its lease until it
+        # runs out, then a reaper requeues it and it resumes from the resume checkpoint.
+        log.warning("job %s: could not hand it back (database unreachable); a reaper "
+                    "requeues it once its lease expires", job_id)
+        return "interrupted"
     return JobStatus.queued.value
 
 
@@ -271,16 +308,57 @@ def _finish(job_id: str, attempt: int | None, status: JobStatus, redis_client, s
             error: str | None = None, final_metrics: dict | None = None) -> str:
     final = finite_values(final_metrics) if final_metrics else None
     fields = {"final_metrics": final, "error": error}
-    try:
+
+    def record() -> str:
         with session_scope() as session:
-            job = jobs.transition(session, job_id, status, attempt=attempt, **fields)
-            status_now = job.status
+            return jobs.transition(session, job_id, status, attempt=attempt, **fields).status
+
+    try:
+        # The outcome is known and everything else is stored: a database that goes down
+        # just now must not lose it (the task used to raise, and the job waited for its
+        # lease to run out and a whole new attempt). Wait as long as the loop would.
+        status_now = _through_outage(job_id, f"recording {status.value}", record,
+                                     give_up_after=settings.database_outage_seconds)
     except InvalidTransition as exc:
         # e.g. cancelled while queued and then failed on delivery: the first end stands.
         log.info("job %s: %s", job_id, exc)
         return exc.current.value
+    except DBAPIError as exc:
+        if not is_outage(exc):
+            raise
+        log.error("job %s: could not record it %s: the database stayed unreachable; a "
+                  "reaper resumes it from its last checkpoint once its lease expires",
+                  job_id, status.value)
+        return "interrupted"
     log.info("job %s: %s%s", job_id, status_now, f" ({error})" if error else "")
     events.publish_or_warn(redis_client, job_id, [{"type": "status", "status": status_now,
                                                    "error": error, "final_metrics": final}],
                            expire_seconds=settings.events_ttl_seconds)
     return status_now
+
+
+def _through_outage(job_id: str, what: str, fn, give_up_after: float | None = None):
+    """fn(), called again (backoff 1 s doubling to 10 s) while the database is unreachable:
+    a lost or refused connection, not a statement it rejected. With give_up_after (seconds)
+    the last outage error is raised after that long; without, it waits for as long as it
+    takes, with a warning now and then."""
+    started = time.monotonic()
+    delay, warned_at = 1.0, None
+    while True:
+        try:
+            result = fn()
+        except DBAPIError as exc:
+            if not is_outage(exc) or (give_up_after is not None
+                                      and time.monotonic() - started >= give_up_after):
+                raise
+            if warned_at is None or time.monotonic() - warned_at >= 60:
+                log.warning("job %s: database unreachable while %s; trying again: %s",
+                            job_id, what, str(exc).splitlines()[0][:200])
+                warned_at = time.monotonic()
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        if warned_at is not None:
+            log.info("job %s: database back after %.1fs; %s", job_id,
+                     time.monotonic() - started, what)
+        return result

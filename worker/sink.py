@@ -4,7 +4,8 @@ The database is the truth. While it is unreachable the reporter keeps what it wa
 (points, progress, epoch checkpoint rows) and retries with backoff, so training goes on;
 past `database_outage_seconds` it tells the loop to stop (the runner then saves a resume
 checkpoint that carries the unwritten points). Redis is best effort: an outage costs live
-events, never data.
+events, never data, and little time: after a failed publish the reporter skips publishing
+(readers fill the gap from the database) and tries again with backoff.
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ from worker.loop import Metric
 log = logging.getLogger(__name__)
 
 _BACKOFF_MAX_S = 30.0
+# Redis: a hung or unreachable server costs a publish its socket timeout (1 s with the
+# runner's client) each time, so after a failure the reporter tries again only after this
+# backoff (1 s, doubling, capped): a hung Redis used to cost every flush, twice a second.
+_EVENTS_BACKOFF_MAX_S = 10.0
 
 
 class DatabaseOutage(Exception):
@@ -64,6 +69,9 @@ class JobReporter:
         self.retry_at = 0.0
         self.backoff = 1.0
         self.lost: str | None = None  # "cancel" or "lease_lost" once the row says so
+        self.events_down_since: float | None = None
+        self.events_retry_at = 0.0
+        self.events_backoff = 1.0
         self.written_up_to: int | None = None  # row id of this job's newest stored point
         self.log_capture = None  # a worker.joblog.JobLogCapture: its lines go with each flush
         self.tensorboard = None  # a worker.tensorboard.TensorBoardLog, fed every point
@@ -84,15 +92,26 @@ class JobReporter:
 
     def should_stop(self) -> bool | str:
         if self.try_flush() and self.lost is None:
-            with session_scope() as session:
-                if jobs.cancel_requested(session, self.job_id):
-                    self.lost = "cancel"
+            try:
+                with session_scope() as session:
+                    if jobs.cancel_requested(session, self.job_id):
+                        self.lost = "cancel"
+            except DBAPIError as exc:
+                # The database can go down between the flush and this read: that is an
+                # outage like any other (buffer and train on), not a reason to fail the job.
+                if not is_outage(exc):
+                    raise
+                self._outage(exc)
         if self.lost is not None:
             return self.lost
         if self.outage_since is not None and (
                 time.monotonic() - self.outage_since > self.settings.database_outage_seconds
                 or len(self.buffer) > self.max_pending):
-            return "db_outage"
+            # One last try before giving the job up: the database may be back while the
+            # backoff (up to 30 s) has not let us see it yet.
+            if not self.try_flush(force=True):
+                return "db_outage"
+            return self.lost or False
         return False
 
     # ---- more for the runner -------------------------------------------------------------
@@ -105,24 +124,18 @@ class JobReporter:
     def pending_points(self) -> list[dict]:
         return [asdict(p) for p in self.buffer]
 
-    def try_flush(self) -> bool:
-        """Write what is buffered if the database answers; False (and keep it all) if not."""
+    def try_flush(self, force: bool = False) -> bool:
+        """Write what is buffered if the database answers; False (and keep it all) if not.
+        During an outage it tries only when the backoff allows, or when forced."""
         self.last_flush = time.monotonic()
-        if self.outage_since is not None and time.monotonic() < self.retry_at:
+        if self.outage_since is not None and time.monotonic() < self.retry_at and not force:
             return False
         try:
             self._write()
         except DBAPIError as exc:
             if not is_outage(exc):
                 raise
-            now = time.monotonic()
-            if self.outage_since is None:
-                self.outage_since, self.backoff = now, 1.0
-                log.warning("job %s: database unreachable; buffering %d point(s) and "
-                            "training on: %s", self.job_id, len(self.buffer),
-                            str(exc).splitlines()[0][:200])
-            self.retry_at = now + self.backoff
-            self.backoff = min(self.backoff * 2, _BACKOFF_MAX_S)
+            self._outage(exc)
             return False
         if self.outage_since is not None:
             log.info("job %s: database back after %.1fs; buffered points written", self.job_id,
@@ -130,12 +143,24 @@ class JobReporter:
             self.outage_since = None
         return True
 
+    def _outage(self, exc: DBAPIError) -> None:
+        now = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since, self.backoff = now, 1.0
+            log.warning("job %s: database unreachable; buffering %d point(s) and "
+                        "training on: %s", self.job_id, len(self.buffer),
+                        str(exc).splitlines()[0][:200])
+        self.retry_at = now + self.backoff
+        self.backoff = min(self.backoff * 2, _BACKOFF_MAX_S)
+
     def flush(self) -> None:
         """Return when everything handed over is committed; DatabaseOutage if the database
         stays unreachable for database_outage_seconds."""
         deadline = time.monotonic() + self.settings.database_outage_seconds
         while not self.try_flush():
             if time.monotonic() > deadline:
+                if self.try_flush(force=True):  # the backoff may hide that it is back
+                    return
                 raise DatabaseOutage(f"the database was unreachable for more than "
                                      f"{self.settings.database_outage_seconds:g}s")
             time.sleep(max(0.05, min(self.retry_at - time.monotonic(), 1.0)))
@@ -179,8 +204,6 @@ class JobReporter:
         self.checkpoint_rows = self.checkpoint_rows[len(rows):]
         if self.progress_due == progress:
             self.progress_due = None
-        if rows:
-            self._apply_retention()
         # Publish what was stored now, each with its row id and the id this job's points had
         # reached before (a reader that has less missed some: it fills the gap from the
         # database). Replayed points are not published again.
@@ -196,7 +219,41 @@ class JobReporter:
         if progress is not None:
             payloads.append({"type": "progress", "epoch": progress[0], "step": progress[1],
                              "total_steps": progress[2]})
-        events.publish_or_warn(self.redis, self.job_id, payloads)
+        self._publish(payloads)
+        if rows:
+            # After the commit and the publish, and never raising: an outage here used to
+            # skip the publish and make _write give back log lines already stored (stored
+            # twice at the next flush). Retention looks at every row, so the next epoch's
+            # pass catches up on what this one missed.
+            try:
+                self._apply_retention()
+            except DBAPIError as exc:
+                if not is_outage(exc):
+                    raise
+                log.warning("job %s: checkpoint retention skipped (database unreachable); "
+                            "the next epoch applies it", self.job_id)
+
+    def _publish(self, payloads: list[dict]) -> None:
+        """Best effort, and cheap while Redis is down or hung: after a failure the next try
+        waits for a backoff (1 s doubling to 10 s) rather than costing every flush a socket
+        timeout. Events skipped meanwhile are not lost data: each published point carries
+        `prev`, from which a reader sees the gap and fills it from the database."""
+        if self.redis is None or not payloads:
+            return
+        now = time.monotonic()
+        if self.events_down_since is not None and now < self.events_retry_at:
+            return
+        if events.publish_or_warn(self.redis, self.job_id, payloads,
+                                  quiet=self.events_down_since is not None):
+            if self.events_down_since is not None:
+                log.info("job %s: Redis back after %.1fs; live events published again",
+                         self.job_id, time.monotonic() - self.events_down_since)
+                self.events_down_since = None
+            return
+        if self.events_down_since is None:  # publish_or_warn logged this first failure
+            self.events_down_since, self.events_backoff = now, 1.0
+        self.events_retry_at = time.monotonic() + self.events_backoff
+        self.events_backoff = min(self.events_backoff * 2, _EVENTS_BACKOFF_MAX_S)
 
     def _compare_replayed(self, session, replayed: list[dict]) -> None:
         """A resumed run writes some points again; the stored one stays. Say so when the
@@ -225,11 +282,16 @@ class JobReporter:
         if self.spec is None:
             return
         store = get_store()
+        doomed: list[str] = []
         with session_scope() as session:
             rows = ckpt.job_checkpoints(session, self.job_id)
             best = ckpt.select_best(rows, ckpt.best_metric_name(self.spec))
             for row in rows[self.settings.checkpoint_keep:]:
                 if best is not None and row.id == best.id:
                     continue
-                store.delete(row.storage_key)
+                doomed.append(row.storage_key)
                 session.delete(row)
+        # Files only once the rows are gone: a commit lost to an outage must not leave rows
+        # that point at deleted files.
+        for key in doomed:
+            store.delete(key)

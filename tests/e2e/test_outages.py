@@ -1,0 +1,369 @@
+"""A job outlives an outage of its backing services (distributed mode, real processes):
+
+- R2: the live-events Redis (a private redis-server) is killed mid-job and a new one starts
+  on the same port 10 s later: the job succeeds, every point reaches Postgres once, and the
+  stream on the new server carries what was published after it came back.
+- R3: the database (a private PostgreSQL cluster) is stopped mid-job for 10 s: the worker
+  trains on and writes every buffered point once it is back; the API answers 503 while it
+  is down and 200 after, without a restart.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import create_database
+from tests.procs import Proc, env_with, free_port, start_api, start_worker, wait_status
+
+pytestmark = pytest.mark.slow
+
+STEPS_PER_EPOCH = 1437  # digits' train split at batch_size 1
+LOG_EVERY = 50
+OUTAGE_S = 10
+# About 3 s an epoch on an idle 2-core machine (much more when it is busy): enough epochs to
+# outlast a 10 s outage that begins at step 300, with time to spare after it.
+EPOCHS = 6
+
+
+def expected_loss_steps(epochs: int = EPOCHS) -> list[int]:
+    return [epoch * STEPS_PER_EPOCH + batch for epoch in range(epochs)
+            for batch in range(LOG_EVERY, STEPS_PER_EPOCH + 1, LOG_EVERY)]
+DB_DOWN = {"detail": "the database is unavailable; try again shortly"}
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def submit(base: str, epochs: int = EPOCHS) -> str:
+    job = {"model": "lenet", "dataset": "digits",
+           "hyperparameters": {"epochs": epochs, "batch_size": 1, "optimizer": "sgd",
+                               "lr": 0.01, "log_every": LOG_EVERY, "seed": 7}}
+    resp = httpx.post(f"{base}/jobs", json=job, timeout=30)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def get_job(base: str, job_id: str) -> dict:
+    resp = httpx.get(f"{base}/jobs/{job_id}", timeout=15)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def wait_running_at(base: str, job_id: str, step: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = get_job(base, job_id)
+        if job["status"] == "running" and job["progress"]["step"] >= step:
+            return job
+        assert job["status"] in ("queued", "running"), job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} not at step {step} in {timeout}s: {job}")
+
+
+def loss_steps(base: str, job_id: str) -> list[int]:
+    resp = httpx.get(f"{base}/jobs/{job_id}/metrics",
+                     params={"name": "loss", "limit": 10_000}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    return [p["step"] for p in resp.json()["metrics"]]
+
+
+def assert_every_point_once(steps: list[int], epochs: int = EPOCHS) -> None:
+    expected = expected_loss_steps(epochs)
+    missing = sorted(set(expected) - set(steps))
+    doubled = sorted({s for s in steps if steps.count(s) > 1})
+    extra = sorted(set(steps) - set(expected))
+    assert not (missing or doubled or extra), f"missing {missing}, doubled {doubled}, " \
+                                              f"unexpected {extra}"
+    assert steps == expected
+
+
+def assert_no_traceback(*procs: Proc) -> None:
+    for proc in procs:
+        assert "Traceback" not in proc.log(), f"{proc.log_path}:\n{proc.log()[-6000:]}"
+
+
+def wait_until_log(proc: Proc, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in proc.log():
+        assert time.monotonic() < deadline, f"{needle!r} not logged:\n{proc.log()[-4000:]}"
+        time.sleep(0.1)
+
+
+def lines_with(proc: Proc, needle: str) -> list[str]:
+    return [line for line in proc.log().splitlines() if needle in line]
+
+
+class PrivateRedis:
+    """A throwaway redis-server on 127.0.0.1:port, no persistence: a restart starts empty."""
+
+    def __init__(self, tmp: Path, port: int):
+        self.tmp, self.port, self.popen = tmp, port, None
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.tmp / f"redis-{self.port}-{self.starts}.log", "wb")
+        self.popen = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.tmp)],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except Exception:
+                pass
+            assert self.popen.poll() is None, "redis-server exited"
+            time.sleep(0.05)
+        raise TimeoutError(f"redis-server on {self.port} did not answer")
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()  # a crash, not a shutdown
+            self.popen.wait(timeout=30)
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster (initdb as the postgres OS user: it refuses root),
+    listening on 127.0.0.1:port, its socket in its own folder under /tmp."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.bindir = Path(subprocess.check_output(["pg_config", "--bindir"], text=True).strip())
+        # Not under pytest's basetemp: that is 0700 root, which the postgres user can't cross.
+        self.base = Path(tempfile.mkdtemp(prefix="trainhub-pg-", dir="/tmp"))
+        self.data, self.logfile = self.base / "data", self.base / "postgres.log"
+        shutil.chown(self.base, "postgres", "postgres")
+        self.as_postgres = os.geteuid() == 0
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, timeout=timeout, cwd=self.base,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres",
+                  "--no-sync")
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60",
+                  "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
+                        f"-c fsync=off", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def log(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def destroy(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            try:
+                self.stop("immediate")
+            except Exception:
+                pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# ---- R2: the events Redis goes away and comes back --------------------------------------
+
+
+def test_r2_events_redis_outage_mid_job(tmp_path):
+    redis_srv = PrivateRedis(tmp_path, free_port())
+    procs: list[Proc] = []
+    try:
+        redis_srv.start()
+        env = env_with(TRAINHUB_DATABASE_URL=create_database("trainhub_outage_redis"),
+                       TRAINHUB_DATA_DIR=str(tmp_path / "data"),
+                       TRAINHUB_REDIS_URL=redis_srv.url,  # the broker stays on the shared one
+                       TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
+                       TRAINHUB_CANCEL_CHECK_SECONDS="0.5")
+        api, base = start_api(env, tmp_path)
+        procs.append(api)
+        worker = start_worker(env, tmp_path)
+        procs.append(worker)
+
+        # Longer: once Redis is back the worker sees it at its next try (backoff, <= 10 s).
+        epochs = 8
+        job_id = submit(base, epochs)
+        before = wait_running_at(base, job_id, 300)["progress"]["step"]
+        redis_srv.kill()
+        down_at = time.monotonic()
+        health = httpx.get(f"{base}/health", timeout=30)
+        assert health.status_code == 503 and health.json()["events"] != "ok", health.text
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+        during = get_job(base, job_id)
+        assert during["status"] == "running", during
+        # It trained on (how fast depends on the machine's load: at least two log points).
+        assert during["progress"]["step"] >= before + 2 * LOG_EVERY, (before, during)
+
+        redis_srv.start()  # a new, empty server on the same port
+        after = get_job(base, job_id)
+        assert after["status"] == "running", f"the job did not outlast the outage: {after}"
+        restart_step = after["progress"]["step"]
+
+        final = wait_status(base, job_id, timeout=300)
+        assert final["status"] == "succeeded", final
+        assert final["attempts"] == 1, final
+        assert_every_point_once(loss_steps(base, job_id), epochs)
+
+        from core.events import stream_key
+
+        entries = redis_srv.client().xrange(stream_key(job_id))
+        stream = [json.loads(fields[b"data"]) for _id, fields in entries]
+        metrics = [e for e in stream if e["type"] == "metric"]
+        streamed = [e["step"] for e in metrics if e["name"] == "loss"]
+        # The new server has what was published once the worker saw it back: points of
+        # steps after the restart, each once, up to the last one, and the final status.
+        assert streamed and min(streamed) > before, (before, streamed[:5])
+        assert any(step > restart_step for step in streamed), (restart_step, streamed)
+        assert len(streamed) == len(set(streamed)), streamed
+        assert streamed == [s for s in expected_loss_steps(epochs) if s >= streamed[0]], streamed
+        assert stream[-1]["type"] == "status" and stream[-1]["status"] == "succeeded", stream[-1]
+        assert redis_srv.client().ttl(stream_key(job_id)) > 0
+        # From its first point on the stream has no gap a reader would have to fill: each
+        # point's `prev` (how far the job had written) is no further than what came before.
+        seen = metrics[0]["id"]
+        for event in metrics[1:]:
+            assert event["prev"] <= seen, (event, seen)
+            seen = max(seen, event["id"])
+
+        # One warning for the outage (not one per flush), and one line when it is back.
+        assert len(lines_with(worker, "could not publish")) == 1, worker.log()[-3000:]
+        assert lines_with(worker, "Redis back after"), worker.log()[-3000:]
+        assert_no_traceback(worker, api)
+        health = httpx.get(f"{base}/health", timeout=30)
+        assert health.status_code == 200, health.text
+    finally:
+        for proc in procs:
+            proc.stop()
+        redis_srv.kill()
+
+
+# ---- R3: the database goes away and comes back ------------------------------------------
+
+
+@contextmanager
+def database_stack(tmp_path: Path, **settings: str):
+    """A private Postgres cluster with an API and one worker on it (broker: the shared Redis
+    db 13, a queue of its own; events: the shared Redis db 14). Cleaned up even on failure."""
+    pg = PrivatePostgres(free_port())
+    procs: list[Proc] = []
+    try:
+        pg.init()
+        pg.start()
+        env = env_with(TRAINHUB_DATABASE_URL=pg.create_database("trainhub"),
+                       TRAINHUB_DATA_DIR=str(tmp_path / "data"),
+                       TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
+                       TRAINHUB_CANCEL_CHECK_SECONDS="0.5", **settings)
+        api, base = start_api(env, tmp_path)
+        procs.append(api)
+        worker = start_worker(env, tmp_path)
+        procs.append(worker)
+        yield pg, api, base, worker
+    finally:
+        for proc in procs:
+            proc.stop()
+        pg.destroy()
+
+
+def test_r3_database_outage_mid_job(tmp_path):
+    with database_stack(tmp_path) as (pg, api, base, worker):
+        job_id = submit(base)
+        wait_running_at(base, job_id, 300)
+        pg.stop("fast")
+        down_at = time.monotonic()
+        answers = []
+        while time.monotonic() - down_at < OUTAGE_S:
+            resp = httpx.get(f"{base}/jobs/{job_id}", timeout=30)
+            answers.append((resp.status_code, resp.json()))
+            time.sleep(0.5)
+        health = httpx.get(f"{base}/health", timeout=30)
+        pg.start()
+
+        assert len(answers) >= 5, answers
+        assert all(answer == (503, DB_DOWN) for answer in answers), answers
+        assert health.status_code == 503 and health.json()["database"] != "ok", health.text
+        # The same API process answers again once the database is back.
+        deadline = time.monotonic() + 30
+        while True:
+            resp = httpx.get(f"{base}/jobs/{job_id}", timeout=30)
+            if resp.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert resp.status_code == 200, (resp.status_code, resp.text)
+        assert resp.json()["status"] == "running", \
+            f"the job did not outlast the outage: {resp.json()}"
+        assert api.popen.poll() is None
+
+        final = wait_status(base, job_id, timeout=300)
+        assert final["status"] == "succeeded", (final, worker.log()[-4000:])
+        assert final["attempts"] == 1, final
+        assert_every_point_once(loss_steps(base, job_id))
+
+        assert lines_with(worker, "database unreachable; buffering"), worker.log()[-3000:]
+        assert lines_with(worker, "database back after"), worker.log()[-3000:]
+        assert_no_traceback(worker, api)
+        assert httpx.get(f"{base}/health", timeout=30).status_code == 200
+
+
+def test_r3b_database_down_longer_than_the_outage_bound(tmp_path):
+    """Past TRAINHUB_DATABASE_OUTAGE_SECONDS the job stops with a resume checkpoint that
+    carries its unwritten points; once the database is back a reaper requeues it and it
+    resumes and ends with every point once. The job queued behind it, which the worker
+    picks up while the database is still down, is not lost either."""
+    with database_stack(tmp_path, TRAINHUB_DATABASE_OUTAGE_SECONDS="3",
+                        TRAINHUB_LEASE_SECONDS="5", TRAINHUB_REAPER_INTERVAL_SECONDS="1",
+                        TRAINHUB_ENQUEUE_GRACE_SECONDS="2") as (pg, api, base, worker):
+        first = submit(base, epochs=3)
+        second = submit(base, epochs=1)  # waits in the broker: one job at a time per worker
+        wait_running_at(base, first, 300)
+        pg.stop("fast")
+        try:
+            wait_until_log(worker, "stopped with a resume checkpoint", timeout=60)
+            time.sleep(OUTAGE_S)  # meanwhile the worker is handed the second job
+        finally:
+            pg.start()
+
+        for job_id, epochs in ((first, 3), (second, 1)):
+            final = wait_status(base, job_id, timeout=300)
+            assert final["status"] == "succeeded", (final, worker.log()[-4000:])
+            assert_every_point_once(loss_steps(base, job_id), epochs)
+        final = get_job(base, first)
+        assert final["attempts"] == 2 and final["resumed_from"] is not None, final
+        assert lines_with(worker, "requeued after its lease expired"), worker.log()[-3000:]
+        assert_no_traceback(worker, api)
