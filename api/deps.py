@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Annotated, Iterator
 
-from fastapi import Depends
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from core.db import new_session
@@ -36,3 +37,27 @@ def get_job(job_id: str, session: SessionDep) -> Job:
 
 
 JobDep = Annotated[Job, Depends(get_job)]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter the route does not declare is a 422, as an unknown body field is:
+    a misspelt `limt=5` must not be silently ignored (nor an object where a number goes)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    allowed = set(_query_names(dependant))
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        allowed_text = ", ".join(sorted(allowed)) or "none"
+        raise RequestValidationError([
+            {"loc": ("query", name[:64]), "type": "extra_forbidden",
+             "msg": f"unknown query parameter; allowed here: {allowed_text}"}
+            for name in unknown])
+
+
+def _query_names(dependant):
+    """The query parameters a route declares, its dependencies' included."""
+    yield from (param.alias for param in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)

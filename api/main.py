@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import errors, limits, observability
+from api import deps, errors, limits, observability
 from api.routes import (
     catalog,
     checkpoints,
@@ -30,7 +30,8 @@ async def lifespan(_app: FastAPI):
 
 def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
-                  description="Training as a service for PyTorch.")
+                  description="Training as a service for PyTorch.",
+                  dependencies=[Depends(deps.reject_unknown_query)])
     for router in (jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    predict.router, datasets.router, catalog.router, health.router,
                    monitoring.router, pages.router):

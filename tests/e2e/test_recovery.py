@@ -98,6 +98,7 @@ def test_r1_sigkill_of_the_whole_worker_three_times(stack):
     plain = loss_points(base, reference)
     assert [p["value"] for p in points] == [p["value"] for p in plain]
     assert final["metrics"]["eval_accuracy"] == done["metrics"]["eval_accuracy"]
+    worker.stop()  # the next test's job must go to the worker it starts, and no other
 
 
 def test_r1b_sigterm_to_the_main_process_hands_the_job_back(stack):
