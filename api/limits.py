@@ -1,7 +1,5 @@
-"""HTTP middleware: cap upload bodies while they stream in; report server time."""
+"""HTTP middleware: cap upload bodies while they stream in."""
 from __future__ import annotations
-
-import time
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -51,27 +49,3 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
-
-
-class ServerTiming:
-    """Adds `Server-Timing: app;dur=<ms>` (time inside the app) to every response.
-
-    Plain ASGI rather than @app.middleware("http"), whose wrapping costs more than a small
-    /predict request itself."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-
-        async def timed_send(message):
-            if message["type"] == "http.response.start":
-                ms = (time.perf_counter() - started) * 1000
-                message["headers"] = [*message.get("headers", []),
-                                      (b"server-timing", f"app;dur={ms:.2f}".encode())]
-            await send(message)
-
-        await self.app(scope, receive, timed_send)

@@ -38,7 +38,6 @@ def create_app() -> FastAPI:
         app.include_router(router)
     errors.install(app)
     app.add_middleware(limits.BodyLimit)
-    app.add_middleware(limits.ServerTiming)
     app.add_middleware(observability.RequestTimer)
     return app
 

@@ -45,7 +45,8 @@ def ensure_chromium() -> None:
     if CHROMIUM.exists():
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("/usr/bin/chromium is missing and apt-get cannot install it here")
+        pytest.fail("/usr/bin/chromium is missing and this test cannot install it (it needs "
+                    "root and apt-get): install Debian's chromium package")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
