@@ -23,10 +23,10 @@ services:
 
 # Coverage of the product packages over both tiers: the fast tier records it (.coverage), the
 # slow tier appends to it, prints the report and fails under the floor. Only the pytest process
-# is measured, not the API/worker processes the tests start. The suite reached 79%; the floor
-# sits a little below.
+# is measured, not the API/worker processes the tests start. The suite reached 82.8%; the
+# floor sits a little below.
 COV := --cov=api --cov=core --cov=worker --cov=cli --cov=models
-COV_FAIL_UNDER ?= 77
+COV_FAIL_UNDER ?= 80
 
 test: install services
 	$(PY) -m pytest -m "not slow" -q $(COV) --cov-report=
