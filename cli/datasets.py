@@ -1,6 +1,5 @@
 """`trainhub datasets upload|list|show`: an upload streamed as multipart under a progress
 bar, the list, one dataset."""
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -214,7 +213,4 @@ def show(dataset: Annotated[str, typer.Argument(metavar="DATASET",
     """One dataset: status, shape, classes, counts (and why it failed)."""
     with Api(url) as api:
         d = api.get(f"/datasets/{quote(dataset, safe='')}")
-    if as_json:
-        output.line(json.dumps(d, indent=2))
-    else:
-        output.show(details(d))
+    output.show_resource(d, as_json, details)

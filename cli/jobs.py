@@ -90,10 +90,7 @@ def show(job_id: JobArg,
     """Show one job: status, progress, spec, final metrics, error."""
     with Api(url) as api:
         job = api.get(f"/jobs/{job_id}")
-    if as_json:
-        output.line(json.dumps(job, indent=2))
-    else:
-        output.show(job_details(job))
+    output.show_resource(job, as_json, job_details)
 
 
 def cancel(job_id: JobArg, url: UrlOption = None) -> None:

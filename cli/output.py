@@ -1,5 +1,6 @@
 """What the client verbs print: rich tables and bars on a terminal, plain flushed lines
 elsewhere, and small formatters."""
+import json
 import os
 import sys
 from datetime import datetime
@@ -46,6 +47,14 @@ def table(*columns: str, title: str | None = None) -> Table:
 
 def show(renderable) -> None:
     console().print(renderable)
+
+
+def show_resource(resource: dict, as_json: bool, render) -> None:
+    """A resource as the API returned it (--json), or as render(resource) draws it."""
+    if as_json:
+        line(json.dumps(resource, indent=2))
+    else:
+        show(render(resource))
 
 
 def size(n: int | None) -> str:
