@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: a database session per request, and a job by path id."""
+"""Request-scoped dependencies: a database session per request, and a job by path id,
+loaded for the caller (another tenant's job is a missing one)."""
 from __future__ import annotations
 
 from typing import Annotated, Iterator
@@ -7,10 +8,10 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
+from api.auth import TenantDep
 from core.db import new_session
-from core.errors import NotFound
-from core.ids import is_id
 from core.tables import Job
+from core.tenancy import Tenant, get_owned
 
 
 def get_session() -> Iterator[Session]:
@@ -24,16 +25,13 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def load_job(session: Session, job_id: str) -> Job:
-    """The job with this id; NotFound (404) for a missing or malformed id."""
-    job = session.get(Job, job_id) if is_id(job_id) else None
-    if job is None:
-        raise NotFound(f"job {job_id[:64]!r} not found")
-    return job
+def load_job(session: Session, job_id: str, tenant: Tenant) -> Job:
+    """The caller's job with this id; NotFound (404) for a missing, malformed or foreign id."""
+    return get_owned(session, Job, job_id, tenant)
 
 
-def get_job(job_id: str, session: SessionDep) -> Job:
-    return load_job(session, job_id)
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:
+    return load_job(session, job_id, tenant)
 
 
 JobDep = Annotated[Job, Depends(get_job)]

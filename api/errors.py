@@ -14,9 +14,10 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from core.errors import Conflict, FieldError, NotFound, TooLarge
+from core.errors import Conflict, FieldError, Forbidden, NotFound, TooLarge, Unauthorized
 from core.images import NotAnImage
 from core.queue import BrokerUnavailable
+from core.quotas import CapReached, RateLimited
 from core.states import InvalidTransition
 from core.text import ECHO_LIMIT, safe
 
@@ -24,12 +25,16 @@ log = logging.getLogger(__name__)
 
 # Domain error -> HTTP status; the first matching class wins (subclasses before bases).
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (Unauthorized, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (InvalidTransition, 409),
     (Conflict, 409),
     (TooLarge, 413),
     (NotAnImage, 415),
     (FieldError, 422),
+    (RateLimited, 429),
+    (CapReached, 409),  # or 429: the instance says (a cap that passes with time)
     (BrokerUnavailable, 503),
 )
 
@@ -55,8 +60,11 @@ class ValidationErrorBody(BaseModel):
 
 def responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI `responses=` for a route: each error status with its body's schema."""
-    described = {404: "no such resource", 409: "the resource's state does not allow it",
+    described = {401: "no API key, or one that is unknown or revoked",
+                 403: "the key does not allow this (an admin-only route)",
+                 404: "no such resource", 409: "the resource's state does not allow it",
                  413: "too large", 415: "not an image", 422: "an invalid field",
+                 429: "a rate limit or a tenant cap; Retry-After says when to try again",
                  503: "a backing service (database or broker) is unavailable"}
     return {status: {"model": ValidationErrorBody if status == 422 else ErrorMessage,
                      "description": described[status]} for status in statuses}
@@ -144,7 +152,13 @@ async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
         return await unexpected(_request, exc)
     if isinstance(exc, FieldError):
         return JSONResponse({"detail": [field_problem(exc.field, exc.message)]}, status_code=422)
-    return JSONResponse({"detail": safe(str(exc))}, status_code=status)
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="trainhub"'
+    if getattr(exc, "retry_after", None) is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse({"detail": safe(str(exc))}, status_code=getattr(exc, "status", status),
+                        headers=headers)
 
 
 async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""HTTP middleware: cap upload bodies while they stream in."""
+"""HTTP middleware: cap every request body while it streams in (uploads have their own,
+larger caps; every other route takes at most TRAINHUB_JSON_MAX_BYTES)."""
 from __future__ import annotations
 
 from fastapi import HTTPException
@@ -10,13 +11,16 @@ from core.config import get_settings
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
-def upload_limit(path: str) -> int | None:
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def body_limit(path: str) -> int:
     settings = get_settings()
     if path == "/predict":
         return settings.predict_max_bytes * settings.predict_max_images + _MULTIPART_OVERHEAD
     if path == "/datasets":
         return settings.dataset_max_upload_bytes + _MULTIPART_OVERHEAD
-    return None
+    return settings.json_max_bytes
 
 
 class BodyLimit:
@@ -27,8 +31,8 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        limit = (upload_limit(scope["path"])
-                 if scope["type"] == "http" and scope["method"] == "POST" else None)
+        limit = (body_limit(scope["path"])
+                 if scope["type"] == "http" and scope["method"] in BODY_METHODS else None)
         if limit is None:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length", b"")

@@ -1,11 +1,13 @@
 """Assembles the FastAPI app: routers, error handlers, schema upgrade at start."""
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from api import deps, errors, limits, observability
+from api import auth, deps, errors, limits, observability
 from api.routes import (
     catalog,
     checkpoints,
@@ -18,26 +20,43 @@ from api.routes import (
     monitoring,
     pages,
     predict,
+    session,
 )
+from core.config import get_settings
 from core.db import upgrade_schema
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI):
     upgrade_schema()  # under a lock: API and workers may start at the same moment
+    if get_settings().auth == "off":
+        log.warning("AUTHENTICATION IS OFF (TRAINHUB_AUTH=off): every caller is an admin; "
+                    "serve only on 127.0.0.1")
     yield
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
                   description="Training as a service for PyTorch.",
-                  dependencies=[Depends(deps.reject_unknown_query)])
-    for router in (jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
+                  # Credentials first: a caller without them learns nothing, not even a 422.
+                  dependencies=[Depends(auth.authenticate),
+                                Depends(deps.reject_unknown_query)])
+    for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    predict.router, datasets.router, catalog.router, health.router,
                    monitoring.router, pages.router):
         app.include_router(router)
     errors.install(app)
+    auth.install_openapi(app)
     app.add_middleware(limits.BodyLimit)
+    origins = get_settings().cors_origins
+    if origins:  # off unless configured: browsers on other origins get no access
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
+                                          "Last-Event-ID"],
+                           expose_headers=["Location", "Retry-After"])
     app.add_middleware(observability.RequestTimer)
     return app
 

@@ -24,6 +24,7 @@ class ResumePoint(BaseModel):
 
 class JobPublic(BaseModel):
     id: str
+    owner: str | None  # the submitting user's id; null when submitted with auth off
     name: str
     status: JobStatus
     model: str
@@ -46,7 +47,8 @@ class JobPublic(BaseModel):
     @classmethod
     def from_row(cls, job: Job) -> "JobPublic":
         return cls(
-            id=job.id, name=job.name, status=JobStatus(job.status), model=job.model,
+            id=job.id, owner=job.owner, name=job.name, status=JobStatus(job.status),
+            model=job.model,
             dataset=job.dataset, spec=job.spec,
             progress=Progress(epoch=job.epoch, step=job.step, total_steps=job.total_steps),
             created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
@@ -135,6 +137,8 @@ class DatasetPublic(BaseModel):
     normalization: Normalization | None = None
     options: dict | None = None
     upload_bytes: int | None = None
+    stored_bytes: int | None = None  # held in the artifact store (counts toward the cap)
+    owner: str | None = None  # an upload's owner (user id)
     source_filename: str | None = None
     progress: UploadProgress | None = None
     created_at: datetime | None = None

@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
 
 from cli import output
-from cli.client import Api, CliError, UrlOption
+from cli.client import Api, CliError, KeyOption, UrlOption
 from cli.jobs import JobArg
 
 REF = re.compile(r"^(best|latest|[0-9]{1,6})$")  # core.checkpoints.REF_PATTERN
@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
     app.command("download", rich_help_panel="Checkpoints and predictions")(download)
 
 
-def checkpoints(job_id: JobArg, url: UrlOption = None) -> None:
+def checkpoints(job_id: JobArg, url: UrlOption = None, key: KeyOption = None) -> None:
     """A job's checkpoints, newest first, with their metrics, size and sha256."""
-    with Api(url) as api:
+    with Api(url, key) as api:
         listing = api.get(f"/jobs/{quote(job_id, safe='')}/checkpoints")
     rows = sorted(listing["checkpoints"], key=lambda row: row["epoch"], reverse=True)
     if not rows:
@@ -57,12 +57,12 @@ def download(
     out: Annotated[Path | None, typer.Option(
         "--output", "-o", help="file to write (default <job>-epoch<N>.pt here)",
         show_default=False)] = None,
-    url: UrlOption = None,
+    url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """Download a checkpoint (torch.load(path, weights_only=True) reads it)."""
     if not REF.match(checkpoint):
         raise CliError(f"--checkpoint {checkpoint!r}: expected best, latest or an epoch number")
-    with Api(url) as api:
+    with Api(url, key) as api:
         path = f"/jobs/{quote(job_id, safe='')}/checkpoints/{checkpoint}"
         with api.stream("GET", path) as resp:
             epoch = resp.headers.get("x-checkpoint-epoch", checkpoint)

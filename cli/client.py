@@ -7,6 +7,7 @@ Nothing here prints a traceback."""
 import json
 import os
 import re
+from urllib.parse import urlsplit
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -22,6 +23,12 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 UrlOption = Annotated[str | None, typer.Option(
     "--url", envvar=URL_ENV, show_envvar=True, metavar="URL",
     help=f"the trainhub API (default: ${URL_ENV}, else {DEFAULT_URL})")]
+KEY_ENV = "TRAINHUB_API_KEY"
+KeyOption = Annotated[str | None, typer.Option(
+    "--key", envvar=KEY_ENV, show_envvar=True, metavar="KEY",
+    help="API key (default: $TRAINHUB_API_KEY; for a server on this machine, the admin key "
+         "in $TRAINHUB_DATA_DIR/admin.key)")]
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 class CliError(Exception):
@@ -100,14 +107,34 @@ def base_url(url: str | None) -> str:
     return url
 
 
+def api_key(url: str, key: str | None) -> str | None:
+    """--key, else $TRAINHUB_API_KEY, else for a loopback URL the admin key the local
+    server wrote (`trainhub up` / `api` make one when no admin exists)."""
+    key = key or os.environ.get(KEY_ENV)
+    if key:
+        return key.strip()
+    if urlsplit(url).hostname not in LOOPBACK_HOSTS:
+        return None
+    from core.config import get_settings
+
+    try:
+        return get_settings().admin_key_file.read_text(encoding="utf-8").strip() or None
+    except OSError:  # none written (auth off, or another data dir): ask without a key
+        return None
+
+
 class Api:
     """One HTTP session against the API. Every method raises ApiError for an error status
     and Unreachable when no answer came."""
 
-    def __init__(self, url: str | None = None, timeout: httpx.Timeout = TIMEOUT):
+    def __init__(self, url: str | None = None, key: str | None = None,
+                 timeout: httpx.Timeout = TIMEOUT):
         self.url = base_url(url)
-        self.http = httpx.Client(base_url=self.url, timeout=timeout,
-                                 headers={"User-Agent": USER_AGENT})
+        headers = {"User-Agent": USER_AGENT}
+        key = api_key(self.url, key)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def __enter__(self) -> "Api":
         return self

@@ -15,7 +15,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
 from rich.table import Table
 
 from cli import output
-from cli.client import Api, CliError, UrlOption
+from cli.client import Api, CliError, KeyOption, UrlOption
 
 CHUNK = 1 << 20
 # Uploads up to the API's inline limit are decoded within the request: wait for it.
@@ -164,7 +164,7 @@ def upload(
     wait: Annotated[bool, typer.Option(
         "--wait/--no-wait", help="for a large upload the worker decodes: wait until ready")]
     = False,
-    url: UrlOption = None,
+    url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """Upload a dataset; prints a summary, then its id alone on the last line."""
     fields = {k: str(v) for k, v in (("name", name), ("test_fraction", test_fraction),
@@ -174,7 +174,7 @@ def upload(
     task = bars.add_task(f"uploading {file.name}", total=None)
     body = Multipart(fields, "file", file, on_chunk=lambda n: bars.advance(task, n))
     bars.update(task, total=body.file_size)
-    with Api(url, timeout=UPLOAD_TIMEOUT) as api:
+    with Api(url, key, timeout=UPLOAD_TIMEOUT) as api:
         with bars:
             dataset = api.post("/datasets", content=iter(body), headers={
                 "Content-Type": body.content_type, "Content-Length": str(len(body))})
@@ -192,9 +192,9 @@ def upload(
 
 
 @app.command("list")
-def list_datasets(url: UrlOption = None) -> None:
+def list_datasets(url: UrlOption = None, key: KeyOption = None) -> None:
     """The built-in datasets, then the uploads, newest first."""
-    with Api(url) as api:
+    with Api(url, key) as api:
         datasets = api.get("/datasets")["datasets"]
     t = output.table("name", "id", "source", "status", "shape", "classes", "train", "test")
     for d in datasets:
@@ -209,8 +209,8 @@ def show(dataset: Annotated[str, typer.Argument(metavar="DATASET",
                                                 help="a built-in's name or an upload's id",
                                                 show_default=False)],
          as_json: Annotated[bool, typer.Option("--json", help="as the API returns it")] = False,
-         url: UrlOption = None) -> None:
+         url: UrlOption = None, key: KeyOption = None) -> None:
     """One dataset: status, shape, classes, counts (and why it failed)."""
-    with Api(url) as api:
+    with Api(url, key) as api:
         d = api.get(f"/datasets/{quote(dataset, safe='')}")
     output.show_resource(d, as_json, details)

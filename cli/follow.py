@@ -10,7 +10,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from cli import output
-from cli.client import Api, CliError, UrlOption
+from cli.client import Api, CliError, KeyOption, UrlOption
 from cli.jobs import JobArg
 from cli.sse import job_events
 
@@ -199,11 +199,11 @@ def follow_job(api: Api, job_id: str) -> int:
     raise CliError(f"the event stream of job {job_id} ended without an end event")
 
 
-def follow(job_id: JobArg, url: UrlOption = None) -> None:
+def follow(job_id: JobArg, url: UrlOption = None, key: KeyOption = None) -> None:
     """Follow a job live until it ends; exit code 0 when it succeeded, 1 when it did not.
 
     Prints the loss lines and one evaluation line per epoch, under a progress bar on a
     terminal."""
-    with Api(url) as api:
+    with Api(url, key) as api:
         code = follow_job(api, job_id)
     raise typer.Exit(code)

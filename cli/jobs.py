@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli import output
-from cli.client import Api, UrlOption
+from cli.client import Api, KeyOption, UrlOption
 
 PAGE_MAX = 500  # GET /jobs' largest limit
 
@@ -24,12 +24,12 @@ def list_jobs(
     status: Annotated[str | None, typer.Option(
         help="only jobs in this state: queued, running, succeeded, failed, cancelled")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
-    url: UrlOption = None,
+    url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """List jobs, newest first."""
     jobs: list[dict[str, Any]] = []
     cursor = None
-    with Api(url) as api:
+    with Api(url, key) as api:
         while len(jobs) < limit:
             page = api.get("/jobs", status=status, limit=min(PAGE_MAX, limit - len(jobs)),
                            cursor=cursor)
@@ -86,16 +86,16 @@ def job_details(job: dict[str, Any]) -> Table:
 def show(job_id: JobArg,
          as_json: Annotated[bool, typer.Option("--json", help="the job as the API returns it")]
          = False,
-         url: UrlOption = None) -> None:
+         url: UrlOption = None, key: KeyOption = None) -> None:
     """Show one job: status, progress, spec, final metrics, error."""
-    with Api(url) as api:
+    with Api(url, key) as api:
         job = api.get(f"/jobs/{job_id}")
     output.show_resource(job, as_json, job_details)
 
 
-def cancel(job_id: JobArg, url: UrlOption = None) -> None:
+def cancel(job_id: JobArg, url: UrlOption = None, key: KeyOption = None) -> None:
     """Cancel a job: a queued one at once, a running one at its next check."""
-    with Api(url) as api:
+    with Api(url, key) as api:
         job = api.post(f"/jobs/{job_id}/cancel")
     if job["status"] == "cancelled":
         output.line(f"job {job['id']} cancelled")

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from cli import output
-from cli.client import Api, UrlOption
+from cli.client import Api, KeyOption, UrlOption
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 FOLLOW_POLL_S = 1.0
@@ -20,11 +20,11 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f",
                                          help="keep printing new lines until the job ends")]
     = False,
-    url: UrlOption = None,
+    url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """Print the job's log lines (claim, dataset, epochs, warnings, the error), oldest first."""
     since = 0
-    with Api(url) as api:
+    with Api(url, key) as api:
         while True:
             page = api.get(f"/jobs/{job}/logs", since=since, limit=1000)
             for line in page["lines"]:

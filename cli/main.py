@@ -1,6 +1,6 @@
 """`trainhub`: the typer command that gathers every verb, server and client.
 
-The server verbs (up, api, worker, migrate) and the HTTP client verbs (submit, list,
+The server verbs (up, api, worker, migrate, admin ...) and the HTTP client verbs (submit, list,
 show, follow, logs, cancel, metrics, checkpoints, download, predict, datasets) each live in a
 module of their own and register themselves here. A client verb's failure (an API error,
 an unreachable server) is one `error: ...` line on stderr and exit code 1."""
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import typer
 from typer.core import TyperGroup
 
-from cli import checkpoints, datasets, follow, jobs, logs, metrics, predict, server, submit
+from cli import admin, checkpoints, datasets, follow, jobs, logs, metrics, predict, server, submit
 from cli.client import CliError
 from cli.output import error_line
 
@@ -46,6 +46,7 @@ metrics.register(app)
 checkpoints.register(app)
 predict.register(app)
 datasets.register(app)
+admin.register(app)
 
 
 def command() -> TyperGroup:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import typer
 
 from cli import output
-from cli.client import Api, CliError, UrlOption
+from cli.client import Api, CliError, KeyOption, UrlOption
 from cli.jobs import JobArg
 
 CSV_COLUMNS = ("name", "epoch", "batch", "step", "value", "time")
@@ -39,12 +39,12 @@ def metrics(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV: name,epoch,batch,step,value,time")]
     = False,
     as_json: Annotated[bool, typer.Option("--json", help="a JSON list of the points")] = False,
-    url: UrlOption = None,
+    url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """A job's metric history, in step order."""
     if as_csv and as_json:
         raise CliError("--csv and --json: choose one")
-    with Api(url) as api:
+    with Api(url, key) as api:
         if as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from cli import output
 from cli.checkpoints import REF
-from cli.client import Api, CliError, UrlOption
+from cli.client import Api, CliError, KeyOption, UrlOption
 
 
 def register(app: typer.Typer) -> None:
@@ -26,12 +26,12 @@ def predict(
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", "-c", help="best, latest or an epoch number")] = "best",
     as_json: Annotated[bool, typer.Option("--json", help="the API's answer as JSON")] = False,
-    url: UrlOption = None,
+    url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """Classify images with a job's checkpoint."""
     if not REF.match(checkpoint):
         raise CliError(f"--checkpoint {checkpoint!r}: expected best, latest or an epoch number")
-    with ExitStack() as files, Api(url) as api:
+    with ExitStack() as files, Api(url, key) as api:
         parts = []
         for path in images:
             try:

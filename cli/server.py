@@ -82,8 +82,40 @@ def run_migrate() -> None:
     logging.getLogger("trainhub").info("database schema is up to date")
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def prepare_api(host: str) -> None:
+    """Before the API answers: refuse auth off on a reachable address, bring the schema up
+    to date, and make the first admin key when there is no admin (its path is printed, the
+    key never is)."""
+    from core import auth
+    from core.config import get_settings
+    from core.db import session_scope, upgrade_schema
+
+    settings = get_settings()
+    log = logging.getLogger("trainhub")
+    if settings.auth == "off":
+        if host not in LOOPBACK:
+            raise SystemExit(f"error: TRAINHUB_AUTH=off is refused with --host {host}: "
+                             "without authentication the API must listen on 127.0.0.1 only")
+        log.warning("AUTHENTICATION IS OFF (TRAINHUB_AUTH=off): anyone who can reach "
+                    "%s is an admin", host)
+    upgrade_schema()
+    key_file = settings.admin_key_file
+    with session_scope() as session:
+        created = auth.ensure_admin_key(session, key_file)
+    if created:
+        log.info("created user admin and its API key in %s (mode 600). The CLI on this "
+                 "machine uses it by itself; elsewhere: export TRAINHUB_API_KEY=$(cat %s), or "
+                 "send `Authorization: Bearer <key>`. Log in to the web page with it.",
+                 key_file, key_file)
+
+
 def run_api(host: str, port: int, workers: int) -> None:
     import uvicorn
+
+    prepare_api(host)
 
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # GET /metrics adds up every process's series through files in one folder, which

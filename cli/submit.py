@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from cli import output
-from cli.client import Api, CliError, UrlOption
+from cli.client import Api, CliError, KeyOption, UrlOption
 
 # Keys of `--set` that are fields of the job itself; any other plain key is a
 # hyperparameter, and a dotted key (init_from.job_id) is a path from the top.
@@ -125,7 +125,7 @@ def submit(
     follow_it: Annotated[bool, typer.Option(
         "--follow", "-f", help="then follow the job until it ends (exit code as `follow`)")
     ] = False,
-    url: UrlOption = None,
+    url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """Submit a training job; prints a summary, then the job id alone on the last line."""
     base = load_file(file) if file is not None else {}
@@ -135,7 +135,7 @@ def submit(
         {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
          "log_every": log_every, "seed": seed},
         settings or [])
-    with Api(url) as api:
+    with Api(url, key) as api:
         job = api.post("/jobs", json=spec)
         output.line(summary(job), err=True)
         output.line(job["id"])

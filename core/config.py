@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,30 @@ class Settings(BaseSettings):
     dataset_inline_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
     # Trained models held in the API process for /predict (least recently used leave).
     predict_cache_size: int = Field(8, ge=1)
+    # Authentication: "on" (API keys) or "off" (everyone is an admin; only with the API
+    # bound to 127.0.0.1). Web page sessions last session_hours.
+    auth: Literal["on", "off"] = "on"
+    session_hours: float = Field(12.0, gt=0)
+    # Origins allowed to call the API from a browser (CORS); none by default.
+    cors_origins: list[str] = []
+    # Body cap on every JSON route (uploads have their own, above).
+    json_max_bytes: int = Field(1024 * 1024, ge=1024)
+    # Per-key requests a minute (0: no limit); admin keys are exempt.
+    rate_limit_jobs_per_minute: int = Field(60, ge=0)
+    rate_limit_datasets_per_minute: int = Field(10, ge=0)
+    rate_limit_predict_per_minute: int = Field(600, ge=0)
+    # Per-tenant caps (0: none): queued + running jobs, and bytes stored (datasets and
+    # checkpoints); admins are exempt.
+    tenant_max_active_jobs: int = Field(20, ge=0)
+    tenant_max_stored_bytes: int = Field(100 * 1024**3, ge=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        # TRAINHUB_CORS_ORIGINS=https://a.example,https://b.example (JSON lists work too).
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -86,6 +111,10 @@ class Settings(BaseSettings):
     @property
     def tensorboard_dir(self) -> Path:
         return self.data_dir / "tensorboard"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin.key"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -11,6 +11,7 @@ from core.errors import FieldError
 from core.ids import is_id
 from core.states import DatasetStatus
 from core.tables import Dataset
+from core.tenancy import LOCAL_ADMIN, Tenant, get_owned
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,14 @@ def is_upload_ref(ref: str) -> bool:
     return is_id(ref)
 
 
-def resolve(session: Session, ref: str) -> DatasetView:
+def resolve(session: Session, ref: str, tenant: Tenant = LOCAL_ADMIN) -> DatasetView:
+    """A built-in, or an upload the tenant may use (another tenant's is an unknown one)."""
     info = BUILTIN_DATASETS.get(ref)
     if info is not None:
         return DatasetView(ref, ref, info.shape, info.classes, info.train_size, True)
-    row = session.get(Dataset, ref) if is_upload_ref(ref) else None
-    if row is None:
-        raise DatasetNotUsable(f"unknown dataset {ref[:64]!r}; allowed: "
-                               f"{', '.join(BUILTIN_DATASETS)} or the id of an uploaded dataset")
+    row = get_owned(session, Dataset, ref, tenant, missing=DatasetNotUsable(
+        f"unknown dataset {ref[:64]!r}; allowed: {', '.join(BUILTIN_DATASETS)} or the id "
+        "of an uploaded dataset"))
     if row.status != DatasetStatus.ready:
         why = f": {row.error}" if row.error else ""
         raise DatasetNotUsable(f"dataset {ref} is {row.status}{why}")

@@ -20,3 +20,11 @@ class FieldError(Exception):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field, self.message = field, message
+
+
+class Unauthorized(Exception):
+    """No credentials, or ones that are malformed, unknown, revoked or expired."""
+
+
+class Forbidden(Exception):
+    """Known credentials that do not allow this request (an admin-only route)."""

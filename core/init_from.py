@@ -7,15 +7,16 @@ from core import checkpoints as ckpt
 from core.artifacts import ArtifactStore
 from core.errors import FieldError
 from core.tables import Checkpoint, Job
+from core.tenancy import Tenant, get_owned
 
 
 def load_init_from(session, store: ArtifactStore, init_from: dict,
-                   target_architecture: dict) -> tuple[Checkpoint, dict]:
-    """(checkpoint row, loaded checkpoint) for init_from; FieldError naming the field if not."""
+                   target_architecture: dict, tenant: Tenant) -> tuple[Checkpoint, dict]:
+    """(checkpoint row, loaded checkpoint) for init_from; FieldError naming the field if not.
+    Only the tenant's own jobs can be named (another's is answered as a missing one)."""
     job_id, ref = init_from["job_id"], init_from["checkpoint"]
-    source_job = session.get(Job, job_id)
-    if source_job is None:
-        raise FieldError("init_from.job_id", f"no job {job_id}")
+    source_job = get_owned(session, Job, job_id, tenant,
+                           missing=FieldError("init_from.job_id", f"no job {job_id}"))
     row = ckpt.resolve(session, job_id, source_job.spec, ref)
     if row is None:
         raise FieldError("init_from.checkpoint", f"job {job_id} has no checkpoint {ref!r} "

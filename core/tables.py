@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -51,12 +53,15 @@ class Base(DeclarativeBase):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_idempotency_key", "idempotency_key", unique=True),
+        # An Idempotency-Key is the submitting tenant's own: another tenant's equal key
+        # neither replays nor blocks it (jobs from before tenants have no owner: '').
+        Index("ix_jobs_owner_idempotency_key", func.coalesce(text("owner"), ""),
+              "idempotency_key", unique=True),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    # Room for the security roadmap: every row gets an owner once users exist.
+    # The submitting user's id; None with authentication off (then every caller is admin).
     owner: Mapped[str | None] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -130,7 +135,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # as Job.owner
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)  # processing | ready | failed
     error: Mapped[str | None] = mapped_column(Text)
@@ -145,6 +150,8 @@ class Dataset(Base):
     mean: Mapped[list | None] = mapped_column(JSON)
     std: Mapped[list | None] = mapped_column(JSON)
     cache_key: Mapped[str | None] = mapped_column(String(512))
+    # What it holds in the artifact store: the upload while processing, then the tensor file.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -165,3 +172,50 @@ class JobLog(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(100))  # the logger's name
     message: Mapped[str] = mapped_column(Text)
+
+
+class User(Base):
+    """A tenant: owns jobs and datasets; an admin sees and manages everyone's."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A user's API key: `id` is its public part; only the whole key's sha256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    key_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebSession(Base):
+    """A web page login: the cookie's token (kept as its sha256) stands for an API key, and
+    ends with it."""
+
+    __tablename__ = "web_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"),
+                                        index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RateCount(Base):
+    """Requests one key made to one limited action in one fixed window (minute)."""
+
+    __tablename__ = "rate_counts"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    action: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds // 60
+    count: Mapped[int] = mapped_column(Integer, default=0)

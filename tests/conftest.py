@@ -46,6 +46,10 @@ def pytest_configure(config):
     os.environ["TRAINHUB_BROKER_URL"] = f"{REDIS_BASE}/{BROKER_DB}"
     os.environ["TRAINHUB_REDIS_URL"] = f"{REDIS_BASE}/{EVENTS_DB}"
     os.environ["TRAINHUB_ALLOW_DOWNLOAD"] = "false"
+    # Most tests are about training, not tenants: they run with authentication off (every
+    # caller an admin, on 127.0.0.1). Tests of keys, isolation, limits and the web page's
+    # login start their own API with TRAINHUB_AUTH=on (tests/tenants.py).
+    os.environ["TRAINHUB_AUTH"] = "off"
 
 
 def pytest_collection_finish(session):

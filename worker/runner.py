@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 import models
@@ -29,6 +30,7 @@ from core.jobspec import Hyperparameters
 from core.metrics import finite_values
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
+from core.tenancy import tenant_of
 from worker.checkpoints import CheckpointWriter, ResumeWriter, training_state_of
 from worker.data import DatasetUnavailable, load_dataset
 from worker.heartbeat import LeaseHeartbeat
@@ -113,7 +115,8 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str
                 stop_on_sigterm(stop):
             hp = Hyperparameters(**spec["hyperparameters"])
             torch.manual_seed(hp.seed)
-            dataset = load_job_dataset(spec["dataset"], settings, store)
+            owner = _owner(job_id)  # uploads and init_from: only what the owner may use
+            dataset = load_job_dataset(spec["dataset"], settings, store, owner)
             log.info("job %s: dataset %s loaded: %d train and %d test images of shape %s, "
                      "%d classes", job_id, spec["dataset"], len(dataset.train),
                      len(dataset.test), "x".join(map(str, dataset.shape)),
@@ -124,7 +127,7 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str
                 settings.tensorboard_dir / job_id,
                 purge_step=resume["step"] + 1 if resume is not None else None)
             if resume is None and spec.get("init_from"):
-                load_initial_weights(model, spec, dataset, store)
+                load_initial_weights(model, spec, dataset, store, owner)
             elif resume is not None:
                 with session_scope() as session:
                     jobs.set_resumed_from(session, job_id, attempt, resume["epoch"],
@@ -256,26 +259,34 @@ def _keep_logged_points(reporter: JobReporter) -> None:
         log.warning("could not store the buffered metric points: %s", exc)
 
 
-def load_job_dataset(ref: str, settings, store) -> ImageDataset:
-    """A built-in by name (tensor cache after the first read), or a ready upload by id."""
+def _owner(job_id: str) -> str | None:
+    with session_scope() as session:
+        return session.scalar(select(Job.owner).where(Job.id == job_id))
+
+
+def load_job_dataset(ref: str, settings, store, owner: str | None = None) -> ImageDataset:
+    """A built-in by name (tensor cache after the first read), or a ready upload by id that
+    the job's owner may use."""
     if not datasets.is_upload_ref(ref):
         return load_dataset(ref, settings.resolved_dataset_root, settings.cache_dir,
                             settings.allow_download)
     with session_scope() as session:
         try:
-            view = datasets.resolve(session, ref)
+            view = datasets.resolve(session, ref, tenant_of(session, owner))
         except datasets.DatasetNotUsable as exc:
             raise JobInputError(exc.message) from None
     with store.open(view.cache_key) as f:
         return read_tensor_file(ref, f)
 
 
-def load_initial_weights(model, spec: dict, dataset: ImageDataset, store) -> None:
-    """init_from: copy another job's checkpointed weights into the new model."""
+def load_initial_weights(model, spec: dict, dataset: ImageDataset, store,
+                         owner: str | None = None) -> None:
+    """init_from: copy another of the owner's jobs' checkpointed weights into the model."""
     target = ckpt.architecture(spec["model"], dataset.shape, len(dataset.classes))
     with session_scope() as session:
         try:
-            row, blob = load_init_from(session, store, spec["init_from"], target)
+            row, blob = load_init_from(session, store, spec["init_from"], target,
+                                       tenant_of(session, owner))
         except FieldError as exc:
             raise JobInputError(f"init_from: {exc.message}") from None
     model.load_state_dict(blob["model_state"])

@@ -8,19 +8,22 @@ from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from api.auth import TenantDep
 from api.deps import SessionDep
+from api.quota import rate_limited
 from api.errors import responses
 from api.schemas import DatasetList, DatasetPublic, Normalization, UploadProgress
 from core.artifacts import TooLarge, dataset_prefix, dataset_upload_key, get_store
 from core.catalog import BUILTIN_DATASETS, DatasetInfo
 from core.config import get_settings
-from core.datasets import is_upload_ref
-from core.errors import Conflict, FieldError, NotFound
+from core import quotas
+from core.errors import Conflict, FieldError
 from core.ids import new_id
 from core.queue import PROCESS_DATASET_TASK, BrokerUnavailable, enqueue
 from core.states import DatasetStatus, JobStatus
 from core.tables import Dataset, Job
-from core.text import echo, storable, storable_problem
+from core.tenancy import Tenant, get_owned, visible
+from core.text import storable, storable_problem
 from core.uploads.ingest import process
 
 log = logging.getLogger(__name__)
@@ -56,38 +59,36 @@ def upload_public(row: Dataset) -> DatasetPublic:
         num_classes=len(row.classes) if row.classes else None, classes=row.classes,
         counts=row.counts,
         normalization=Normalization(mean=row.mean, std=row.std) if row.mean else None,
-        options=row.options, upload_bytes=row.upload_bytes, source_filename=row.source_filename,
+        options=row.options, upload_bytes=row.upload_bytes, stored_bytes=row.stored_bytes,
+        owner=row.owner, source_filename=row.source_filename,
         progress=UploadProgress(done=row.progress_done, total=row.progress_total),
         created_at=row.created_at, finished_at=row.finished_at)
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(session: SessionDep) -> DatasetList:
-    uploads = session.scalars(select(Dataset).order_by(Dataset.created_at.desc())).all()
+def list_datasets(session: SessionDep, tenant: TenantDep) -> DatasetList:
+    """The built-ins, then the caller's uploads (an admin's: everyone's), newest first."""
+    uploads = session.scalars(visible(select(Dataset), Dataset, tenant)
+                              .order_by(Dataset.created_at.desc())).all()
     return DatasetList(datasets=[builtin_public(i) for i in BUILTIN_DATASETS.values()]
                        + [upload_public(r) for r in uploads])
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=responses(404))
-def read_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
+def read_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> DatasetPublic:
     if dataset_id in BUILTIN_DATASETS:
         return builtin_public(BUILTIN_DATASETS[dataset_id])
-    return upload_public(_get_upload(session, dataset_id))
-
-
-def _get_upload(session, dataset_id: str) -> Dataset:
-    row = session.get(Dataset, dataset_id) if is_upload_ref(dataset_id) else None
-    if row is None:
-        raise NotFound(f"dataset {echo(dataset_id)} not found")
-    return row
+    return upload_public(get_owned(session, Dataset, dataset_id, tenant))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,
              responses={202: {"model": DatasetPublic,
                               "description": "accepted; the worker is processing it"},
-                        **responses(413, 422, 503)})
+                        **responses(409, 413, 422, 429, 503)},
+             dependencies=[rate_limited("datasets")])
 def upload_dataset(
     session: SessionDep,
+    tenant: TenantDep,
     file: Annotated[UploadFile, File(description=".tar.gz, .tar or .zip in ImageFolder layout "
                                                  "(train/<class>/*, test/<class>/* or "
                                                  "<class>/*), or .npz with x_train, y_train, "
@@ -103,9 +104,11 @@ def upload_dataset(
     """Small uploads are processed now (201, ready); large ones by the worker (202)."""
     storable("name", name)
     filename = _checked_filename(file.filename)
+    cap = get_settings().tenant_max_stored_bytes
+    quotas.check_stored_bytes(session, tenant, cap)
     dataset_id = new_id()
     try:
-        return _ingest(session, dataset_id, file, filename, name, {
+        return _ingest(session, tenant, dataset_id, file, filename, name, {
             "test_fraction": test_fraction, "channels": channels,
             "resize": [int(v) for v in resize.split("x")] if resize else None})
     except BaseException:
@@ -145,7 +148,7 @@ def _discard(session, dataset_id: str) -> None:
         log.error("dataset %s: could not drop its row: %s", dataset_id, exc)
 
 
-def _ingest(session, dataset_id: str, file: UploadFile, filename: str | None,
+def _ingest(session, tenant: Tenant, dataset_id: str, file: UploadFile, filename: str | None,
             name: str | None, options: dict) -> Response:
     settings = get_settings()
     store = get_store()
@@ -155,8 +158,11 @@ def _ingest(session, dataset_id: str, file: UploadFile, filename: str | None,
     except TooLarge:
         raise TooLarge(f"upload is larger than {settings.dataset_max_upload_bytes} bytes "
                        "(TRAINHUB_DATASET_MAX_UPLOAD_BYTES)") from None
+    quotas.lock_tenant(session, tenant)  # until the row is committed, below
+    quotas.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes, adding=size)
     default_name = (filename or "upload").split(".")[0][:MAX_NAME] or "upload"
-    row = Dataset(id=dataset_id, name=name or default_name,
+    row = Dataset(id=dataset_id, owner=tenant.user_id, name=name or default_name,
+                  stored_bytes=size,
                   status=DatasetStatus.processing.value, source_filename=filename,
                   upload_key=dataset_upload_key(dataset_id), upload_bytes=size, options=options,
                   progress_done=0)
@@ -188,10 +194,10 @@ def _ingest(session, dataset_id: str, file: UploadFile, filename: str | None,
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses=responses(404, 409))
-def delete_dataset(dataset_id: str, session: SessionDep) -> Response:
+def delete_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Response:
     if dataset_id in BUILTIN_DATASETS:
         raise Conflict(f"{dataset_id} is built in and cannot be deleted")
-    row = _get_upload(session, dataset_id)
+    row = get_owned(session, Dataset, dataset_id, tenant)
     if row.status == DatasetStatus.processing:
         raise Conflict(f"dataset {dataset_id} is still processing")
     active = session.scalars(select(Job.id).where(

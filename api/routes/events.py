@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
+from api.auth import TenantDep
 from api.deps import load_job
 from api.errors import responses
 from api.live import EventStream, redis_client_factory
@@ -27,7 +28,7 @@ def live_redis():
                              "description": "`id:` and `data:` (one JSON object with a "
                                             "`type`: status, metric, progress, end) per event"},
                        **responses(404)})
-def stream_events(job_id: str,
+def stream_events(job_id: str, tenant: TenantDep,
                   last_event_id: Annotated[str | None, Header(max_length=64)] = None
                   ) -> StreamingResponse:
     """First the job (a `status` event) and its points so far, then live points, progress
@@ -36,7 +37,7 @@ def stream_events(job_id: str,
     # Its own short session, not the request's: a stream lasts as long as the job, and must
     # not hold a pooled database connection all that time.
     with session_scope() as session:
-        job = load_job(session, job_id)
+        job = load_job(session, job_id, tenant)
     stream = EventStream(job.id, last_event_id, live_redis())
     return StreamingResponse(stream.events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",

@@ -14,11 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from api.auth import TenantDep
 from api.deps import JobDep, SessionDep
+from api.quota import rate_limited
 from api.errors import responses
 from api.schemas import JobList, JobPublic
 from core import checkpoints as ckpt
-from core import datasets, events, jobs
+from core import datasets, events, jobs, quotas
 from core.artifacts import get_store, job_prefix
 from core.config import get_settings
 from core.errors import Conflict
@@ -28,6 +30,7 @@ from core.jobspec import JobSpec
 from core.queue import RUN_JOB_TASK, BrokerUnavailable, enqueue
 from core.states import JobStatus
 from core.tables import Job
+from core.tenancy import Tenant, visible
 from core.text import echo, storable_problem
 
 log = logging.getLogger(__name__)
@@ -65,32 +68,41 @@ def _check_key(key: str | None) -> None:
                                        "type": "string_not_storable", "msg": problem}])
 
 
-def _by_key(session, key: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+def _by_key(session, key: str, tenant: Tenant) -> Job | None:
+    """The tenant's own job submitted with this key (keys are per owner)."""
+    owner = Job.owner.is_(None) if tenant.user_id is None else Job.owner == tenant.user_id
+    return session.scalars(select(Job).where(Job.idempotency_key == key, owner)).first()
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic,
              responses={200: {"model": JobPublic,
                               "description": "an earlier submission with this Idempotency-Key "
                                              "and the same body: its job"},
-                        **responses(409, 422, 503)})
-def create_job(spec: JobSpec, session: SessionDep, response: Response,
+                        **responses(409, 422, 429, 503)},
+             dependencies=[rate_limited("jobs")])
+def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: TenantDep,
                idempotency_key: IdempotencyKey = None) -> JobPublic:
     _check_key(idempotency_key)
     digest = request_hash(spec.resolved())
     if idempotency_key is not None:
-        earlier = _by_key(session, idempotency_key)
+        earlier = _by_key(session, idempotency_key, tenant)
         if earlier is not None:
             return _replay(earlier, digest, idempotency_key, response)
-    view = datasets.resolve(session, spec.dataset)
+    view = datasets.resolve(session, spec.dataset, tenant)
     if spec.init_from is not None:
         target = ckpt.architecture(spec.model, view.shape, len(view.classes))
-        load_init_from(session, get_store(), spec.init_from.model_dump(), target)
+        load_init_from(session, get_store(), spec.init_from.model_dump(), target, tenant)
     resolved = spec.resolved()
     if spec.name is None and not view.builtin:
         resolved["name"] = f"{spec.model}-{view.name}"
     hp = spec.hyperparameters
-    job = jobs.create_job(session, resolved, max_attempts=get_settings().max_attempts)
+    settings = get_settings()
+    # Held until the commit below: another API process cannot pass the same cap meanwhile.
+    quotas.lock_tenant(session, tenant)
+    quotas.check_active_jobs(session, tenant, settings.tenant_max_active_jobs)
+    quotas.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes)
+    job = jobs.create_job(session, resolved, max_attempts=settings.max_attempts)
+    job.owner = tenant.user_id
     job.total_steps = hp.epochs * datasets.steps_per_epoch(view.train_size, hp.batch_size,
                                                              hp.validation_fraction)
     job.idempotency_key, job.request_hash = idempotency_key, digest
@@ -104,7 +116,7 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response,
         session.rollback()
         if idempotency_key is None:
             raise
-        earlier = _by_key(session, idempotency_key)
+        earlier = _by_key(session, idempotency_key, tenant)
         if earlier is None:  # that request failed to enqueue, releasing the key meanwhile
             raise Conflict(f"a concurrent request with Idempotency-Key {echo(idempotency_key)} "
                            "did not complete; retry") from None
@@ -146,12 +158,13 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 @router.get("", response_model=JobList, responses=responses(422))
-def list_jobs(session: SessionDep,
+def list_jobs(session: SessionDep, tenant: TenantDep,
               status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               cursor: str | None = None) -> JobList:
-    """Newest first; pass next_cursor back as cursor for the next page."""
-    query = select(Job)
+    """The caller's jobs (an admin's: everyone's), newest first; pass next_cursor back as
+    cursor for the next page."""
+    query = visible(select(Job), Job, tenant)
     if status_filter is not None:
         query = query.where(Job.status == status_filter.value)
     if cursor:

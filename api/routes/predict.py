@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from api.auth import TenantDep
 from api.deps import SessionDep, load_job
+from api.quota import rate_limited
 from api.errors import responses
 from api.predictor import Predictor
 from api.schemas import CheckpointUsed, PredictResponse
@@ -26,9 +28,11 @@ def get_predictor() -> Predictor:
 
 
 @router.post("/predict", response_model=PredictResponse,
-             responses=responses(404, 409, 413, 415, 422))
+             responses=responses(404, 409, 413, 415, 422, 429),
+             dependencies=[rate_limited("predict")])
 def predict(
     session: SessionDep,
+    tenant: TenantDep,
     image: Annotated[list[UploadFile], File(description="one or more images (any format and "
                                                         "mode Pillow reads)")],
     job_id: Annotated[str, Form()],
@@ -40,7 +44,7 @@ def predict(
     if len(image) > settings.predict_max_images:
         raise TooLarge(f"{len(image)} images in one request; the limit is "
                        f"{settings.predict_max_images}")
-    job = load_job(session, job_id)
+    job = load_job(session, job_id, tenant)
     row = ckpt.find(session, job, checkpoint, none_yet=Conflict)
     decoded = []
     for position, upload in enumerate(image):

@@ -52,7 +52,7 @@ def process(dataset_id: str) -> str:
         dataset = build_dataset(dataset_id, result.classes, result.train, result.test)
         key = dataset_tensors_key(dataset_id)
         contents = tensor_file_contents(dataset)
-        store.save(key, lambda f: torch.save(contents, f))
+        stored_bytes, _sha = store.save(key, lambda f: torch.save(contents, f))
     except UploadRejected as exc:
         return _finish(dataset_id, DatasetStatus.failed, error=str(exc))
     except Exception as exc:
@@ -67,7 +67,7 @@ def process(dataset_id: str) -> str:
              {k: sum(v.values()) for k, v in counts.items()})
     return _finish(dataset_id, DatasetStatus.ready, layout=result.layout, classes=result.classes,
                    counts=counts, shape=list(dataset.shape), mean=dataset.mean, std=dataset.std,
-                   cache_key=key)
+                   cache_key=key, stored_bytes=stored_bytes)
 
 
 def _counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
