@@ -34,3 +34,31 @@ def stack(tmp_path_factory):
         worker.stop()
 
 
+
+
+@pytest.fixture(scope="session")
+def auth_stack(tmp_path_factory):
+    """Like `stack`, with authentication on: the API made the first admin key itself
+    (admin.key in its data dir); alice and bob are tenants made with `trainhub admin`."""
+    from tests.tenants import make_tenant
+
+    tmp = tmp_path_factory.mktemp("auth")
+    db_url = create_database("trainhub_auth")
+    env = env_with(TRAINHUB_DATABASE_URL=db_url, TRAINHUB_DATA_DIR=str(tmp / "data"),
+                   TRAINHUB_AUTH="on", TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
+                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5",
+                   TRAINHUB_DATASET_INLINE_MAX_BYTES=str(200_000))
+    port = free_port()
+    api = Proc(["api", "--port", str(port)], env, tmp / "api.log")
+    worker = Proc(["worker", "--name", "w-auth@test"], env, tmp / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base, api)
+        worker.wait_for_log(" ready.")
+        admin_key = (tmp / "data" / "admin.key").read_text().strip()
+        yield {"base": base, "db_url": db_url, "env": env, "tmp": tmp, "api": api,
+               "worker": worker, "admin": admin_key,
+               "alice": make_tenant(env, "alice"), "bob": make_tenant(env, "bob")}
+    finally:
+        api.stop()
+        worker.stop()
