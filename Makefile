@@ -4,15 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: install run test test-fast test-slow bench services clean
+.PHONY: install run test test-fast test-slow bench services clean audit
 
 install: $(VENV)/.installed
 
 # pip (not uv/poetry): torch==2.14.1 and torchvision==0.29.1 come from this machine's disk.
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package the install resolves to (docs/operations.md says how to
+# update it).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "== creating $(VENV) and installing trainhub (torch is large: a few minutes) =="
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[test]'
 	touch $@
 
 run: install
@@ -43,6 +45,21 @@ test-slow: install services
 # BENCHMARKS.md; `make bench BENCH_ARGS=--quick` for a short run, `--help` for the options.
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Release step, not part of CI: needs network access to the vulnerability service (PyPI/OSV).
+# pip-audit lives in its own venv so that its dependencies never mix with the product's.
+# --disable-pip --no-deps: audit exactly the pinned set as written, without a pip resolve;
+# --strict: fail if any pinned package cannot be audited.
+AUDIT_VENV ?= .venv-audit
+PIP_AUDIT ?= pip-audit==2.10.1
+
+$(AUDIT_VENV)/.installed:
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --disable-pip-version-check -q '$(PIP_AUDIT)'
+	touch $@
+
+audit: $(AUDIT_VENV)/.installed
+	$(AUDIT_VENV)/bin/pip-audit --strict --no-deps --disable-pip -r constraints.txt
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .coverage
