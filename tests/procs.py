@@ -87,11 +87,13 @@ def wait_http(base: str, proc: Proc | None = None, timeout: float = 90) -> None:
     raise TimeoutError(f"{base} did not answer in {timeout}s")
 
 
-def wait_status(base: str, job_id: str, statuses=TERMINAL, timeout: float = 180) -> dict:
+def wait_status(base: str, job_id: str, statuses=TERMINAL, timeout: float = 180,
+                key: str | None = None) -> dict:
     deadline = time.monotonic() + timeout
     job: dict = {}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     while time.monotonic() < deadline:
-        job = httpx.get(f"{base}/jobs/{job_id}", timeout=10).json()
+        job = httpx.get(f"{base}/jobs/{job_id}", timeout=10, headers=headers).json()
         if job["status"] in statuses:
             return job
         time.sleep(0.25)
