@@ -17,12 +17,6 @@ from tests.procs import REPO, env_with, free_port, wait_http, wait_status, wait_
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def make_run(tmp_path):
-    with running_make(tmp_path) as running:
-        yield running
-
-
 @contextmanager
 def running_make(tmp_path, **settings: str):
     port = free_port()
@@ -44,18 +38,36 @@ def running_make(tmp_path, **settings: str):
         log.close()
 
 
-def test_make_run_trains_the_readme_job_and_stops_on_ctrl_c(make_run):
+def test_make_run_trains_the_readme_job_and_stops_on_ctrl_c(tmp_path):
+    # Authentication on, as a user gets it: `make run` made the admin key before /health
+    # answered, and the CLI on this machine finds it by itself.
+    with running_make(tmp_path, TRAINHUB_AUTH="on") as make_run:
+        _readme_job_then_ctrl_c(make_run)
+
+
+def _readme_job_then_ctrl_c(make_run):
     base, data_dir = make_run["base"], make_run["data_dir"]
     health = httpx.get(f"{base}/health").json()
     assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+    key_file = data_dir / "admin.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text().strip()
+    assert httpx.get(f"{base}/jobs").status_code == 401
+    auth = {"Authorization": f"Bearer {key}"}
 
-    resp = httpx.post(f"{base}/jobs", json=ACCEPTANCE_JOB)
+    resp = httpx.post(f"{base}/jobs", json=ACCEPTANCE_JOB, headers=auth)
     assert resp.status_code == 201, resp.text
-    job = wait_status(base, resp.json()["id"], timeout=240)
+    job = wait_status(base, resp.json()["id"], timeout=240, key=key)
     assert job["status"] == "succeeded", job
     assert job["metrics"]["eval_accuracy"] >= 0.90
+    listed = subprocess.run([str(REPO / ".venv" / "bin" / "trainhub"), "list", "--url", base],
+                            env=env_with(TRAINHUB_DATA_DIR=str(data_dir),
+                                         TRAINHUB_API_KEY=None),
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and job["id"] in listed.stdout, listed.stderr
 
-    points = httpx.get(f"{base}/jobs/{job['id']}/metrics", params={"name": "loss"}).json()["metrics"]
+    points = httpx.get(f"{base}/jobs/{job['id']}/metrics", params={"name": "loss"},
+                       headers=auth).json()["metrics"]
     batches_per_epoch = job["progress"]["total_steps"] // 3
     assert len(points) == 3 * (batches_per_epoch // 100)
     assert [p["step"] for p in points] == sorted(p["step"] for p in points)
@@ -72,6 +84,7 @@ def test_make_run_trains_the_readme_job_and_stops_on_ctrl_c(make_run):
     proc.wait(timeout=60)  # stops, rather than waiting for anything to finish
     log = make_run["log"].read_text(errors="replace")
     assert "stopping API and worker" in log
+    assert f"API key in {key_file}" in log and key not in log  # where it is, never the key
     assert "[1,   100] loss:" in log  # the tutorial's progress lines reach the terminal
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{base}/health", timeout=2)
