@@ -39,6 +39,9 @@ def native_env(tmp_path) -> dict[str, str]:
     env["TRAINHUB_DATASET_ROOT"] = str(tmp_path / "data" / "datasets")
     env["TRAINHUB_ALLOW_DOWNLOAD"] = "false"
     env["TRAINHUB_QUEUE"] = f"compose-{uuid.uuid4().hex[:8]}"  # isolation from other tests
+    # The compose file's own value (authentication on unless it says otherwise), not the
+    # test suite's default of off: the API listens on 0.0.0.0 there.
+    env["TRAINHUB_AUTH"] = env.get("TRAINHUB_AUTH", "on")
     return env_with(**env)
 
 
@@ -67,11 +70,15 @@ def test_migrate_api_and_worker_as_compose_runs_them(tmp_path):
         wait_http(base, api)
         worker.wait_for_log(" ready.")
         assert httpx.get(f"{base}/health").json()["status"] == "ok"
+        # The API made the first admin key in its data dir (the compose volume).
+        key = (tmp_path / "data" / "admin.key").read_text().strip()
+        assert httpx.get(f"{base}/jobs").status_code == 401
         job = httpx.post(f"{base}/jobs", json={"model": "mlp", "dataset": "digits",
                                                "hyperparameters": {"epochs": 1,
                                                                    "batch_size": 32,
-                                                                   "log_every": 10}}).json()
-        assert wait_status(base, job["id"])["status"] == "succeeded"
+                                                                   "log_every": 10}},
+                         headers={"Authorization": f"Bearer {key}"}).json()
+        assert wait_status(base, job["id"], key=key)["status"] == "succeeded"
         # The worker's compose healthcheck: a broker ping to its own node name.
         check = services["worker"]["healthcheck"]["test"][1]
         check = check.replace("$$HOSTNAME", socket.gethostname()).replace(" > /dev/null", "")
