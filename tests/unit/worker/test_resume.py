@@ -108,4 +108,6 @@ def test_max_seconds_stops_with_timeout():
     result = fit(model, dataset, params(epochs=1000, log_every=100), CPU, NullReporter(), 0.0,
                  max_seconds=0.2)
     assert result.stopped and result.stop_reason == "timeout"
-    assert 0 < result.epochs_completed < 1000
+    # It trained, and stopped long before the end (a loaded machine may not finish even
+    # the first epoch in 0.2 s, so the count of whole epochs is not the measure).
+    assert result.step > 0 and result.epochs_completed < 1000
