@@ -5,40 +5,128 @@
 //   #/new[?from=<id>]  submit form (optionally prefilled from a job)
 //   #/jobs/<id>        one job: live loss chart, per-epoch metrics, checkpoints, predict
 //   #/compare?ids=a,b  loss curves of several jobs on one chart
-import {onReachability} from "./js/api.js";
+//
+// Logging in: the page starts with GET /session. A 401 there, or on any request later (the
+// session ended), shows the login form in place of the view; once logged in, the view the
+// address names is shown. The session is an HttpOnly cookie: the page never holds the key.
+import {getSession, logOut, onReachability, onUnauthorized} from "./js/api.js";
+import {h, replace} from "./js/dom.js";
 import {compareView} from "./js/views/compare.js";
 import {jobView} from "./js/views/job.js";
-import {jobsView} from "./js/views/jobs.js";
+import {forgetJobsSelection, jobsView} from "./js/views/jobs.js";
+import {loginView} from "./js/views/login.js";
 import {submitView} from "./js/views/submit.js";
 
 const view = document.getElementById("view");
 const banner = document.getElementById("banner");
+const nav = document.getElementById("nav");
+const account = document.getElementById("account");
+const accountUser = document.getElementById("account-user");
+const accountAdmin = document.getElementById("account-admin");
+const logOutButton = document.getElementById("log-out");
 let cleanup = null;
+// "starting" (asking GET /session), "login" (the form shows) or "in" (a view shows).
+let mode = "starting";
+
+function stopView() {
+  if (cleanup) { try { cleanup(); } catch (err) { console.error(err); } }
+  cleanup = null;
+}
 
 function route() {
+  if (mode !== "in") return; // the login form stays until the login succeeds
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query = ""] = hash.split("?");
   const params = new URLSearchParams(query);
   const parts = path.split("/").filter(Boolean);
-  if (cleanup) { try { cleanup(); } catch (err) { console.error(err); } }
-  cleanup = null;
+  stopView();
   document.title = "trainhub";
-  let nav = "jobs";
+  let active = "jobs";
   if (parts[0] === "jobs" && parts[1]) {
     cleanup = jobView(view, decodeURIComponent(parts[1]));
-    nav = null;
+    active = null;
   } else if (parts[0] === "new") {
     cleanup = submitView(view, params);
-    nav = "new";
+    active = "new";
   } else if (parts[0] === "compare") {
     cleanup = compareView(view, params);
-    nav = "compare";
+    active = "compare";
   } else {
     cleanup = jobsView(view);
   }
-  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === active);
   window.scrollTo(0, 0);
 }
+
+/** The header: who is logged in (and `admin`), or "auth off"; nothing while logged out. */
+function showCaller(caller) {
+  nav.hidden = !caller;
+  account.hidden = !caller;
+  if (!caller) {
+    accountUser.textContent = "";
+    accountUser.removeAttribute("title");
+    accountAdmin.hidden = true;
+    logOutButton.hidden = true;
+    return;
+  }
+  const off = caller.auth === "off";
+  accountUser.textContent = off ? "auth off" : caller.user;
+  accountUser.title = off
+    ? "Authentication is off (TRAINHUB_AUTH=off): every caller is an admin."
+    : caller.expires_at ? `logged in until ${new Date(caller.expires_at).toLocaleString()}` : "";
+  accountAdmin.hidden = off || !caller.is_admin;
+  logOutButton.hidden = off;
+}
+
+function loggedIn(caller) {
+  mode = "in";
+  showCaller(caller);
+  route();
+}
+
+/** The login form in place of the view (idempotent: many requests may be refused at once). */
+function showLogin(notice = null) {
+  if (mode === "login") return;
+  mode = "login";
+  stopView();
+  showCaller(null);
+  forgetJobsSelection();
+  document.title = "Log in · trainhub";
+  cleanup = loginView(view, {notice, onLogin: loggedIn});
+}
+
+async function start() {
+  mode = "starting";
+  try {
+    loggedIn(await getSession());
+  } catch (err) {
+    if (err.status === 401) { showLogin(); return; }
+    replace(view, h("section", {class: "start-error"},
+      h("h1", {}, "trainhub"),
+      h("p", {class: "error-box"}, `Could not ask the API who is logged in: ${err.message}`),
+      h("p", {}, h("button", {type: "button", onclick: start}, "Try again"))));
+  }
+}
+
+logOutButton.addEventListener("click", async () => {
+  logOutButton.disabled = true;
+  try {
+    await logOut();
+  } catch (err) {
+    if (err.status !== 401) { // 401: the session had ended already
+      banner.hidden = false;
+      banner.textContent = `Could not log out: ${err.message}`;
+      logOutButton.disabled = false;
+      return;
+    }
+  }
+  logOutButton.disabled = false;
+  showLogin();
+});
+
+onUnauthorized((detail) => {
+  if (mode === "in") showLogin(typeof detail === "string" ? detail : "Log in again.");
+});
 
 onReachability((ok) => {
   banner.hidden = ok;
@@ -46,4 +134,4 @@ onReachability((ok) => {
 });
 
 window.addEventListener("hashchange", route);
-route();
+start();

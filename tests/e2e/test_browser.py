@@ -1,7 +1,11 @@
 """The web page in a real headless Chromium (Playwright) against the distributed stack (API
-and worker processes): submit from the form (a 422 shown next to its field first), watch
-the live loss chart grow from the event stream, see `succeeded`, classify dropped digit
-images, cancel a job, and compare two jobs' loss curves.
+and worker processes) with authentication on: the login form first (no data before it, a
+wrong key's 401 shown under the field), log in as tenant alice, submit from the form (a 422
+shown next to its field first), watch the live loss chart grow from the event stream (which
+the session cookie authenticates), see `succeeded`, classify dropped digit images, cancel a
+job, compare two jobs' loss curves, log out; no request URL ever holds a key, the cookie is
+HttpOnly and SameSite=Strict, and tenant bob sees none of alice's jobs. With
+authentication off the page shows no login at all.
 
 Screenshots of each step go under the test's tmp dir and to /tmp/trainhub-screenshots/.
 The setup installs what it needs when missing: Debian's `chromium` (apt-get, as root) and
@@ -27,6 +31,7 @@ import pytest
 from PIL import Image
 
 from tests.procs import REPO, wait_status
+from tests.tenants import client
 from worker.data import digits_split
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -37,6 +42,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path("/tmp/trainhub-screenshots")
 TIMEOUT_MS = 60_000
+COOKIE = "trainhub_session"
+# Well formed, and no key: the API answers 401 "the API key is not valid ...".
+WRONG_KEY = "thk_0123456789abcdef_" + "A" * 43
 
 
 # ---- what the test needs on the machine ---------------------------------------------------
@@ -87,16 +95,45 @@ def browser():
             chromium.close()
 
 
-@pytest.fixture
-def page(browser):
+def new_page(browser):
+    """A page in a fresh browser context (its own cookies), recording its problems and
+    every request it makes."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.problems = []  # console errors (a CSP violation is one) and uncaught exceptions
+    page.requests = []  # every request, in order
+    page.responses = {}  # request -> its response's status
     page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
     page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
+    page.on("request", lambda r: page.requests.append(r))
+    page.on("response", lambda r: page.responses.__setitem__(r.request, r.status))
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    page = new_page(browser)
     yield page
-    context.close()
+    page.context.close()
+
+
+def only_expected_401s(page) -> None:
+    """Chromium logs every refused request as a console error: the 401s of a logged-out
+    page were wanted; nothing else may have gone wrong."""
+    assert [p for p in page.problems if "401" not in p] == [], page.problems
+    page.problems.clear()
+
+
+def log_in(page, key: str) -> None:
+    page.wait_for_selector("#login-form #login-key")
+    page.fill("#login-key", key)
+    page.click("#log-in")
+    page.wait_for_selector("#jobs-table[data-jobs]")  # the jobs table, read once
+
+
+def session_cookies(page) -> list[dict]:
+    return [c for c in page.context.cookies() if c["name"] == COOKIE]
 
 
 class Shots:
@@ -141,11 +178,11 @@ def points_drawn(page, selector: str) -> int:
     return int(page.get_attribute(selector, "data-points") or 0)
 
 
-def loss_points(base: str, job_id: str) -> int:
+def loss_points(http: httpx.Client, job_id: str) -> int:
     count, since = 0, 0
     while True:
-        page = httpx.get(f"{base}/jobs/{job_id}/metrics",
-                         params={"name": "loss", "since_step": since, "limit": 10000}).json()
+        page = http.get(f"/jobs/{job_id}/metrics",
+                        params={"name": "loss", "since_step": since, "limit": 10000}).json()
         count += len(page["metrics"])
         if page["next_since_step"] is None:
             return count
@@ -154,17 +191,57 @@ def loss_points(base: str, job_id: str) -> int:
 
 # ---- the walk-through ---------------------------------------------------------------------
 
-def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
-    base = stack["base"]
+def test_login_submit_watch_predict_cancel_compare_logout(auth_stack, browser, page, tmp_path):
+    base, alice, bob = auth_stack["base"], auth_stack["alice"], auth_stack["bob"]
+    http = client(base, alice)  # the test's own calls: alice's key, as a Bearer header
     shot = Shots(page, tmp_path / "screenshots")
     timings: dict[str, float] = {}
     started = time.monotonic()
 
-    # The page and its policy.
+    # The page and its policy: the shell needs no key.
     response = page.goto(f"{base}/")
     assert response.status == 200
     assert "default-src 'self'" in response.headers["content-security-policy"]
-    page.wait_for_selector("#jobs-table")
+
+    # Before logging in: the form, and no data (no nav, no table, nobody in the header).
+    page.wait_for_selector("#login-form")
+    assert page.get_attribute("#login-key", "type") == "password"
+    assert page.get_attribute("#login-key", "autocomplete") == "off"
+    assert page.get_attribute("#login-key", "name") is None
+    assert page.text_content("label[for=login-key]") == "API key"
+    assert page.text_content("#log-in") == "Log in"
+    assert page.is_hidden("#nav") and page.is_hidden("#account")
+    assert page.locator("#jobs-table").count() == 0
+    assert page.text_content("#account-user") == ""
+    assert session_cookies(page) == []
+    shot("login")
+
+    # A wrong key: the 401's detail under the field, still no data.
+    page.fill("#login-key", WRONG_KEY)
+    page.click("#log-in")
+    error = page.wait_for_selector("#login-error:not([hidden])")
+    assert "not valid" in error.text_content()
+    assert page.get_attribute("#login-key", "aria-invalid") == "true"
+    assert page.locator("#jobs-table").count() == 0 and session_cookies(page) == []
+    shot("login-wrong-key")
+    only_expected_401s(page)
+
+    # Alice logs in through the form: the view the address names (the jobs table) follows.
+    log_in(page, alice)
+    assert page.text_content("#account-user") == "alice"
+    assert page.is_hidden("#account-admin")
+    assert page.is_visible("#log-out") and page.is_visible("#nav")
+    assert page.locator("#login-form").count() == 0
+    # The session is a cookie the page cannot read; the key is kept nowhere.
+    [cookie] = session_cookies(page)
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/"
+    assert cookie["value"] and "thk_" not in cookie["value"]
+    assert COOKIE not in page.evaluate("document.cookie")
+    stored = page.evaluate("JSON.stringify([Object.entries(localStorage), "
+                           "Object.entries(sessionStorage), location.href])")
+    assert "thk_" not in stored and alice not in stored
     shot("jobs-table")
 
     # The form, built from /models and /datasets. A bad learning rate first: the API's 422
@@ -195,7 +272,7 @@ def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
     page.wait_for_url("**/#/jobs/*")
     job_id = page.url.rsplit("/", 1)[1]
     assert len(job_id) == 32
-    job = httpx.get(f"{base}/jobs/{job_id}").json()
+    job = http.get(f"/jobs/{job_id}").json()
     assert job["name"] == "browser-mlp"
     assert {"epochs": 3, "batch_size": 8, "lr": 0.01, "optimizer": "adam",
             "log_every": 3}.items() <= job["spec"]["hyperparameters"].items()
@@ -223,16 +300,31 @@ def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
     page.wait_for_selector("#checkpoints a[href$='/checkpoints/best']")
     page.wait_for_function(
         "([sel, n]) => Number(document.querySelector(sel).dataset.points) === n",
-        arg=[chart, loss_points(base, job_id)])
+        arg=[chart, loss_points(http, job_id)])
     # 1437 training images in batches of 8: 180 mini-batches an epoch, a point every 3.
-    assert points_drawn(page, chart) == loss_points(base, job_id) == 3 * 60
+    assert points_drawn(page, chart) == loss_points(http, job_id) == 3 * 60
     assert page.locator("#epoch-metrics tbody tr").count() == 3
     assert page.text_content("#hyperparameters dd[data-key=lr]") == "0.01"
     assert page.is_hidden("#cancel-job")
     href = page.get_attribute("#checkpoints a[href$='/checkpoints/best']", "href")
-    download = httpx.get(f"{base}{href}")
+    download = http.get(href)
     assert download.status_code == 200 and download.headers["x-checkpoint-sha256"]
+    # The page's download link works with the session cookie alone.
+    in_browser = page.context.request.get(f"{base}{href}")
+    assert in_browser.status == 200
+    assert in_browser.headers["x-checkpoint-sha256"] == download.headers["x-checkpoint-sha256"]
+    assert httpx.get(f"{base}{href}").status_code == 401  # and not without it
     shot("job-succeeded")
+
+    # The event stream was opened with the cookie alone: no key in its URL, none in a
+    # header, and the stream was answered 200 (its points are the chart's).
+    events = [r for r in page.requests if r.url.endswith(f"/jobs/{job_id}/events")]
+    assert events, [r.url for r in page.requests]
+    assert all(r.resource_type == "eventsource" for r in events)
+    assert page.responses[events[0]] == 200
+    headers = events[0].all_headers()
+    assert "authorization" not in headers
+    assert f"{COOKIE}=" in headers.get("cookie", "")
 
     # Drop two digit images: the page shows the API's own top-k answer for each.
     x_train, _, y_train, _ = digits_split()
@@ -243,8 +335,8 @@ def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
     page.wait_for_selector("#predictions .prediction >> nth=1")
     shown = [[li.get_attribute("data-label") for li in fig.query_selector_all("li")]
              for fig in page.query_selector_all("#predictions .prediction")]
-    answer = httpx.post(f"{base}/predict", data={"job_id": job_id, "top_k": "3"},
-                        files=[("image", (name, data, "image/png")) for name, data in images])
+    answer = http.post("/predict", data={"job_id": job_id, "top_k": "3"},
+                       files=[("image", (name, data, "image/png")) for name, data in images])
     assert answer.status_code == 200
     expected = [[p["label"] for p in top] for top in answer.json()["predictions"]]
     assert shown == expected
@@ -253,11 +345,11 @@ def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
     shot("predict")
 
     # A second job for the comparison (through the API), and a third to cancel from its page.
-    second = httpx.post(f"{base}/jobs", json={
+    second = http.post("/jobs", json={
         "name": "browser-mlp-slow-lr", "model": "mlp", "dataset": "digits",
         "hyperparameters": {"epochs": 1, "batch_size": 8, "lr": 0.001, "optimizer": "adam",
                             "log_every": 3}}).json()
-    doomed = httpx.post(f"{base}/jobs", json={
+    doomed = http.post("/jobs", json={
         "name": "browser-cancel-me", "model": "mlp", "dataset": "digits",
         "hyperparameters": {"epochs": 200, "batch_size": 8, "log_every": 50}}).json()
     page.goto(f"{base}/#/jobs/{doomed['id']}")
@@ -267,7 +359,7 @@ def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
     # Closed on the cancel's answer, not left waiting for the stream's next heartbeat.
     page.wait_for_function("() => document.querySelector('#live-state').textContent.startsWith('cancelled')")
     shot("job-cancelled")
-    assert wait_status(base, second["id"])["status"] == "succeeded"
+    assert wait_status(base, second["id"], key=alice)["status"] == "succeeded"
 
     # Compare: tick both rows of the jobs table.
     page.goto(f"{base}/#/")
@@ -278,7 +370,7 @@ def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
     shot("jobs-selected")
     page.click("#compare-selected")
     page.wait_for_url("**/#/compare?ids=*")
-    total = loss_points(base, job_id) + loss_points(base, second["id"])
+    total = loss_points(http, job_id) + loss_points(http, second["id"])
     page.wait_for_function(
         "([sel, n]) => Number(document.querySelector(sel).dataset.points) === n",
         arg=["#compare-chart", total])
@@ -291,8 +383,82 @@ def test_submit_watch_predict_cancel_compare(stack, page, tmp_path):
         "([sel, n]) => Number(document.querySelector(sel).dataset.points) === n",
         arg=["#compare-chart", total])
     shot("compare-epoch")
-
     assert page.problems == [], page.problems
+
+    # The session ends under the page (here: on the server): the next poll of the jobs table
+    # is refused, the login form replaces the view and says why; logging in again goes on to
+    # the address the page is at by then.
+    page.goto(f"{base}/#/")
+    page.wait_for_selector(f"#jobs-table tr[data-id='{job_id}']")
+    ended = httpx.delete(f"{base}/session", headers={"cookie": f"{COOKIE}={cookie['value']}"})
+    assert ended.status_code == 204
+    page.wait_for_selector("#login-form", timeout=15_000)
+    assert "session has ended" in page.text_content("#login-notice")
+    assert page.locator("#jobs-table").count() == 0 and page.is_hidden("#account")
+    shot("session-ended")
+    only_expected_401s(page)
+    page.evaluate("(id) => { location.hash = `#/jobs/${id}`; }", job_id)
+    page.fill("#login-key", alice)
+    page.click("#log-in")
+    page.wait_for_selector("#job-status .badge[data-status=succeeded]")
+    assert page.text_content("#job-name") == "browser-mlp"
+    [cookie] = session_cookies(page)  # a new session
+
+    # Log out: the form again, the cookie gone, its session ended on the server too, and a
+    # reload stays logged out.
+    page.click("#log-out")
+    page.wait_for_selector("#login-form")
+    assert page.is_hidden("#account") and page.is_hidden("#nav")
+    assert page.locator("#compare-chart").count() == 0
+    assert session_cookies(page) == []
+    gone = httpx.get(f"{base}/session", headers={"cookie": f"{COOKIE}={cookie['value']}"})
+    assert gone.status_code == 401
+    page.reload()
+    page.wait_for_selector("#login-form")
+    assert page.locator("#jobs-table, #compare-chart").count() == 0
+    shot("logged-out")
+    only_expected_401s(page)
+
+    # No request the page made carried a key in its URL or an Authorization header.
+    urls = [r.url for r in page.requests]
+    assert len(urls) > 20
+    assert not [u for u in urls if "thk_" in u or alice in u or "key=" in u.lower()], urls
+    assert not [r.url for r in page.requests if "authorization" in r.headers]
+
+    # Bob, in a browser of his own: none of alice's jobs, and her job's address is "not found".
+    bob_page = new_page(browser)
+    try:
+        bob_page.goto(f"{base}/")
+        log_in(bob_page, bob)
+        assert bob_page.text_content("#account-user") == "bob"
+        assert bob_page.get_attribute("#jobs-table", "data-jobs") == "0"
+        assert bob_page.locator(f"#jobs-table tr[data-id='{job_id}']").count() == 0
+        assert "browser-mlp" not in bob_page.text_content("#view")
+        Shots(bob_page, tmp_path / "screenshots-bob")("bob-jobs")
+        bob_page.goto(f"{base}/#/jobs/{job_id}")
+        bob_page.wait_for_selector("#job-not-found")
+        assert bob_page.text_content("#job-not-found h1") == "Job not found"
+        assert f"No job {job_id}." in bob_page.text_content("#job-not-found")
+        assert "browser-mlp" not in bob_page.text_content("#view")
+        assert client(base, bob).get(f"/jobs/{job_id}").status_code == 404
+        # Chromium logs the 404 of alice's job and the first GET /session (401).
+        assert [p for p in bob_page.problems if "401" not in p and "404" not in p] == []
+        assert not [r.url for r in bob_page.requests if "thk_" in r.url]
+    finally:
+        bob_page.context.close()
+
     timings["whole walk-through"] = time.monotonic() - started
     print("timings:", {k: round(v, 1) for k, v in timings.items()})
     print("screenshots:", sorted(p.name for p in (tmp_path / "screenshots").iterdir()))
+
+
+def test_with_authentication_off_there_is_no_login(stack, page):
+    """TRAINHUB_AUTH=off (the `stack` fixture): the views at once, the header says so."""
+    page.goto(f"{stack['base']}/")
+    page.wait_for_selector("#jobs-table[data-jobs]")
+    assert page.locator("#login-form").count() == 0
+    assert page.text_content("#account-user") == "auth off"
+    assert page.is_hidden("#log-out") and page.is_hidden("#account-admin")
+    assert page.is_visible("#nav")
+    assert session_cookies(page) == []
+    assert page.problems == [], page.problems

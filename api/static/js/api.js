@@ -1,5 +1,7 @@
 // The HTTP API, as the page uses it. Every error is an ApiError with the body's `detail`:
 // a sentence, or (422) a list of {field, msg} that the forms show next to their fields.
+// Requests carry the session cookie (same origin); a 401 anywhere sends the page back to
+// its login form (app.js).
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -22,8 +24,22 @@ const listeners = new Set();
 export function onReachability(fn) { listeners.add(fn); }
 function reached(ok) { for (const fn of listeners) fn(ok); }
 
-export async function api(path, {method = "GET", json, form, signal} = {}) {
-  const init = {method, headers: {accept: "application/json"}, signal};
+const unauthorizedListeners = new Set();
+/** fn(detail) when a request is answered 401 (no session, or it ended): the page logs in again. */
+export function onUnauthorized(fn) { unauthorizedListeners.add(fn); }
+function unauthorized(detail) {
+  for (const fn of unauthorizedListeners) {
+    try { fn(detail); } catch (err) { console.error(err); }
+  }
+}
+
+/**
+ * One request to the API. Credentials are the session cookie only (HttpOnly: the page never
+ * sees it, and never holds an API key). A 401 tells the onUnauthorized listeners first,
+ * unless `hook` is false (the login calls handle their own 401), then throws like any error.
+ */
+export async function api(path, {method = "GET", json, form, signal, hook = true} = {}) {
+  const init = {method, headers: {accept: "application/json"}, signal, credentials: "same-origin"};
   if (json !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -42,9 +58,24 @@ export async function api(path, {method = "GET", json, form, signal} = {}) {
   if (response.status === 204) return null;
   let body = null;
   try { body = await response.json(); } catch { /* not JSON */ }
-  if (!response.ok) throw new ApiError(response.status, body?.detail ?? `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new ApiError(response.status, body?.detail ?? `${response.status} ${response.statusText}`);
+    if (response.status === 401 && hook) unauthorized(error.detail);
+    throw error;
+  }
   return body;
 }
+
+// ---- the web session (POST/GET/DELETE /session) ------------------------------------------
+// The key typed into the login form goes once, in a JSON body, to POST /session, which
+// answers with an HttpOnly SameSite=Strict cookie; the page keeps no copy of the key.
+
+/** The caller {user, is_admin, auth: "on"|"off", expires_at}; ApiError 401 when logged out. */
+export const getSession = () => api("/session", {hook: false});
+/** Log in with an API key: the answer sets the session cookie. ApiError 401 for a bad key. */
+export const logIn = (key) => api("/session", {method: "POST", json: {key}, hook: false});
+/** End the session: the server forgets it and clears the cookie. */
+export const logOut = () => api("/session", {method: "DELETE", hook: false});
 
 /** Every point of one metric of a job after sinceStep, following next_since_step. */
 export async function metricPoints(jobId, name, sinceStep = 0, signal) {

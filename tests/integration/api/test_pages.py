@@ -1,7 +1,9 @@
 """The web page's files as the app serves them: `/` and every file under api/static with
 the Content-Security-Policy and the right media type, no inline code the policy would
 block, every module import resolving, the vendored chart library matching its recorded
-sha256, and the packaging (wheel package-data, .dockerignore) keeping the files."""
+sha256, and the packaging (wheel package-data, .dockerignore) keeping the files. With
+authentication on, the shell and its files need no key and hold no user data, while
+`GET /session` (the page's first question) and the API answer 401 without credentials."""
 from __future__ import annotations
 
 import fnmatch
@@ -17,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.main import app
 from api.routes.pages import CONTENT_SECURITY_POLICY
+from core.config import get_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 STATIC = ROOT / "api" / "static"
@@ -29,6 +32,17 @@ MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css
 def client():
     # No lifespan: the page touches neither the database nor the broker.
     return TestClient(app)
+
+
+@pytest.fixture
+def auth_on(monkeypatch):
+    """Authentication on for the app in this process (the suite runs with it off)."""
+    monkeypatch.setenv("TRAINHUB_AUTH", "on")
+    get_settings.cache_clear()
+    assert get_settings().auth == "on"
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 def static_files() -> list[Path]:
@@ -146,7 +160,8 @@ IMPORT = re.compile(r"""^\s*import\s[^'"]*?from\s+["']([^"']+)["']|^\s*import\s+
 def test_every_module_import_resolves_to_a_served_file():
     modules = [p for p in static_files() if p.suffix == ".js" and "vendor" not in p.parts]
     assert {p.name for p in modules} >= {"app.js", "api.js", "chart.js", "dom.js", "job.js",
-                                         "jobs.js", "compare.js", "submit.js", "predict.js"}
+                                         "jobs.js", "compare.js", "submit.js", "predict.js",
+                                         "login.js"}
     broken = []
     for module in modules:
         for match in IMPORT.finditer(module.read_text(encoding="utf-8")):
@@ -170,6 +185,88 @@ def test_scripts_never_write_html_strings_or_style_attributes():
                          r"setAttribute\(\s*[\"']style|\beval\(|new Function", line):
                 offenders.append(f"{module.name}:{n}: {line.strip()}")
     assert not offenders, offenders
+
+
+# ---- with authentication on: the shell is public and empty, the data is not -------------
+
+def test_the_shell_needs_no_key_and_holds_no_user_data(client, auth_on):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert_page_headers(response)
+    assert "set-cookie" not in response.headers
+    # The file on disk, byte for byte: nothing in it depends on who asks.
+    assert response.content == (STATIC / "index.html").read_bytes()
+    assert "thk_" not in response.text
+    # Credentials change nothing (a bad key too: the shell does not look at them).
+    for headers in ({"authorization": "Bearer thk_0123456789abcdef_" + "A" * 43},
+                    {"cookie": "trainhub_session=nope"}):
+        again = client.get("/", headers=headers)
+        assert again.status_code == 200 and again.content == response.content
+        assert "set-cookie" not in again.headers
+
+
+@pytest.mark.parametrize("path", [p for p in static_files() if "vendor" not in p.parts]
+                         + [VENDOR / "uPlot.iife.min.js"],
+                         ids=lambda p: p.relative_to(STATIC).as_posix())
+def test_static_files_need_no_key_and_hold_no_user_data(client, auth_on, path):
+    response = client.get(f"/static/{path.relative_to(STATIC).as_posix()}")
+    assert response.status_code == 200
+    assert_page_headers(response)
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "set-cookie" not in response.headers
+    assert response.content == path.read_bytes()
+    assert b"thk_" not in response.content
+
+
+def test_who_is_logged_in_is_401_without_credentials(client, auth_on):
+    for headers in ({}, {"authorization": "Basic YWxpY2U6c2VjcmV0"},
+                    {"authorization": "Bearer not-a-key"}):
+        response = client.get("/session", headers=headers)
+        assert response.status_code == 401, headers
+        assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+        assert "set-cookie" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/models", "/datasets", f"/jobs/{'0' * 32}/events"])
+def test_the_pages_api_calls_are_401_without_credentials(client, auth_on, path):
+    response = client.get(path)
+    assert response.status_code == 401
+    assert response.json()["detail"]
+
+
+def test_a_malformed_key_cannot_log_in(client, auth_on):
+    response = client.post("/session", json={"key": "thk_not-a-key"})
+    assert response.status_code == 401
+    assert "not valid" in response.json()["detail"]
+    assert "set-cookie" not in response.headers
+
+
+def test_with_authentication_off_the_page_is_told_so_and_gets_no_cookie(client):
+    login = client.post("/session", json={"key": "anything"})
+    assert login.status_code == 200
+    assert login.json()["auth"] == "off" and login.json()["user"] == "local"
+    assert "set-cookie" not in login.headers
+    who = client.get("/session")
+    assert who.status_code == 200 and who.json()["auth"] == "off"
+
+
+def test_scripts_keep_no_key_and_put_none_in_a_url():
+    # The session is an HttpOnly cookie: the page has no business with storage or cookies,
+    # and its event streams are opened on bare paths (the cookie authenticates them).
+    offenders = []
+    for module in static_files():
+        if module.suffix != ".js" or "vendor" in module.parts:
+            continue
+        for n, line in enumerate(module.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"localStorage|sessionStorage|indexedDB|document\.cookie|"
+                         r"new EventSource\([^)]*\?|[?&](api_)?key=|[?&]token=", line):
+                offenders.append(f"{module.name}:{n}: {line.strip()}")
+    assert not offenders, offenders
+    login = (STATIC / "js" / "views" / "login.js").read_text(encoding="utf-8")
+    assert 'type: "password"' in login and 'autocomplete: "off"' in login
+    api = (STATIC / "js" / "api.js").read_text(encoding="utf-8")
+    assert 'credentials: "same-origin"' in api
 
 
 def recorded_hashes() -> dict[str, str]:

@@ -312,8 +312,9 @@ export function jobView(root, jobId) {
     try {
       job = await getJob(jobId, controller.signal);
     } catch (err) {
-      if (err.name === "AbortError") return;
-      replace(root, h("section", {},
+      // Aborted, or refused (401) and the login form has replaced the view.
+      if (err.name === "AbortError" || stopped) return;
+      replace(root, h("section", {id: "job-not-found"},
         h("h1", {}, "Job not found"),
         h("p", {class: "error-box"}, err instanceof ApiError && err.status === 404 ? `No job ${jobId}.` : err.message),
         h("p", {}, h("a", {href: "#/"}, "Back to the jobs"))));

@@ -13,6 +13,12 @@ const PAGE = 50;
 const selected = new Set();
 let statusFilter = "";
 
+/** Forget the ticked jobs and the filter (on log out: the next user starts afresh). */
+export function forgetJobsSelection() {
+  selected.clear();
+  statusFilter = "";
+}
+
 export function jobsView(root) {
   let limit = PAGE;
   let timer = null;
