@@ -97,8 +97,9 @@ def prepare_api(host: str) -> None:
     log = logging.getLogger("trainhub")
     if settings.auth == "off":
         if host not in LOOPBACK:
-            raise SystemExit(f"error: TRAINHUB_AUTH=off is refused with --host {host}: "
-                             "without authentication the API must listen on 127.0.0.1 only")
+            typer.echo(f"error: TRAINHUB_AUTH=off is refused with --host {host}: without "
+                       "authentication the API must listen on 127.0.0.1 only", err=True)
+            raise typer.Exit(1)
         log.warning("AUTHENTICATION IS OFF (TRAINHUB_AUTH=off): anyone who can reach "
                     "%s is an admin", host)
     upgrade_schema()

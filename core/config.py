@@ -1,12 +1,13 @@
 """One settings object for the API and the worker (environment prefix TRAINHUB_)."""
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -58,7 +59,8 @@ class Settings(BaseSettings):
     auth: Literal["on", "off"] = "on"
     session_hours: float = Field(12.0, gt=0)
     # Origins allowed to call the API from a browser (CORS); none by default.
-    cors_origins: list[str] = []
+    # NoDecode: the environment's value reaches the validator below as text, not as JSON.
+    cors_origins: Annotated[list[str], NoDecode] = []
     # Body cap on every JSON route (uploads have their own, above).
     json_max_bytes: int = Field(1024 * 1024, ge=1024)
     # Per-key requests a minute (0: no limit); admin keys are exempt.
@@ -73,8 +75,10 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value):
-        # TRAINHUB_CORS_ORIGINS=https://a.example,https://b.example (JSON lists work too).
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        # TRAINHUB_CORS_ORIGINS=https://a.example,https://b.example (a JSON list works too).
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
