@@ -25,8 +25,8 @@ from core.tables import ApiKey, User, WebSession, utcnow
 from core.tenancy import Tenant
 
 KEY_PREFIX = "thk_"
-_KEY_RE = re.compile(r"^thk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_KEY_RE = re.compile(r"thk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+USER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 ADMIN_NAME = "admin"
 
 
@@ -40,7 +40,7 @@ def _new_key() -> tuple[str, str]:
 
 
 def create_user(session: Session, name: str, is_admin: bool = False) -> User:
-    if not USER_NAME_RE.match(name):
+    if not USER_NAME_RE.fullmatch(name):
         raise ValueError(f"user name {name[:64]!r}: 1-64 letters, digits and . _ @ -, "
                          "starting with a letter or digit")
     user = User(id=new_id(), name=name, is_admin=is_admin)
@@ -71,7 +71,7 @@ def create_key(session: Session, user: User) -> tuple[ApiKey, str]:
 
 def revoke_key(session: Session, key_id: str) -> ApiKey:
     """Revoke by the key's id (or the whole key); its web sessions end with it."""
-    match = _KEY_RE.match(key_id)
+    match = _KEY_RE.fullmatch(key_id)
     row = session.get(ApiKey, match.group(1) if match else key_id)
     if row is None:
         raise NotFound(f"no API key {key_id[:20]!r}")
@@ -105,7 +105,7 @@ def _tenant(user: User, key: ApiKey) -> Tenant:
 
 def tenant_for_key(session: Session, key: str) -> Tenant | None:
     """The tenant a presented key belongs to; None for a malformed, unknown or revoked key."""
-    match = _KEY_RE.match(key)
+    match = _KEY_RE.fullmatch(key)
     if match is None:
         return None
     found = session.execute(select(ApiKey, User).join(User, ApiKey.user_id == User.id)
