@@ -48,7 +48,8 @@ def run(args, progress) -> dict:
     archive = args.cifar_archive
     if not archive.is_file():
         raise RuntimeError(f"{archive} not found; pass --cifar-archive")
-    with Server(progress) as server, httpx.Client(base_url=server.base, timeout=600) as client:
+    with Server(progress) as server, httpx.Client(base_url=server.base, timeout=600,
+                                                  headers=server.headers) as client:
         progress(f"uploading {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
         started = time.monotonic()
         with open(archive, "rb") as f:

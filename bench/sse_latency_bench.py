@@ -51,7 +51,7 @@ def run(args, progress) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="trainhub-bench-sse-"))
     env = {**os.environ, "TRAINHUB_DATABASE_URL": db_url, "TRAINHUB_REDIS_URL": REDIS,
            "TRAINHUB_BROKER_URL": REDIS.rsplit("/", 1)[0] + "/13",
-           "TRAINHUB_DATA_DIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+           "TRAINHUB_DATA_DIR": str(tmp), "PYTHONUNBUFFERED": "1", "TRAINHUB_AUTH": "on"}
     os.environ.update({k: env[k] for k in ("TRAINHUB_DATABASE_URL", "TRAINHUB_REDIS_URL",
                                            "TRAINHUB_BROKER_URL", "TRAINHUB_DATA_DIR")})
     import socket
@@ -74,7 +74,8 @@ def run(args, progress) -> dict:
             if time.monotonic() > deadline or api.poll() is not None:
                 raise RuntimeError(f"the API did not start: {(tmp / 'api.log').read_text()}")
             time.sleep(0.2)
-        return _measure(base, n_points, n_watchers, progress)
+        auth = {"Authorization": f"Bearer {(tmp / 'admin.key').read_text().strip()}"}
+        return _measure(base, n_points, n_watchers, progress, auth)
     finally:
         api.terminate()
         api.wait(timeout=30)
@@ -86,7 +87,7 @@ def run(args, progress) -> dict:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def _measure(base: str, n_points: int, n_watchers: int, progress) -> dict:
+def _measure(base: str, n_points: int, n_watchers: int, progress, auth: dict) -> dict:
     from core import events, jobs
     from core.config import get_settings
     from core.db import session_scope
@@ -104,7 +105,8 @@ def _measure(base: str, n_points: int, n_watchers: int, progress) -> dict:
     ready = threading.Barrier(n_watchers + 1)
 
     def watch(i: int) -> None:
-        with httpx.stream("GET", f"{base}/jobs/{job_id}/events", timeout=120) as resp:
+        with httpx.stream("GET", f"{base}/jobs/{job_id}/events", timeout=120,
+                          headers=auth) as resp:
             first = True
             for line in resp.iter_lines():
                 if first:
