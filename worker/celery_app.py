@@ -26,7 +26,7 @@ class ReaperStep(bootsteps.StartStopStep):
         from worker.reaper import ReaperThread
 
         _lifecycle["pool"] = worker.pool
-        self.reaper = ReaperThread(get_settings())
+        self.reaper = _lifecycle["reaper"] = ReaperThread(get_settings())
         self.reaper.start()
 
     def stop(self, worker) -> None:
@@ -66,7 +66,14 @@ def _init_child(**_kwargs) -> None:
 def _hand_running_jobs_back(sig=None, how=None, **_kwargs) -> None:
     """Celery's warm shutdown would wait for every running job to finish; instead pass the
     signal on to the pool processes, whose runner checkpoints at the next step, puts the job
-    back in the queue and returns, so the worker exits within seconds."""
+    back in the queue and returns, so the worker exits within seconds.
+
+    The reaper stops first: a job handed back here must be re-sent by another worker's
+    reaper (or this worker's successor's), never by this one, whose consumer may still take
+    the message while the shutdown runs and would then train the job to its end."""
+    reaper = _lifecycle.get("reaper")
+    if reaper is not None:
+        reaper.halt()
     pool = _lifecycle.get("pool")
     pids = (pool.info or {}).get("processes", []) if pool is not None else []
     for pid in pids:

@@ -44,8 +44,12 @@ class ReaperThread:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop after the pass under way, without waiting for it (safe in a signal handler)."""
         self._done.set()
+
+    def stop(self) -> None:
+        self.halt()
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
