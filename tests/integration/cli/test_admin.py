@@ -129,7 +129,7 @@ def test_the_api_wrote_the_admin_key_private_before_it_answered(server):
                                            "expires_at": None}
     log = server["proc"].log()
     assert str(server["key_file"]) in log  # it says where the key is...
-    assert "thk_" not in log and key.split("_")[2] not in log  # ...and never the key
+    assert "thk_" not in log and key.split("_", 2)[2] not in log  # ...and never the key
 
 
 def test_create_user_and_a_duplicate_name(server, made):

@@ -65,7 +65,7 @@ def test_a_key_has_the_documented_format_and_its_id_is_the_rows(db):
     assert match, key
     assert match.group(1) == key_id
     _other_id, other = new_user_and_key(db, "bob")
-    assert KEY_RE.match(other) and other != key and other.split("_")[2] != key.split("_")[2]
+    assert KEY_RE.match(other) and other != key and other.split("_", 2)[2] != key.split("_", 2)[2]
 
 
 def test_only_the_keys_sha256_is_stored_never_the_key(db):
