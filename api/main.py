@@ -21,6 +21,7 @@ from api.routes import (
     pages,
     predict,
     session,
+    workers,
 )
 from core.config import get_settings
 from core.db import upgrade_schema
@@ -45,7 +46,7 @@ def create_app() -> FastAPI:
                                 Depends(deps.reject_unknown_query)])
     for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    predict.router, datasets.router, catalog.router, health.router,
-                   monitoring.router, pages.router):
+                   workers.router, monitoring.router, pages.router):
         app.include_router(router)
     errors.install(app)
     auth.install_openapi(app)

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from core.config import get_settings
 from core.metrics import finite, finite_values
+from core.routing import job_queue, waiting_reason
 from core.states import DatasetStatus, JobStatus
 from core.tables import Checkpoint, Job, MetricPoint
 
@@ -43,10 +45,18 @@ class JobPublic(BaseModel):
     metrics: dict[str, float | None]  # the last epoch's; null where training diverged
     error: str | None
     cancel_requested: bool
+    queue: str  # where it is sent: by its device (core/routing.py)
+    # A queued job that no running worker can take: why (e.g. no GPU worker); else null.
+    waiting: str | None = None
 
     @classmethod
-    def from_row(cls, job: Job) -> "JobPublic":
-        return cls(
+    def from_row(cls, job: Job, live_queues: set[str] | None = None) -> "JobPublic":
+        device = (job.spec or {}).get("device", "auto")
+        queue = job_queue(get_settings().queue, device)
+        waiting = (waiting_reason(queue, device, live_queues)
+                   if live_queues is not None and job.status == JobStatus.queued.value
+                   else None)
+        return cls(queue=queue, waiting=waiting,
             id=job.id, owner=job.owner, name=job.name, status=JobStatus(job.status),
             model=job.model,
             dataset=job.dataset, spec=job.spec,
@@ -184,3 +194,26 @@ class PredictResponse(BaseModel):
     job_id: str
     checkpoint: CheckpointUsed
     predictions: list[list[Prediction]]  # one list per image, most probable first
+
+
+class DevicePublic(BaseModel):
+    name: str  # cuda:0, cpu
+    type: str  # cuda | cpu
+    model: str | None  # the GPU's name, or the CPU's core count
+    memory_bytes: int | None
+
+
+class WorkerPublic(BaseModel):
+    name: str  # the Celery node name
+    hostname: str
+    pid: int
+    queues: list[str]
+    devices: list[DevicePublic]
+    memory_bytes: int | None  # the host's RAM
+    concurrency: int
+    started_at: datetime
+    last_seen: datetime
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerPublic]

@@ -63,7 +63,8 @@ def api(host: Host = "127.0.0.1", port: Port = 8000,
 def worker(concurrency: Annotated[int, typer.Option(
                help="jobs at once (one per GPU is the rule)")] = 1,
            queue: Annotated[str | None, typer.Option(
-               help="queue to consume (default: settings)")] = None,
+               help="queues to consume, comma-separated (default: by hardware: "
+                    "$TRAINHUB_QUEUE.gpu or .cpu, and $TRAINHUB_QUEUE)")] = None,
            name: Annotated[str | None, typer.Option(
                help="worker node name (default: trainhub@host)")] = None) -> None:
     configure_logging()
@@ -135,12 +136,16 @@ def run_api(host: str, port: int, workers: int) -> None:
 
 
 def run_worker(concurrency: int, queue: str | None, name: str | None) -> None:
+    import torch
+
     from core.config import get_settings
+    from core.routing import worker_queues
     from worker.celery_app import app
 
     settings = get_settings()
+    queues = queue or ",".join(worker_queues(settings.queue, torch.cuda.is_available()))
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
-            f"--queues={queue or settings.queue}", "--pool=prefork",
+            f"--queues={queues}", "--pool=prefork",
             f"--hostname={name or 'trainhub@' + socket.gethostname()}",
             # Jobs need no worker-to-worker chatter; it only costs broker round trips.
             "--without-gossip", "--without-mingle"]

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # Claims a job may use before the reaper fails it (the first run and 3 resumes); a
     # graceful stop's requeue does not use one up.
     max_attempts: int = Field(4, ge=1)
+    # How often each worker refreshes its row in `workers` (GET /workers); one unseen for
+    # three times this is no longer listed.
+    worker_heartbeat_seconds: float = Field(10.0, gt=0)
     # How often every worker's reaper looks for expired leases and unsent queued jobs, and
     # how long a queued job may wait with no record of its message before it is re-sent.
     reaper_interval_seconds: float = Field(10.0, gt=0)

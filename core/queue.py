@@ -66,10 +66,11 @@ def producer() -> Celery:
     return app
 
 
-def enqueue(task_name: str, *args) -> None:
-    """Send a task by name; BrokerUnavailable when the broker cannot be reached."""
+def enqueue(task_name: str, *args, queue: str | None = None) -> None:
+    """Send a task by name (to `queue`, else the default queue); BrokerUnavailable when the
+    broker cannot be reached."""
     try:
-        producer().send_task(task_name, args=list(args))
+        producer().send_task(task_name, args=list(args), queue=queue)
     except Exception as exc:  # kombu raises several types for an unreachable broker
         raise BrokerUnavailable(str(exc)) from exc
 

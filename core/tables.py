@@ -219,3 +219,20 @@ class RateCount(Base):
     action: Mapped[str] = mapped_column(String(32), primary_key=True)
     window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds // 60
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Worker(Base):
+    """A running worker's heartbeat: what it consumes and has. It deletes its row when it
+    stops; a row not refreshed for a while (a killed worker) is no longer listed."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # the Celery node name
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list] = mapped_column(JSON)
+    devices: Mapped[list] = mapped_column(JSON)  # [{"name", "type", "memory_bytes"}]
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)  # the host's RAM
+    concurrency: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -33,6 +33,23 @@ class ReaperStep(bootsteps.StartStopStep):
         self.reaper.stop()
 
 
+class PresenceStep(bootsteps.StartStopStep):
+    """Keeps the worker's row in `workers` (GET /workers) while it runs."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def start(self, worker) -> None:
+        from worker.presence import Presence
+
+        queues = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+        self.presence = _lifecycle["presence"] = Presence(
+            get_settings(), worker.hostname, queues, worker.concurrency)
+        self.presence.start()
+
+    def stop(self, worker) -> None:
+        self.presence.leave()
+
+
 _lifecycle: dict = {}
 
 
@@ -40,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     celery = Celery("trainhub", include=["worker.tasks"])
     celery.conf.update(celery_config(settings or get_settings()))
     celery.steps["worker"].add(ReaperStep)
+    celery.steps["worker"].add(PresenceStep)
     return celery
 
 
@@ -74,6 +92,9 @@ def _hand_running_jobs_back(sig=None, how=None, **_kwargs) -> None:
     reaper = _lifecycle.get("reaper")
     if reaper is not None:
         reaper.halt()
+    presence = _lifecycle.get("presence")
+    if presence is not None:  # off GET /workers at once: it takes no new job
+        presence.leave()
     pool = _lifecycle.get("pool")
     pids = (pool.info or {}).get("processes", []) if pool is not None else []
     for pid in pids:

@@ -7,10 +7,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy import select
+
 from core import jobs
 from core.config import Settings
 from core.db import session_scope
 from core.queue import RUN_JOB_TASK, enqueue
+from core.routing import job_queue
+from core.tables import Job
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +22,15 @@ log = logging.getLogger(__name__)
 def reap_once(settings: Settings) -> jobs.Reaped:
     with session_scope() as session:
         outcome = jobs.reap(session, settings.enqueue_grace_seconds)
+        to_send = outcome.requeued + outcome.unsent
+        specs = dict(session.execute(select(Job.id, Job.spec).where(Job.id.in_(to_send)))
+                     .all()) if to_send else {}
     for job_id in outcome.failed:
         log.error("job %s: failed: its worker was lost too many times", job_id)
-    for job_id in outcome.requeued + outcome.unsent:
+    for job_id in to_send:
+        device = specs.get(job_id, {}).get("device", "auto")
         try:
-            enqueue(RUN_JOB_TASK, job_id)
+            enqueue(RUN_JOB_TASK, job_id, queue=job_queue(settings.queue, device))
         except Exception as exc:  # the next pass tries again: enqueued_at stays empty
             log.warning("job %s: could not send it to the broker: %s", job_id, exc)
             continue

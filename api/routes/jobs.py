@@ -20,7 +20,7 @@ from api.quota import rate_limited
 from api.errors import responses
 from api.schemas import JobList, JobPublic
 from core import checkpoints as ckpt
-from core import datasets, events, jobs, quotas
+from core import datasets, events, jobs, quotas, workers
 from core.artifacts import get_store, job_prefix
 from core.config import get_settings
 from core.errors import Conflict
@@ -28,6 +28,7 @@ from core.ids import is_id
 from core.init_from import load_init_from
 from core.jobspec import JobSpec
 from core.queue import RUN_JOB_TASK, BrokerUnavailable, enqueue
+from core.routing import job_queue
 from core.states import JobStatus
 from core.tables import Job
 from core.tenancy import Tenant, visible
@@ -122,7 +123,7 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: T
                            "did not complete; retry") from None
         return _replay(earlier, digest, idempotency_key, response)
     try:
-        enqueue(RUN_JOB_TASK, job.id)
+        enqueue(RUN_JOB_TASK, job.id, queue=job_queue(settings.queue, spec.device))
     except BrokerUnavailable as exc:
         log.error("job %s: broker unavailable: %s", job.id, exc)
         # The key is released with it: retrying the request makes a new job.
@@ -134,7 +135,12 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: T
     jobs.mark_enqueued(session, job.id)  # unmarked jobs are re-sent by a worker's reaper
     session.commit()
     response.headers["Location"] = f"/jobs/{job.id}"
-    return JobPublic.from_row(job)
+    return JobPublic.from_row(job, live_queues(session))
+
+
+def live_queues(session) -> set[str]:
+    """The queues some running worker consumes (a job in another one waits, and says so)."""
+    return workers.live_queues(session, 3 * get_settings().worker_heartbeat_seconds)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -175,12 +181,14 @@ def list_jobs(session: SessionDep, tenant: TenantDep,
                            .limit(limit + 1)).all()
     page = rows[:limit]
     next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
-    return JobList(jobs=[JobPublic.from_row(j) for j in page], next_cursor=next_cursor)
+    consumed = live_queues(session)
+    return JobList(jobs=[JobPublic.from_row(j, consumed) for j in page],
+                   next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
-def read_job(job: JobDep) -> JobPublic:
-    return JobPublic.from_row(job)
+def read_job(job: JobDep, session: SessionDep) -> JobPublic:
+    return JobPublic.from_row(job, live_queues(session))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,

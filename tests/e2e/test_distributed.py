@@ -108,15 +108,52 @@ def test_failing_job_reports_why_and_worker_keeps_serving(stack):
     assert wait_status(base, ok["id"])["status"] == "succeeded"
 
 
-def test_job_needing_a_missing_gpu_fails_with_message(stack):
+def test_a_cuda_job_with_only_cpu_workers_stays_queued_and_says_why(stack):
+    """Routing: a cuda job goes to <queue>.gpu, which only a GPU worker consumes; with CPU
+    workers alone it waits, saying so, while cpu and auto jobs run."""
     import torch
 
-    base = stack["base"]
+    base, queue = stack["base"], stack["env"]["TRAINHUB_QUEUE"]
+    workers = httpx.get(f"{base}/workers", timeout=10).json()["workers"]
+    w1 = next(w for w in workers if w["name"] == "w1@test")
+    has_gpu = torch.cuda.is_available()
+    assert w1["queues"] == sorted([f"{queue}.{'gpu' if has_gpu else 'cpu'}", queue])
+    assert w1["devices"][0]["type"] == ("cuda" if has_gpu else "cpu")
+    assert w1["concurrency"] == 1 and w1["memory_bytes"] > 0
+
     job = submit(base, {"model": "lenet", "dataset": "digits", "device": "cuda",
                         "hyperparameters": {"epochs": 1, "log_every": 100}})
-    done = wait_status(base, job["id"])
-    if torch.cuda.is_available():  # the same test on a GPU box: the job runs there
+    assert job["queue"] == f"{queue}.gpu"
+    if has_gpu:  # the same test on a GPU box: the job runs there
+        done = wait_status(base, job["id"])
         assert done["status"] == "succeeded" and done["device"].startswith("cuda")
-    else:
-        assert done["status"] == "failed"
-        assert "'cuda' was requested" in done["error"] and "no CUDA device" in done["error"]
+        return
+    assert job["status"] == "queued"
+    assert job["waiting"] == (f"waiting for a GPU worker: no running worker consumes queue "
+                              f"'{queue}.gpu'")
+    for device in ("cpu", "auto"):
+        other = submit(base, {"model": "mlp", "dataset": "digits", "device": device,
+                              "hyperparameters": {"epochs": 1, "batch_size": 32,
+                                                  "log_every": 10}})
+        assert other["queue"] == (f"{queue}.cpu" if device == "cpu" else queue)
+        assert other["waiting"] is None
+        assert wait_status(base, other["id"])["status"] == "succeeded"
+    still = httpx.get(f"{base}/jobs/{job['id']}", timeout=10).json()
+    assert still["status"] == "queued" and still["attempts"] == 0
+    assert "GPU worker" in still["waiting"]
+    assert httpx.post(f"{base}/jobs/{job['id']}/cancel", timeout=10).status_code == 202
+
+
+def test_a_second_worker_is_listed_while_it_runs_and_drops_off_when_it_stops(stack):
+    from tests.procs import start_worker
+
+    def listed() -> set[str]:
+        return {w["name"] for w in httpx.get(f"{base}/workers", timeout=10).json()["workers"]}
+
+    base = stack["base"]
+    worker = start_worker(stack["env"], stack["tmp"], name="w-extra")
+    try:
+        wait_until(lambda: {"w1@test", "w-extra@test"} <= listed(), timeout=60)
+    finally:
+        assert worker.stop() == 0
+    assert "w-extra@test" not in listed() and "w1@test" in listed()

@@ -22,10 +22,10 @@ def schema():
     upgrade_schema()
 
 
-def new_job(max_attempts: int = 4) -> str:
+def new_job(max_attempts: int = 4, device: str = "auto") -> str:
     with session_scope() as session:
-        return jobs.create_job(session, JobSpec(model="mlp", dataset="digits").resolved(),
-                               max_attempts=max_attempts).id
+        spec = JobSpec(model="mlp", dataset="digits", device=device).resolved()
+        return jobs.create_job(session, spec, max_attempts=max_attempts).id
 
 
 def claim(job_id: str, worker: str = "w@test") -> int:
@@ -123,21 +123,23 @@ def test_a_queued_job_with_no_sent_message_is_resent_after_the_grace_period():
 
 
 def test_reap_once_sends_and_records_the_messages(monkeypatch):
-    sent: list[str] = []
-    monkeypatch.setattr("worker.reaper.enqueue", lambda task, job_id: sent.append(job_id))
+    sent: dict[str, str] = {}
+    monkeypatch.setattr("worker.reaper.enqueue",
+                        lambda task, job_id, queue: sent.update({job_id: queue}))
     settings = get_settings().model_copy(update={"enqueue_grace_seconds": 0})
-    expired, unsent = new_job(), new_job()
+    expired, unsent = new_job(), new_job(device="cuda")
     claim(expired)
     expire(expired)
     outcome = reap_once(settings)
     assert expired in outcome.requeued and unsent in outcome.unsent
-    assert expired in sent and unsent in sent
+    # Each to its device's queue, as the API sent it first.
+    assert sent[expired] == settings.queue and sent[unsent] == f"{settings.queue}.gpu"
     assert row(expired).enqueued_at is not None and row(unsent).enqueued_at is not None
     assert expired not in reap().unsent  # recorded: not sent again
 
 
 def test_a_broker_failure_leaves_the_job_to_the_next_pass(monkeypatch):
-    def down(task, job_id):
+    def down(task, job_id, queue):
         raise ConnectionError("broker down")
 
     monkeypatch.setattr("worker.reaper.enqueue", down)
