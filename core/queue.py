@@ -55,6 +55,8 @@ def celery_config(settings: Settings) -> dict:
         })
         # The filesystem transport has no fan-out for remote control; jobs need none.
         config["worker_enable_remote_control"] = False
+        # kombu's own, with atomic message writes (core/fsbroker.py says why).
+        config["broker_transport"] = "core.fsbroker:Transport"
     return config
 
 
