@@ -118,13 +118,14 @@ def tenant_for_key(session: Session, key: str) -> Tenant | None:
     return None if api_key.revoked_at is not None else _tenant(user, api_key)
 
 
-def create_web_session(session: Session, tenant: Tenant, hours: float) -> str:
-    """A new web page session for the key the tenant logged in with; returns its token."""
+def create_web_session(session: Session, tenant: Tenant, hours: float) -> tuple[str, datetime]:
+    """A new web page session for the key the tenant logged in with: (token, expires_at)."""
     token = secrets.token_urlsafe(32)
-    session.add(WebSession(token_sha256=sha256_hex(token), key_id=tenant.key_id,
-                           expires_at=utcnow() + timedelta(hours=hours)))
+    row = WebSession(token_sha256=sha256_hex(token), key_id=tenant.key_id,
+                     expires_at=utcnow() + timedelta(hours=hours))
+    session.add(row)
     session.flush()
-    return token
+    return token, row.expires_at
 
 
 def tenant_for_session(session: Session, token: str) -> Tenant | None:

@@ -3,7 +3,7 @@ cookie, so the page never holds the key and no key ever goes into a URL (a brows
 EventSource cannot send an Authorization header; it does send cookies)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +14,6 @@ from core import auth
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import Unauthorized
-from core.tables import utcnow
 
 router = APIRouter(prefix="/session", tags=["session"])
 
@@ -41,13 +40,12 @@ def log_in(login: Login, request: Request, response: Response) -> Caller:
         tenant = auth.tenant_for_key(session, login.key.strip())
         if tenant is None:
             raise Unauthorized("the API key is not valid (unknown or revoked)")
-        token = auth.create_web_session(session, tenant, settings.session_hours)
+        token, expires_at = auth.create_web_session(session, tenant, settings.session_hours)
     max_age = int(settings.session_hours * 3600)
     response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
     return Caller(user=tenant.name, is_admin=tenant.is_admin, auth="on",
-                  expires_at=utcnow().replace(microsecond=0)
-                  + timedelta(hours=settings.session_hours))
+                  expires_at=expires_at)
 
 
 @router.get("", response_model=Caller, responses=responses(401))

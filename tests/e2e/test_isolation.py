@@ -12,9 +12,7 @@ import io
 import os
 import pickle
 import re
-import struct
 import uuid
-import zlib
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ import psycopg
 import pytest
 import torch
 
+from tests.images import crafted_png
 from tests.procs import wait_status
 from tests.tenants import admin_cli, client, make_tenant
 
@@ -51,16 +50,6 @@ def png_bytes(seed: int = 0) -> bytes:
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), np.uint8)).save(
         out, "PNG")
     return out.getvalue()
-
-
-def crafted_png(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height in a few dozen bytes (a pixel bomb)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
 
 
 def tenant_resources(c: httpx.Client, label: str, seed: int, key: str, base: str) -> dict:

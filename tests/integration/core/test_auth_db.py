@@ -128,7 +128,7 @@ def test_no_column_of_any_row_holds_a_key_or_a_session_token(db):
         for name in ("alice", "bob"):
             user = auth.create_user(session, name)
             keys.append(auth.create_key(session, user)[1])
-        token = auth.create_web_session(session, auth.tenant_for_key(session, keys[0]), 1)
+        token, _ = auth.create_web_session(session, auth.tenant_for_key(session, keys[0]), 1)
     secrets_ = keys + [token] + [re.match(r"thk_[0-9a-f]{16}_(.+)$", k).group(1) for k in keys]
     with db() as session:
         values = [str(v) for table in Base.metadata.sorted_tables

@@ -135,9 +135,9 @@ def test_revoking_a_key_ends_its_web_sessions_and_no_other(db):
     key_id, key = new_user_and_key(db)
     _other_id, other = new_user_and_key(db, "bob")
     with db.begin() as session:
-        token = auth.create_web_session(session, auth.tenant_for_key(session, key), 12)
-        token2 = auth.create_web_session(session, auth.tenant_for_key(session, key), 12)
-        other_token = auth.create_web_session(session, auth.tenant_for_key(session, other), 12)
+        token, _ = auth.create_web_session(session, auth.tenant_for_key(session, key), 12)
+        token2, _ = auth.create_web_session(session, auth.tenant_for_key(session, key), 12)
+        other_token, _ = auth.create_web_session(session, auth.tenant_for_key(session, other), 12)
     with db() as session:
         assert auth.tenant_for_session(session, token).name == "alice"
         assert auth.tenant_for_session(session, token2).name == "alice"
@@ -156,8 +156,8 @@ def test_a_session_ends_when_it_expires_or_is_ended(db):
     _key_id, key = new_user_and_key(db)
     with db.begin() as session:
         tenant_ = auth.tenant_for_key(session, key)
-        expiring = auth.create_web_session(session, tenant_, 12)
-        ended = auth.create_web_session(session, tenant_, 12)
+        expiring, _ = auth.create_web_session(session, tenant_, 12)
+        ended, _ = auth.create_web_session(session, tenant_, 12)
     with db.begin() as session:
         session.execute(update(WebSession)
                         .where(WebSession.token_sha256 == auth.sha256_hex(expiring))

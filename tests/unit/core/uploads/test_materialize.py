@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import io
 import pickle
-import struct
 import tracemalloc
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from PIL import Image
 
 from core.uploads.archives import Limits, UploadRejected
 from core.uploads.materialize import UploadOptions, _stratified_split, materialize
+from tests.images import crafted_png
 from tests.unit import factories
 
 MB = 2**20
@@ -387,16 +386,6 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
         assert image[0].numpy().tolist() == want.tolist()
 
 
-def _crafted_png(width: int, height: int) -> bytes:
-    """An 8-bit grayscale PNG whose header claims width x height; the pixel data is tiny."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
-
-
 def test_an_image_over_max_image_pixels_is_rejected(tmp_path):
     files = two_class_folder()
     files["dog/huge.png"] = encode(np.zeros((40, 30, 3), np.uint8))
@@ -407,7 +396,7 @@ def test_an_image_over_max_image_pixels_is_rejected(tmp_path):
 
 def test_a_huge_image_header_is_rejected_before_decoding(tmp_path):
     files = two_class_folder()
-    files["dog/bomb.png"] = _crafted_png(5000, 5000)  # 25 Mpx claimed in ~60 bytes
+    files["dog/bomb.png"] = crafted_png(5000, 5000)  # 25 Mpx claimed in ~60 bytes
     tracemalloc.start()
     try:
         message = rejected(write_zip(tmp_path / "d.zip", files))
@@ -420,7 +409,7 @@ def test_a_huge_image_header_is_rejected_before_decoding(tmp_path):
 
 def test_a_header_past_pillows_own_bomb_limit_names_the_size(tmp_path):
     files = two_class_folder()
-    files["dog/bomb.png"] = _crafted_png(20000, 20000)
+    files["dog/bomb.png"] = crafted_png(20000, 20000)
     message = rejected(write_zip(tmp_path / "d.zip", files))
     assert "dog/bomb.png" in message and "pixels" in message
 
