@@ -51,9 +51,8 @@ class JobPublic(BaseModel):
 
     @classmethod
     def from_row(cls, job: Job, live_queues: set[str] | None = None) -> "JobPublic":
-        device = (job.spec or {}).get("device", "auto")
-        queue = job_queue(get_settings().queue, device)
-        waiting = (waiting_reason(queue, device, live_queues)
+        queue = job_queue(get_settings().queue, job.spec or {})
+        waiting = (waiting_reason(queue, job.spec or {}, live_queues)
                    if live_queues is not None and job.status == JobStatus.queued.value
                    else None)
         return cls(queue=queue, waiting=waiting,

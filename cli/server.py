@@ -1,16 +1,15 @@
 """Server verbs: up (API + worker), api, worker, migrate."""
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from typing import Annotated
 
 import typer
 
-STOP_GRACE_SECONDS = 30
+from cli.gpu_workers import ALL, EACH, GpuChoiceError, placements
+from cli.supervise import start, supervise
+
 # job_tag: " job=<id>" on every record logged while a job runs in that process.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s%(job_tag)s: %(message)s"
 
@@ -66,9 +65,13 @@ def worker(concurrency: Annotated[int, typer.Option(
                help="queues to consume, comma-separated (default: by hardware: "
                     "$TRAINHUB_QUEUE.gpu or .cpu, and $TRAINHUB_QUEUE)")] = None,
            name: Annotated[str | None, typer.Option(
-               help="worker node name (default: trainhub@host)")] = None) -> None:
+               help="worker node name (default: trainhub@host)")] = None,
+           gpus: Annotated[str, typer.Option(
+               help="'each': one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES; "
+                    "'all': one worker holding every GPU (multi-GPU jobs); or GPU indices "
+                    "such as 0,1 for one worker holding those")] = EACH) -> None:
     configure_logging()
-    run_worker(concurrency, queue, name)
+    raise typer.Exit(run_worker(concurrency, queue, name, gpus))
 
 
 def migrate() -> None:
@@ -135,18 +138,42 @@ def run_api(host: str, port: int, workers: int) -> None:
                 timeout_graceful_shutdown=5, workers=workers)
 
 
-def run_worker(concurrency: int, queue: str | None, name: str | None) -> None:
+def run_worker(concurrency: int, queue: str | None, name: str | None, gpus: str = EACH) -> int:
     import torch
 
+    name = name or "trainhub@" + socket.gethostname()
+    # Same call as torch.cuda.is_available(): it counts without making a CUDA context, so
+    # the pool processes forked below can still use the GPU.
+    gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        plan = placements(gpus, gpu_count, name)
+    except GpuChoiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    if len(plan) == 1 and plan[0].visible_devices is None:
+        run_celery_worker(concurrency, queue, plan[0].name, plan[0].gpu_count)
+        return 0
+    # CUDA_VISIBLE_DEVICES only takes effect in a process that has not yet counted its
+    # GPUs, and this one has: each pinned worker is a child process of its own.
+    base = [sys.executable, "-m", "cli", "worker", f"--concurrency={concurrency}",
+            "--gpus", ALL] + (["--queue", queue] if queue else [])
+    children = {p.name: start(base + ["--name", p.name],
+                              env={**os.environ, "CUDA_VISIBLE_DEVICES": p.visible_devices})
+                for p in plan}
+    for p in plan:
+        logging.getLogger("trainhub").info("worker %s on GPU %s", p.name, p.visible_devices)
+    return supervise(children, "the GPU workers")
+
+
+def run_celery_worker(concurrency: int, queue: str | None, name: str, gpu_count: int) -> None:
     from core.config import get_settings
     from core.routing import worker_queues
     from worker.celery_app import app
 
     settings = get_settings()
-    queues = queue or ",".join(worker_queues(settings.queue, torch.cuda.is_available()))
+    queues = queue or ",".join(worker_queues(settings.queue, gpu_count))
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
-            f"--queues={queues}", "--pool=prefork",
-            f"--hostname={name or 'trainhub@' + socket.gethostname()}",
+            f"--queues={queues}", "--pool=prefork", f"--hostname={name}",
             # Jobs need no worker-to-worker chatter; it only costs broker round trips.
             "--without-gossip", "--without-mingle"]
     if settings.resolved_broker_url.startswith("filesystem://"):
@@ -165,39 +192,7 @@ def run_up(host: str, port: int) -> int:
              settings.resolved_database_url, settings.resolved_broker_url)
     base = [sys.executable, "-m", "cli"]
     # Own sessions: a terminal's Ctrl-C reaches only `up`, which stops the children in order.
-    children = {
-        "worker": subprocess.Popen(base + ["worker"], start_new_session=True),
-        "api": subprocess.Popen(base + ["api", "--host", host, "--port", str(port)],
-                                start_new_session=True),
-    }
-    stopped_at: float | None = None
-
-    def stop(signum, _frame):
-        nonlocal stopped_at
-        if stopped_at is not None:
-            return
-        stopped_at = time.monotonic()
-        log.info("stopping API and worker")
-        for proc in children.values():
-            if proc.poll() is None:
-                # The whole group: the worker's pool children stop their running job too.
-                os.killpg(proc.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    children = {"worker": start(base + ["worker"]),
+                "api": start(base + ["api", "--host", host, "--port", str(port)])}
     log.info("API on http://%s:%d (docs at /docs); Ctrl-C stops", host, port)
-    code = 0
-    while any(p.poll() is None for p in children.values()):
-        for name, proc in children.items():
-            if proc.poll() is not None and stopped_at is None:
-                log.error("%s exited with code %s; stopping the rest", name, proc.returncode)
-                code = proc.returncode or 1
-                stop(signal.SIGTERM, None)
-        if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
-            for proc in children.values():
-                if proc.poll() is None:
-                    log.warning("pid %d did not stop in %ds; killing it", proc.pid,
-                                STOP_GRACE_SECONDS)
-                    os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(0.2)
-    return code
+    return supervise(children, "API and worker")

@@ -60,7 +60,11 @@ def get_engine() -> Engine:
 def reset_engine() -> None:
     global _engine, _sessionmaker
     if _engine is not None:
-        _engine.dispose()
+        # In a forked child the pooled connections are the parent's: closing them here would
+        # end the parent's sessions too (the server sees a Terminate on their sockets; seen
+        # as the worker's heartbeat failing with "server closed the connection" just as its
+        # pool forked). Only drop them.
+        _engine.dispose(close=_engine_pid == os.getpid())
     _engine = _sessionmaker = None
 
 

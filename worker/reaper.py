@@ -28,9 +28,9 @@ def reap_once(settings: Settings) -> jobs.Reaped:
     for job_id in outcome.failed:
         log.error("job %s: failed: its worker was lost too many times", job_id)
     for job_id in to_send:
-        device = specs.get(job_id, {}).get("device", "auto")
         try:
-            enqueue(RUN_JOB_TASK, job_id, queue=job_queue(settings.queue, device))
+            enqueue(RUN_JOB_TASK, job_id, queue=job_queue(settings.queue,
+                                                          specs.get(job_id) or {}))
         except Exception as exc:  # the next pass tries again: enqueued_at stays empty
             log.warning("job %s: could not send it to the broker: %s", job_id, exc)
             continue

@@ -123,7 +123,7 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: T
                            "did not complete; retry") from None
         return _replay(earlier, digest, idempotency_key, response)
     try:
-        enqueue(RUN_JOB_TASK, job.id, queue=job_queue(settings.queue, spec.device))
+        enqueue(RUN_JOB_TASK, job.id, queue=job_queue(settings.queue, job.spec))
     except BrokerUnavailable as exc:
         log.error("job %s: broker unavailable: %s", job.id, exc)
         # The key is released with it: retrying the request makes a new job.
