@@ -1,4 +1,5 @@
-"""Artifact storage behind a small interface: a local folder now, an S3-compatible store later.
+"""Artifact storage behind a small interface: a local folder (the default) or an S3-compatible
+bucket (TRAINHUB_ARTIFACT_URL=s3://bucket/prefix, core/s3store.py).
 
 Keys are relative, slash-separated names that trainhub builds from ids
 (`jobs/<job id>/checkpoints/epoch-0003.pt`); nothing a client sends becomes a key.
@@ -6,9 +7,12 @@ Keys are relative, slash-separated names that trainhub builds from ids
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import sys
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
 
@@ -39,13 +43,23 @@ class ArtifactStore(Protocol):
         """A local path holding the artifact for as long as the context lasts."""
 
 
+class ArtifactStoreError(OSError):
+    """The store could not be read or written (an S3 error, an unreachable endpoint); an
+    OSError, as a local disk's failures are, so callers handle both alike."""
+
+
+class StoreConfigError(ValueError):
+    """TRAINHUB_ARTIFACT_URL (or the store it names) cannot be used; the message is one line
+    that names the setting."""
+
+
 def check_key(key: str) -> str:
     if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
         raise ValueError(f"invalid artifact key {key!r}")
     return key
 
 
-class _HashingWriter:
+class HashingWriter:
     """File wrapper that hashes and counts what passes through it."""
 
     def __init__(self, raw: BinaryIO):
@@ -61,6 +75,16 @@ class _HashingWriter:
         self.raw.flush()
 
 
+def copy_capped(source: BinaryIO, out, max_bytes: int) -> None:
+    """Copy source to out in 1 MiB pieces; TooLarge once more than max_bytes went through."""
+    copied = 0
+    while chunk := source.read(1 << 20):
+        copied += len(chunk)
+        if copied > max_bytes:
+            raise TooLarge(f"more than {max_bytes} bytes")
+        out.write(chunk)
+
+
 class LocalArtifactStore:
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
@@ -72,8 +96,8 @@ class LocalArtifactStore:
         return path
 
     def save(self, key: str, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
-        def hashed(raw: BinaryIO) -> _HashingWriter:
-            writer = _HashingWriter(raw)
+        def hashed(raw: BinaryIO) -> HashingWriter:
+            writer = HashingWriter(raw)
             write(writer)  # type: ignore[arg-type]
             return writer
 
@@ -81,15 +105,7 @@ class LocalArtifactStore:
         return writer.size, writer.sha.hexdigest()
 
     def save_stream(self, key: str, source: BinaryIO, max_bytes: int) -> int:
-        def copy(out) -> None:
-            copied = 0
-            while chunk := source.read(1 << 20):
-                copied += len(chunk)
-                if copied > max_bytes:
-                    raise TooLarge(f"more than {max_bytes} bytes")
-                out.write(chunk)
-
-        size, _ = self.save(key, copy)
+        size, _ = self.save(key, lambda out: copy_capped(source, out, max_bytes))
         return size
 
     @contextmanager
@@ -122,9 +138,58 @@ class LocalArtifactStore:
 
 
 def get_store() -> ArtifactStore:
+    """The store the settings name: the bucket of TRAINHUB_ARTIFACT_URL, else the local folder
+    $TRAINHUB_DATA_DIR/artifacts."""
+    return remote_store() or LocalArtifactStore(_settings().artifacts_dir)
+
+
+def remote_store() -> ArtifactStore | None:
+    """The S3 store when TRAINHUB_ARTIFACT_URL is set, else None (what is written to the local
+    folder needs no second copy). StoreConfigError for a malformed URL."""
+    settings = _settings()
+    if not settings.artifact_url:
+        return None
+    # One client per process: a forked worker child must not share its parent's connections.
+    return _s3_store(settings.artifact_url, settings.s3_endpoint_url,
+                     str(settings.data_dir / "tmp"), os.getpid())
+
+
+@lru_cache(maxsize=4)
+def _s3_store(url: str, endpoint_url: str | None, tmp_dir: str, _pid: int) -> ArtifactStore:
+    from core.s3store import S3ArtifactStore
+
+    return S3ArtifactStore.from_url(url, endpoint_url=endpoint_url, tmp_dir=Path(tmp_dir))
+
+
+def check_store() -> str:
+    """Startup check: the store the settings name can be used (for S3: the URL parses, the
+    endpoint answers, the bucket exists and the credentials reach it). Returns a line that
+    describes it; StoreConfigError, one line naming the setting, if not."""
+    settings = _settings()
+    if not settings.artifact_url:
+        return f"artifacts in {settings.artifacts_dir}"
+    from core.s3store import S3ArtifactStore
+
+    store = S3ArtifactStore.from_url(settings.artifact_url,
+                                     endpoint_url=settings.s3_endpoint_url, check=True)
+    return f"artifacts in {store.url}" + (f" at {settings.s3_endpoint_url}"
+                                           if settings.s3_endpoint_url else "")
+
+
+def check_store_or_exit() -> str:
+    """check_store() for the server commands: on failure one `error: ...` line on stderr and
+    exit code 1, no traceback."""
+    try:
+        return check_store()
+    except StoreConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _settings():
     from core.config import get_settings
 
-    return LocalArtifactStore(get_settings().artifacts_dir)
+    return get_settings()
 
 
 def checkpoint_key(job_id: str, epoch: int) -> str:

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # checkpoints); admins are exempt.
     tenant_max_active_jobs: int = Field(20, ge=0)
     tenant_max_stored_bytes: int = Field(100 * 1024**3, ge=0)
+    # Artifacts (checkpoints, dataset tensor files, TensorBoard event files): unset, the
+    # folder $TRAINHUB_DATA_DIR/artifacts; s3://bucket/prefix, an S3-compatible bucket
+    # (core/s3store.py), reached at s3_endpoint_url when set (MinIO and the like) with
+    # boto3's credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...).
+    artifact_url: str | None = None
+    s3_endpoint_url: str | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -84,6 +90,13 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("artifact_url", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("data_dir", mode="after")
     @classmethod

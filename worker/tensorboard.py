@@ -1,17 +1,46 @@
 """TensorBoard event files of a job, beside the database: the same metric names, the
-global step as the x axis (`tensorboard --logdir $TRAINHUB_DATA_DIR/tensorboard`)."""
+global step as the x axis (`tensorboard --logdir $TRAINHUB_DATA_DIR/tensorboard`).
+
+With an S3 artifact store (TRAINHUB_ARTIFACT_URL) the event files are also copied to the
+bucket under jobs/<job id>/tensorboard/: at most every `upload_every` seconds when the
+points are flushed, and always on close, so they outlive the worker's disk.
+"""
 from __future__ import annotations
 
+import logging
+import re
+import shutil
+import time
 from pathlib import Path
 from typing import Sequence
 
+from core.artifacts import ArtifactStore, job_prefix, remote_store
+
+log = logging.getLogger(__name__)
+
+_DERIVE = object()
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def tensorboard_prefix(job_id: str) -> str:
+    return f"{job_prefix(job_id)}/tensorboard"
+
 
 class TensorBoardLog:
-    def __init__(self, directory: Path, purge_step: int | None = None):
+    def __init__(self, directory: Path, purge_step: int | None = None,
+                 store: ArtifactStore | None = _DERIVE,  # type: ignore[assignment]
+                 key_prefix: str | None = None, upload_every: float = 30.0):
         # purge_step: a resumed run drops what an earlier attempt wrote from that step on,
         # so TensorBoard shows each point once.
+        # store: where the event files are copied; by default the S3 store when one is set
+        # (None: nowhere), under key_prefix (default jobs/<directory name>/tensorboard).
         self.directory, self.purge_step = directory, purge_step
         self._writer = None
+        self.store = remote_store() if store is _DERIVE else store
+        self.key_prefix = key_prefix or tensorboard_prefix(directory.name)
+        self.upload_every = upload_every
+        self._uploaded: dict[str, tuple[int, int]] = {}  # file name -> (size, mtime_ns)
+        self._last_upload = time.monotonic()
 
     def add(self, points: Sequence) -> None:
         if self._writer is None:
@@ -25,8 +54,31 @@ class TensorBoardLog:
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()
+            if time.monotonic() - self._last_upload >= self.upload_every:
+                self.upload()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            self.upload()
+
+    def upload(self) -> None:
+        """Copy the event files that changed since the last upload to the store; a failure
+        is logged, never raised (the metric points are in the database either way)."""
+        self._last_upload = time.monotonic()
+        if self.store is None or not self.directory.is_dir():
+            return
+        for path in sorted(self.directory.iterdir()):
+            try:
+                stat = path.stat()
+                if not path.is_file() or self._uploaded.get(path.name) == (
+                        stat.st_size, stat.st_mtime_ns):
+                    continue
+                key = f"{self.key_prefix}/{_UNSAFE.sub('_', path.name)}"
+                with open(path, "rb") as f:
+                    self.store.save(key, lambda out: shutil.copyfileobj(f, out))
+                self._uploaded[path.name] = (stat.st_size, stat.st_mtime_ns)
+            except (OSError, ValueError) as exc:
+                log.warning("could not copy TensorBoard file %s to the artifact store: %s",
+                            path, exc)
