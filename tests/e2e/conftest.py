@@ -1,5 +1,6 @@
 """One distributed stack for the end-to-end tests: Postgres + Redis broker + Redis events,
-API and one worker as separate processes, started at the same moment on an empty database."""
+API and one worker (or more) as separate processes, started at the same moment on an empty
+database."""
 from __future__ import annotations
 
 import uuid
@@ -12,27 +13,42 @@ from tests.procs import Proc, env_with, free_port, wait_http
 
 
 @contextmanager
-def running_stack(tmp, worker_name: str, **settings: str):
-    """API and one worker as separate processes on a new database, started at the same
-    moment on it (each migrates under the advisory lock)."""
+def running_stack(tmp, worker_name: str, *, extra_workers: tuple[str, ...] = (),
+                  own_data_dirs: bool = False, **settings: str):
+    """API and one worker (and one more per name in extra_workers) as separate processes on
+    a new database, started at the same moment on it (each migrates under the advisory
+    lock). They share tmp/data, or with own_data_dirs each has its own (tmp/data-api,
+    tmp/data-worker1, tmp/data-worker2, ...): then nothing but Postgres, Redis and what the
+    settings name (an S3 bucket) is shared."""
     db_url = create_database("trainhub_dist")
     env = env_with(TRAINHUB_DATABASE_URL=db_url, TRAINHUB_DATA_DIR=str(tmp / "data"),
                    TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
                    TRAINHUB_CANCEL_CHECK_SECONDS="0.5",
                    # Uploads over 200 kB go to the worker.
                    TRAINHUB_DATASET_INLINE_MAX_BYTES=str(200_000), **settings)
+    names = [worker_name, *extra_workers]
+    data_dirs = {"api": tmp / "data", **{name: tmp / "data" for name in names}}
+    if own_data_dirs:
+        data_dirs = {"api": tmp / "data-api",
+                     **{name: tmp / f"data-worker{i}" for i, name in enumerate(names, 1)}}
     port = free_port()
-    api = Proc(["api", "--port", str(port)], env, tmp / "api.log")
-    worker = Proc(["worker", "--name", worker_name], env, tmp / "worker.log")
+    api = Proc(["api", "--port", str(port)], {**env, "TRAINHUB_DATA_DIR": str(data_dirs["api"])},
+               tmp / "api.log")
+    workers = [Proc(["worker", "--name", name], {**env, "TRAINHUB_DATA_DIR": str(data_dirs[name])},
+                    tmp / ("worker.log" if i == 0 else f"worker-{i + 1}.log"))
+               for i, name in enumerate(names)]
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base, api)
-        worker.wait_for_log(" ready.")
+        for worker in workers:
+            worker.wait_for_log(" ready.")
         yield {"base": base, "db_url": db_url, "env": env, "tmp": tmp, "api": api,
-               "worker": worker}
+               "worker": workers[0], "workers": dict(zip(names, workers)),
+               "data_dirs": data_dirs}
     finally:
         api.stop()
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
 
 @pytest.fixture(scope="session")
