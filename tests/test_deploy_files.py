@@ -322,3 +322,17 @@ def test_the_image_copies_every_package_the_project_installs():
     copied = {p.rstrip("/") for kw, args in dockerfile_instructions() if kw == "COPY"
               for p in args.split()[:-1] if not p.startswith("--")}
     assert packages <= copied, packages - copied
+
+
+# --- the compose test's stand-in images (tests/e2e/test_compose_up.py) -------------------
+
+def test_compose_test_builds_a_stand_in_for_every_base_image(services):
+    """No image can be pulled where the compose test runs: tests/compose/setup.sh builds
+    stand-ins tagged with the names used here. A bumped tag (postgres:17) needs its stand-in."""
+    setup = (ROOT / "tests" / "compose" / "setup.sh").read_text()
+    standins = dict(re.findall(r"^\s*build (\S+) \"\$HERE/(\S+\.Dockerfile)\"", setup, re.M))
+    pulled = {svc["image"] for svc in services.values() if "build" not in svc}
+    pulled |= {args.split()[0] for kw, args in dockerfile_instructions() if kw == "FROM"}
+    assert pulled == set(standins), (pulled, standins)
+    for dockerfile in standins.values():
+        assert (ROOT / "tests" / "compose" / dockerfile).is_file(), dockerfile
