@@ -9,6 +9,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -66,6 +67,9 @@ _DATASET_SCHEMA = WithJsonSchema({
     "description": "a built-in dataset's name, or the id of an uploaded dataset"})
 
 
+MAX_WORLD_SIZE = 8
+
+
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -81,12 +85,26 @@ class Hyperparameters(BaseModel):
     seed: Int = Field(0, ge=0, le=2**32 - 1)
     log_every: Int = Field(2000, ge=1)
     validation_fraction: Float = Field(0.0, ge=0, le=0.5)
+    # Processes training the job together (DDP): one GPU each on cuda, CPU processes
+    # otherwise. batch_size stays the global batch, split evenly over them.
+    world_size: Int = Field(1, ge=1, le=MAX_WORLD_SIZE)
 
     @model_validator(mode="after")
     def _nesterov_needs_sgd_momentum(self) -> "Hyperparameters":
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov: true needs optimizer 'sgd' with momentum > 0")
         return self
+
+    @field_validator("world_size")
+    @classmethod
+    def _batch_splits_over_processes(cls, value: int, info: ValidationInfo) -> int:
+        batch_size = info.data.get("batch_size")  # absent when it failed its own checks
+        if batch_size is not None and batch_size % value:
+            divisors = [n for n in range(1, MAX_WORLD_SIZE + 1) if batch_size % n == 0]
+            raise ValueError(
+                f"must divide batch_size {batch_size} (the global batch, split evenly over "
+                f"the processes); allowed: {', '.join(map(str, divisors))}")
+        return value
 
 
 class InitFrom(BaseModel):

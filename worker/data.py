@@ -42,11 +42,11 @@ def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor
             start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised float batches (the last may be short): in `order`, or shuffled by
     `generator`, or in stored order; from mini-batch `start_batch` on (a resumed epoch)."""
-    n = len(split)
     if order is None and generator is not None:
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(len(split), generator=generator)
     if order is not None:
         order = order.to(split.images.device)
+    n = len(split) if order is None else len(order)  # a DDP rank's order is its share
     for start in range(start_batch * batch_size, n, batch_size):
         if order is None:
             images = split.images[start:start + batch_size]
@@ -57,7 +57,30 @@ def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor
         yield normalize(images, mean, std), labels
 
 
+def shard_order(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Process `rank`'s part of an epoch's order under DDP, as DistributedSampler makes it:
+    the order padded (from its start) to a multiple of world_size, then every world_size-th
+    index from `rank` on. Batched by batch_size // world_size, global batch i is then the
+    single-process batch i (padded order) spread evenly over the ranks, so an epoch has the
+    same number of steps as a single-process one (batch_size is a multiple of world_size)
+    and no rank ever gets an empty batch."""
+    pad = -len(order) % world_size
+    if pad:
+        order = torch.cat([order, order.repeat(pad // len(order) + 1)[:pad]])
+    return order[rank::world_size]
+
+
 # ---- loading -----------------------------------------------------------------------------
+
+def read_dataset(source: dict, settings, store) -> ImageDataset:
+    """A job's dataset from where the runner found it (every rank of a DDP job reads it):
+    {"builtin": name}, or {"upload": id, "key": its tensor file in the artifact store}."""
+    if "key" in source:
+        with store.open(source["key"]) as f:
+            return read_tensor_file(source["upload"], f)
+    return load_dataset(source["builtin"], settings.resolved_dataset_root, settings.cache_dir,
+                        settings.allow_download)
+
 
 def load_dataset(name: str, dataset_root: Path, cache_dir: Path,
                  allow_download: bool) -> ImageDataset:

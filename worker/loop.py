@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from core.datasets import num_batches
 from core.imagedata import ImageDataset, Split
 from worker.data import batches, split_validation
 from worker.state import TrainState
+
+if TYPE_CHECKING:
+    from worker.distributed import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +147,14 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
                     check_every_s: float = 2.0, stop: StopFlag | None = None,
                     checkpoint: Callable[[TrainState], None] | None = None,
                     policy: CheckpointPolicy = CheckpointPolicy(),
-                    deadline: float | None = None) -> tuple[dict[str, float], str | None]:
-    """The rest of state.epoch's pass over train; returns (epoch metrics, why it stopped)."""
-    model, optimizer = state.model, state.optimizer
+                    deadline: float | None = None, dist: Distributed | None = None,
+                    net: nn.Module | None = None) -> tuple[dict[str, float], str | None]:
+    """The rest of state.epoch's pass over train; returns (epoch metrics, why it stopped).
+
+    Under DDP (dist) it trains `net` (the DDP wrapper of state.model) on this rank's share
+    of each global batch; only rank 0's stop flag, reporter and deadline count, and every
+    rank stops at the step dist.agree() names."""
+    model, optimizer = net or state.model, state.optimizer
     batch_scheduler = state.scheduler if state.scheduler_per_batch else None
     model.train()
     if state.batch == 0:
@@ -156,11 +164,14 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
     next_check = time.monotonic() + check_every_s
     last_save = time.monotonic()
     started = time.perf_counter()
-    reason = None
-    for batch, (inputs, labels) in enumerate(batches(train, hp.batch_size, mean, std,
-                                                     order=state.order,
-                                                     start_batch=state.batch),
-                                             start=state.batch + 1):
+    reason = wanted = None
+    if dist is None:
+        source = batches(train, hp.batch_size, mean, std, order=state.order,
+                         start_batch=state.batch)
+    else:
+        source = batches(train, hp.batch_size // dist.world_size, mean, std,
+                         order=dist.shard(state.order), start_batch=state.batch)
+    for batch, (inputs, labels) in enumerate(source, start=state.batch + 1):
         optimizer.zero_grad(set_to_none=True)
         outputs = model(inputs)
         loss = criterion(outputs, labels)
@@ -176,29 +187,40 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
         state.correct += (outputs.detach().argmax(1) == labels).sum()
         state.seen += labels.shape[0]
         if batch % hp.log_every == 0:
+            if dist is not None:
+                dist.average(state.running_loss)
             value = (state.running_loss / hp.log_every).item()  # the one sync: a log point
             state.running_loss.zero_()
             log.info("[%d, %5d] loss: %.3f", state.epoch, batch, value)
             reporter.metrics([Metric("loss", state.epoch, batch, state.step, value)])
             next_check = 0.0  # ask about cancellation at every log point
-        if stop.reason is not None:
-            reason = stop.reason
-            reporter.progress(state.epoch, state.step, total_steps)
-            break
         now = time.monotonic()
-        if now >= next_check:
-            reporter.progress(state.epoch, state.step, total_steps)
-            asked = reporter.should_stop()
-            if asked:
-                reason = asked if isinstance(asked, str) else "cancel"
-                break
-            if deadline is not None and now >= deadline:
-                reason = "timeout"
-                break
-            next_check = time.monotonic() + check_every_s
-        if checkpoint is not None and (
-                (policy.every_steps and state.step % policy.every_steps == 0)
-                or (policy.every_seconds and now - last_save >= policy.every_seconds)):
+        if wanted is None:
+            if stop.reason is not None:
+                wanted = stop.reason
+                reporter.progress(state.epoch, state.step, total_steps)
+            elif now >= next_check:
+                reporter.progress(state.epoch, state.step, total_steps)
+                asked = reporter.should_stop()
+                if asked:
+                    wanted = asked if isinstance(asked, str) else "cancel"
+                elif deadline is not None and now >= deadline:
+                    wanted = "timeout"
+                next_check = time.monotonic() + check_every_s
+        save = checkpoint is not None and bool(
+            (policy.every_steps and state.step % policy.every_steps == 0)
+            or (policy.every_seconds and now - last_save >= policy.every_seconds))
+        if dist is None:
+            reason = wanted
+        else:  # every rank at the same steps, as rank 0 decided
+            reason, save = dist.agree(state.step, wanted, save)
+            if reason is not None or save:
+                dist.merge_sums(state)  # what rank 0 saves holds every rank's share
+            if reason is not None:  # some steps after rank 0 wanted it
+                reporter.progress(state.epoch, state.step, total_steps)
+        if reason is not None:
+            break
+        if save and checkpoint is not None:
             state.epoch_seconds += time.perf_counter() - started
             checkpoint(state)
             started = time.perf_counter()
@@ -206,6 +228,8 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
     state.epoch_seconds += time.perf_counter() - started
     if reason is not None:
         return {}, reason
+    if dist is not None:
+        dist.merge_sums(state)
     seconds, seen = state.epoch_seconds, state.seen
     epoch_metrics = {
         "train_loss": state.epoch_loss.item() / max(seen, 1),
@@ -217,17 +241,22 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
 
 
 def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor,
-             criterion, batch_size: int) -> tuple[float, float]:
-    """(mean loss, accuracy) over split, model in eval() under no_grad."""
+             criterion, batch_size: int, dist: Distributed | None = None) -> tuple[float, float]:
+    """(mean loss, accuracy) over split, model in eval() under no_grad. Under DDP each rank
+    evaluates its share with the plain model (DDP's wrapper would sync buffers at every
+    forward, and the shares' batch counts may differ) and the sums are added up."""
     model.eval()
     device = split.images.device
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     with torch.no_grad():
-        for inputs, labels in batches(split, max(batch_size, 256), mean, std):
+        for inputs, labels in batches(split if dist is None else dist.eval_part(split),
+                                      max(batch_size, 256), mean, std):
             outputs = model(inputs)
             total_loss += criterion(outputs, labels).double() * labels.shape[0]
             correct += (outputs.argmax(1) == labels).sum()
+    if dist is not None:
+        total_loss, correct = dist.add_up(total_loss, correct)
     n = max(len(split), 1)
     return total_loss.item() / n, correct.item() / n
 
@@ -248,13 +277,16 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         resume_from: dict | None = None, stop: StopFlag | None = None,
         checkpoint: Callable[[TrainState], None] | None = None,
         policy: CheckpointPolicy = CheckpointPolicy(),
-        max_seconds: float | None = None) -> FitResult:
+        max_seconds: float | None = None, dist: Distributed | None = None) -> FitResult:
     """Train for hp.epochs, evaluating on test (and validation) after each epoch.
 
     resume_from (a TrainState.state_dict(), with the model's weights already loaded)
     continues a stopped run where it stopped. `checkpoint` is handed the state every
     `policy` interval, `stop` is read after every mini-batch, and max_seconds bounds the
-    job's time in fit over all its attempts (then it stops with reason "timeout")."""
+    job's time in fit over all its attempts (then it stops with reason "timeout").
+
+    dist (worker.distributed) makes this one rank of a DDP job: hp.batch_size is the global
+    batch, and every rank runs fit with the same arguments and resume state."""
     train, val = split_validation(dataset.train, hp.validation_fraction, hp.seed)
     train, test = train.to(device), dataset.test.to(device)
     val = val.to(device) if val is not None else None
@@ -266,6 +298,11 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     state = new_state(model, hp, total_steps)
     if resume_from is not None:
         state.load_state_dict(resume_from, device)
+    net = None
+    if dist is not None:
+        net = dist.wrap(model)
+        if not dist.is_main:  # rank 0's saved sums are the whole group's (merge_sums)
+            state.start_accumulators(device)
     criterion = make_criterion(hp.loss, len(dataset.classes))
     attempt_started = time.monotonic()
     deadline = (attempt_started + max_seconds - state.elapsed_seconds
@@ -281,14 +318,14 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         epoch = state.epoch
         epoch_metrics, reason = train_one_epoch(
             state, train, mean, std, criterion, hp, reporter, total_steps, check_every_s,
-            stop, checkpoint, policy, deadline)
+            stop, checkpoint, policy, deadline, dist, net)
         if reason is not None:  # progress was reported at the check that stopped it
             return result(True, reason)
         epoch_metrics["eval_loss"], epoch_metrics["eval_accuracy"] = evaluate(
-            model, test, mean, std, criterion, hp.batch_size)
+            model, test, mean, std, criterion, hp.batch_size, dist)
         if val is not None:
             epoch_metrics["val_loss"], epoch_metrics["val_accuracy"] = evaluate(
-                model, val, mean, std, criterion, hp.batch_size)
+                model, val, mean, std, criterion, hp.batch_size, dist)
         if state.scheduler is not None and not state.scheduler_per_batch:
             state.scheduler.step()
         # A diverged value stays NaN here; the runner stores it as null.

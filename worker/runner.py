@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from sqlalchemy import select
@@ -24,7 +24,7 @@ from core.artifacts import get_store, resume_key
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import FieldError
-from core.imagedata import ImageDataset, read_tensor_file
+from core.imagedata import ImageDataset
 from core.init_from import load_init_from
 from core.jobspec import Hyperparameters
 from core.metrics import finite_values
@@ -32,10 +32,11 @@ from core.states import InvalidTransition, JobStatus
 from core.tables import Job
 from core.tenancy import tenant_of
 from worker.checkpoints import CheckpointWriter, ResumeWriter, training_state_of
-from worker.data import DatasetUnavailable, load_dataset
+from worker.data import DatasetUnavailable, read_dataset
 from worker.heartbeat import LeaseHeartbeat
 from worker.joblog import job_logging
 from worker.loop import CheckpointPolicy, FitResult, Metric, StopFlag, fit, resolve_device
+from worker.ranks import process_group, rank_devices
 from worker.sink import DatabaseOutage, JobReporter, is_outage
 from worker.tensorboard import TensorBoardLog
 
@@ -71,8 +72,12 @@ def run(job_id: str, worker_name: str) -> str:
     if spec is None:
         log.warning("job %s: no such job, dropping the message", job_id)
         return "skipped"
+    world_size = spec["hyperparameters"].get("world_size", 1)
     try:
-        device = resolve_device(spec.get("device", "auto"))
+        if world_size > 1:  # rank 0 runs here, on the first of the ranks' devices
+            device = rank_devices(spec.get("device", "auto"), world_size)[0]
+        else:
+            device = resolve_device(spec.get("device", "auto"))
     except RuntimeError as exc:
         return _finish(job_id, None, JobStatus.failed, redis_client, settings, error=str(exc))
 
@@ -116,13 +121,14 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str
             hp = Hyperparameters(**spec["hyperparameters"])
             torch.manual_seed(hp.seed)
             owner = _owner(job_id)  # uploads and init_from: only what the owner may use
-            dataset = load_job_dataset(spec["dataset"], settings, store, owner)
+            source = dataset_source(spec["dataset"], owner)
+            dataset = read_dataset(source, settings, store)
             log.info("job %s: dataset %s loaded: %d train and %d test images of shape %s, "
                      "%d classes", job_id, spec["dataset"], len(dataset.train),
                      len(dataset.test), "x".join(map(str, dataset.shape)),
                      len(dataset.classes))
             model = models.build(spec["model"], dataset.shape, len(dataset.classes))
-            resume = load_resume_state(job_id, spec, model, store, reporter)
+            resume, resume_file = load_resume_state(job_id, spec, model, store, reporter)
             reporter.tensorboard = TensorBoardLog(
                 settings.tensorboard_dir / job_id,
                 purge_step=resume["step"] + 1 if resume is not None else None)
@@ -135,13 +141,20 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str
                 log.info("job %s: resuming at epoch %d, step %d", job_id, resume["epoch"],
                          resume["step"])
             resume_writer = ResumeWriter(job_id, spec, dataset, store, reporter.pending_points)
-            result = fit(model, dataset, hp, device, reporter, settings.cancel_check_seconds,
-                         on_epoch_end=CheckpointWriter(job_id, spec, dataset, store,
-                                                       reporter.record_checkpoint),
-                         resume_from=resume, stop=stop, checkpoint=resume_writer,
-                         policy=CheckpointPolicy(settings.checkpoint_every_steps,
-                                                 settings.checkpoint_every_seconds),
-                         max_seconds=spec.get("max_runtime_seconds"))
+            # World size 1 never starts a process group: the plain loop, as always.
+            ranks = (process_group(job_id, hp, rank_devices(spec.get("device", "auto"),
+                                                            hp.world_size),
+                                   spec, source, resume_file)
+                     if hp.world_size > 1 else nullcontext(None))
+            with ranks as dist:
+                result = fit(model, dataset, hp, device, reporter,
+                             settings.cancel_check_seconds,
+                             on_epoch_end=CheckpointWriter(job_id, spec, dataset, store,
+                                                           reporter.record_checkpoint),
+                             resume_from=resume, stop=stop, checkpoint=resume_writer,
+                             policy=CheckpointPolicy(settings.checkpoint_every_steps,
+                                                     settings.checkpoint_every_seconds),
+                             max_seconds=spec.get("max_runtime_seconds"), dist=dist)
             if result.stop_reason in ("preempt", "db_outage"):
                 resume_writer(result.state)
             if result.stop_reason != "db_outage":
@@ -221,9 +234,11 @@ def stop_on_sigterm(stop: StopFlag):
         signal.signal(signal.SIGTERM, previous)
 
 
-def load_resume_state(job_id: str, spec: dict, model, store, reporter: JobReporter) -> dict | None:
+def load_resume_state(job_id: str, spec: dict, model, store,
+                      reporter: JobReporter) -> tuple[dict | None, str | None]:
     """The newest saved training state of this job (mid-epoch file or last epoch
-    checkpoint), with its weights loaded into model; None for a fresh start."""
+    checkpoint), with its weights loaded into model, and the file's key (a DDP job's other
+    ranks load the same); (None, None) for a fresh start."""
     with session_scope() as session:
         rows = ckpt.job_checkpoints(session, job_id)
     candidates = []
@@ -231,7 +246,7 @@ def load_resume_state(job_id: str, spec: dict, model, store, reporter: JobReport
         candidates.append(resume_key(job_id))
     if rows:
         candidates.append(rows[0].storage_key)
-    best_blob = None
+    best_blob, best_key = None, None
     for key in candidates:
         try:
             with store.open(key) as f:
@@ -241,14 +256,14 @@ def load_resume_state(job_id: str, spec: dict, model, store, reporter: JobReport
             continue
         if training_state_of(blob) is not None and (
                 best_blob is None or blob["step"] > best_blob["step"]):
-            best_blob = blob
+            best_blob, best_key = blob, key
     if best_blob is None:
-        return None
+        return None, None
     model.load_state_dict(best_blob["model_state"])
     pending = best_blob.get("pending_points") or []
     if pending:  # points the database missed before that attempt stopped
         reporter.metrics([Metric(**p) for p in pending])
-    return training_state_of(best_blob)
+    return training_state_of(best_blob), best_key
 
 
 def _keep_logged_points(reporter: JobReporter) -> None:
@@ -264,19 +279,17 @@ def _owner(job_id: str) -> str | None:
         return session.scalar(select(Job.owner).where(Job.id == job_id))
 
 
-def load_job_dataset(ref: str, settings, store, owner: str | None = None) -> ImageDataset:
-    """A built-in by name (tensor cache after the first read), or a ready upload by id that
-    the job's owner may use."""
+def dataset_source(ref: str, owner: str | None = None) -> dict:
+    """Where the job's dataset is read from (worker.data.read_dataset): a built-in by name,
+    or a ready upload by id that the job's owner may use."""
     if not datasets.is_upload_ref(ref):
-        return load_dataset(ref, settings.resolved_dataset_root, settings.cache_dir,
-                            settings.allow_download)
+        return {"builtin": ref}
     with session_scope() as session:
         try:
             view = datasets.resolve(session, ref, tenant_of(session, owner))
         except datasets.DatasetNotUsable as exc:
             raise JobInputError(exc.message) from None
-    with store.open(view.cache_key) as f:
-        return read_tensor_file(ref, f)
+    return {"upload": ref, "key": view.cache_key}
 
 
 def load_initial_weights(model, spec: dict, dataset: ImageDataset, store,

@@ -39,7 +39,7 @@ def test_minimal_job_gets_the_tutorial_defaults(api):
     assert job["spec"]["hyperparameters"] == {
         "epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
         "nesterov": False, "weight_decay": 0.0, "loss": "cross_entropy", "scheduler": "none",
-        "seed": 0, "log_every": 2000, "validation_fraction": 0.0}
+        "seed": 0, "log_every": 2000, "validation_fraction": 0.0, "world_size": 1}
     assert job["spec"]["device"] == "auto"
     assert job["progress"] == {"epoch": 0, "step": 0, "total_steps": 2 * 360}
     assert api.get(f"/jobs/{job['id']}").json()["id"] == job["id"]
@@ -64,6 +64,10 @@ BAD_FIELDS = [
     ({"hyperparameters": {"loss": "hinge"}}, "hyperparameters.loss", "'mse'"),
     ({"hyperparameters": {"scheduler": "plateau"}}, "hyperparameters.scheduler", "'onecycle'"),
     ({"hyperparameters": {"seed": -1}}, "hyperparameters.seed", "0"),
+    ({"hyperparameters": {"world_size": 0}}, "hyperparameters.world_size", "1"),
+    ({"hyperparameters": {"world_size": 9}}, "hyperparameters.world_size", "8"),
+    ({"hyperparameters": {"batch_size": 30, "world_size": 4}}, "hyperparameters.world_size",
+     "allowed: 1, 2, 3, 5, 6"),
     ({"hyperparameters": {"epochs": "many"}}, "hyperparameters.epochs", "integer"),
     ({"hyperparameters": {"optimizer": "adam", "nesterov": True}}, "hyperparameters", "nesterov"),
     ({"hyperparameters": {"momentum": 0, "nesterov": True}}, "hyperparameters", "momentum > 0"),

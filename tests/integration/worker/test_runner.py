@@ -173,27 +173,34 @@ def test_a_job_over_max_runtime_seconds_fails_with_the_reason_and_keeps_its_poin
     assert 0 < job.step < 1000 * 23 and points(job_id)  # it trained, and kept what it logged
 
 
-def test_a_sigterm_hands_the_job_back_with_a_resume_checkpoint(monkeypatch):
-    """The runner's graceful stop, in process: the StopFlag is what SIGTERM sets."""
+def preempt_when(monkeypatch, logged=lambda points: True) -> None:
+    """The runner's graceful stop, in process: set its StopFlag (what SIGTERM sets) once
+    the reporter is handed points that `logged` accepts; monkeypatch.undo() ends it."""
     import worker.runner as runner
-    from core.artifacts import resume_key
     from worker.loop import StopFlag
 
     flags: list[StopFlag] = []
 
-    class PreemptAtFirstLog(StopFlag):
+    class PreemptingFlag(StopFlag):
         def __init__(self):
             super().__init__()
             flags.append(self)
 
-    monkeypatch.setattr(runner, "StopFlag", PreemptAtFirstLog)
+    monkeypatch.setattr(runner, "StopFlag", PreemptingFlag)
     original_metrics = runner.JobReporter.metrics
 
     def metrics(self, pts):
         original_metrics(self, pts)
-        flags[-1].set("preempt")
+        if logged(pts):
+            flags[-1].set("preempt")
 
     monkeypatch.setattr(runner.JobReporter, "metrics", metrics)
+
+
+def test_a_sigterm_hands_the_job_back_with_a_resume_checkpoint(monkeypatch):
+    from core.artifacts import resume_key
+
+    preempt_when(monkeypatch)
     job_id = create_job()
     assert run(job_id, "test-worker") == "queued"
     job = load_job(job_id)

@@ -12,7 +12,7 @@ from models import MODEL_NAMES
 DOCUMENTED_DEFAULTS = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
                        "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
                        "loss": "cross_entropy", "scheduler": "none", "seed": 0,
-                       "log_every": 2000, "validation_fraction": 0.0}
+                       "log_every": 2000, "validation_fraction": 0.0, "world_size": 1}
 MINIMAL = {"model": "lenet", "dataset": "digits"}
 
 
@@ -58,7 +58,7 @@ BAD_BOUNDS = [("epochs", 0), ("epochs", 1001), ("batch_size", 0), ("batch_size",
               ("lr", 0), ("lr", -0.1), ("lr", 10.5), ("momentum", 1), ("momentum", -0.1),
               ("weight_decay", 1.5), ("weight_decay", -0.5), ("log_every", 0),
               ("validation_fraction", 0.6), ("validation_fraction", -0.1),
-              ("seed", -1), ("seed", 2**32)]
+              ("seed", -1), ("seed", 2**32), ("world_size", 0), ("world_size", 9)]
 
 
 @pytest.mark.parametrize("field, value", BAD_BOUNDS)
@@ -137,6 +137,17 @@ def test_nesterov_needs_sgd_with_momentum(params):
         Hyperparameters(**params)
     with pytest.raises(ValidationError, match="nesterov"):
         JobSpec.model_validate({**MINIMAL, "hyperparameters": params})
+
+
+def test_world_size_goes_up_to_8_and_must_divide_the_global_batch():
+    assert Hyperparameters(batch_size=64, world_size=8).world_size == 8
+    assert Hyperparameters(batch_size=6, world_size=3).world_size == 3
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, "hyperparameters": {"batch_size": 30,
+                                                              "world_size": 4}})
+    assert error_locs(excinfo) == [("hyperparameters", "world_size")]
+    message = excinfo.value.errors()[0]["msg"]
+    assert "batch_size 30" in message and "allowed: 1, 2, 3, 5, 6" in message
 
 
 def test_nesterov_with_sgd_momentum_is_valid():
