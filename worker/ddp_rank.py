@@ -96,6 +96,7 @@ if __name__ == "__main__":
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.captureWarnings(True)  # torch's warnings too, as records rank 0 can relay
     # Rank 0 logs the loss and epoch lines for the job; the same here would repeat them.
     logging.getLogger("worker.loop").setLevel(logging.WARNING)
     # Rank 0 decides when to stop (a SIGTERM to the whole service reaches it too).
