@@ -56,11 +56,19 @@ def parse_url(url: str) -> tuple[str, str]:
 
 
 def make_client(endpoint_url: str | None = None, *, attempts: int = 5):
-    """An S3 client from boto3's credential chain; path-style addressing for a custom
-    endpoint (MinIO, moto), which rarely serves bucket subdomains."""
+    """An S3 client from boto3's credential chain. For a custom endpoint (MinIO, moto):
+    path-style addressing, which such servers serve more often than bucket subdomains, and
+    checksums only where S3 requires them (some servers refuse the extra headers boto3 adds
+    by default), unless AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION
+    say otherwise."""
+    custom: dict = {}
+    if endpoint_url:
+        custom["s3"] = {"addressing_style": "path"}
+        for option in ("request_checksum_calculation", "response_checksum_validation"):
+            if not os.environ.get(f"AWS_{option.upper()}"):
+                custom[option] = "when_required"
     config = Config(retries={"max_attempts": attempts, "mode": "standard"},
-                    connect_timeout=10, read_timeout=120, max_pool_connections=16,
-                    s3={"addressing_style": "path" if endpoint_url else "auto"})
+                    connect_timeout=10, read_timeout=120, max_pool_connections=16, **custom)
     try:
         return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
     except ValueError as exc:  # e.g. an endpoint URL botocore cannot parse

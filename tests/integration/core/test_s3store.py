@@ -289,3 +289,19 @@ def test_a_failed_tensorboard_copy_is_a_warning(s3_server, tmp_path, caplog):  #
     with caplog.at_level(logging.WARNING):
         board.close()
     assert "could not copy TensorBoard file" in caplog.text and "NoSuchBucket" in caplog.text
+
+
+def test_a_custom_endpoint_gets_path_style_and_checksums_only_where_required(monkeypatch):
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION"):
+        monkeypatch.delenv(name, raising=False)
+    config = make_client("http://minio.internal:9000").meta.config
+    assert config.s3 == {"addressing_style": "path"}
+    assert (config.request_checksum_calculation, config.response_checksum_validation) == (
+        "when_required", "when_required")
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_supported")
+    config = make_client("http://minio.internal:9000").meta.config
+    assert config.request_checksum_calculation == "when_supported"
+    config = make_client(None).meta.config  # AWS itself: boto3's defaults
+    assert config.request_checksum_calculation == "when_supported" and not config.s3
