@@ -94,6 +94,7 @@ def prepare_api(host: str) -> None:
     to date, and make the first admin key when there is no admin (its path is printed, the
     key never is)."""
     from core import auth
+    from core.artifacts import check_store_or_exit
     from core.config import get_settings
     from core.db import session_scope, upgrade_schema
 
@@ -106,6 +107,7 @@ def prepare_api(host: str) -> None:
             raise typer.Exit(1)
         log.warning("AUTHENTICATION IS OFF (TRAINHUB_AUTH=off): anyone who can reach "
                     "%s is an admin", host)
+    log.info("%s", check_store_or_exit())  # one `error:` line and exit 1 if unusable
     upgrade_schema()
     key_file = settings.admin_key_file
     with session_scope() as session:
@@ -166,11 +168,13 @@ def run_worker(concurrency: int, queue: str | None, name: str | None, gpus: str 
 
 
 def run_celery_worker(concurrency: int, queue: str | None, name: str, gpu_count: int) -> None:
+    from core.artifacts import check_store_or_exit
     from core.config import get_settings
     from core.routing import worker_queues
     from worker.celery_app import app
 
     settings = get_settings()
+    logging.getLogger("trainhub").info("%s", check_store_or_exit())
     queues = queue or ",".join(worker_queues(settings.queue, gpu_count))
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
             f"--queues={queues}", "--pool=prefork", f"--hostname={name}",
