@@ -154,7 +154,7 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
     Under DDP (dist) it trains `net` (the DDP wrapper of state.model) on this rank's share
     of each global batch; only rank 0's stop flag, reporter and deadline count, and every
     rank stops at the step dist.agree() names."""
-    model, optimizer = net or state.model, state.optimizer
+    model, optimizer = (net if net is not None else state.model), state.optimizer
     batch_scheduler = state.scheduler if state.scheduler_per_batch else None
     model.train()
     if state.batch == 0:

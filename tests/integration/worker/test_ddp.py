@@ -179,3 +179,20 @@ def test_a_cuda_job_with_more_ranks_than_gpus_fails_before_claiming(monkeypatch)
     job = load_job(job_id)
     assert job.status == "failed" and job.attempts == 0 and job.worker is None
     assert "world_size 2 needs 2 CUDA devices" in job.error and "has 1" in job.error
+
+
+def test_a_helper_rank_that_cannot_start_fails_the_start_with_its_error():
+    from core.jobspec import Hyperparameters
+    from worker.ranks import RankFailed, process_group
+
+    spec = JobSpec(model="mlp", dataset="digits", device="cpu",
+                   hyperparameters={**HP, "world_size": 2}).resolved()
+    hp = Hyperparameters(**spec["hyperparameters"])
+    started = time.monotonic()
+    with pytest.raises(RankFailed) as excinfo:
+        with process_group("f" * 32, hp, [torch.device("cpu")] * 2, spec,
+                           {"builtin": "no-such-dataset"}, None):
+            pytest.fail("the group started without its helper")
+    assert str(excinfo.value).startswith("rank 1/2 failed: DatasetUnavailable: unknown "
+                                         "dataset 'no-such-dataset'")
+    assert time.monotonic() - started < 60 and helper_pids() == []

@@ -156,3 +156,31 @@ def test_one_rank_under_nccl_trains_like_the_plain_loop_on_the_gpu():
     for p in plain.points:  # a GPU need not be bitwise reproducible
         if p.name not in TIMING:
             assert got[(p.name, p.step)] == pytest.approx(p.value, rel=1e-3, abs=1e-4)
+
+
+def test_no_host_sync_per_batch_on_the_distributed_path(one_rank, monkeypatch):
+    """Verdicts are read from a CPU tensor; device values only at log points and epoch ends:
+    twice the batches, the same number of .item() calls."""
+    calls = []
+    original = torch.Tensor.item
+
+    def counting_item(self):
+        calls.append(self.device)
+        return original(self)
+
+    counts = []
+    for n in (64, 128):
+        dataset = synthetic_dataset(n, 8, (1, 4, 4), 3)
+        hp = params(epochs=2, batch_size=2, log_every=n // 8)
+        torch.manual_seed(0)
+        model = models.build("mlp", dataset.shape, len(dataset.classes))
+        calls.clear()
+        monkeypatch.setattr(torch.Tensor, "item", counting_item)
+        try:
+            result = fit(model, dataset, hp, CPU, NullReporter(), 1e9,
+                         dist=Distributed(0, 1, CPU))
+        finally:
+            monkeypatch.undo()
+        assert result.step == n
+        counts.append(len(calls))
+    assert counts[0] == counts[1] <= 8 + 8 * 2
