@@ -5,7 +5,8 @@ single-process job, which then runs exactly the code it always ran.
 Collectives happen only where every rank gets to at the same step, so none waits forever:
  - every mini-batch: DDP's gradient all-reduce inside backward();
  - log points (`batch % log_every == 0`): the running loss, averaged over the ranks;
- - epoch ends: the epoch's sums, and the evaluation's (each rank evaluates its share);
+ - epoch ends: the epoch's sums, rank 0's buffers, and the evaluation's sums (each rank
+   evaluates its share);
  - sync steps: rank 0's verdict (stop? checkpoint now?) broadcast to all. Their cadence is
    set by rank 0 and sent along with each verdict (about SYNC_TARGET_S of training apart),
    so a stop is agreed within a fraction of a second. The message is a CPU tensor (on a
@@ -74,6 +75,13 @@ class Distributed:
                               for v in values])
         dist.all_reduce(packed)
         return packed
+
+    def share_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) to every rank before an
+        evaluation: DDP hands them out before each training forward, which each rank then
+        updates with its own share, so after the epoch's last step they differ a little."""
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
     def average(self, value: torch.Tensor) -> None:
         """In place: the mean of value over the ranks."""

@@ -321,6 +321,8 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
             stop, checkpoint, policy, deadline, dist, net)
         if reason is not None:  # progress was reported at the check that stopped it
             return result(True, reason)
+        if dist is not None:
+            dist.share_buffers(model)
         epoch_metrics["eval_loss"], epoch_metrics["eval_accuracy"] = evaluate(
             model, test, mean, std, criterion, hp.batch_size, dist)
         if val is not None:
