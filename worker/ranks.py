@@ -65,6 +65,18 @@ def group_store(store) -> PrefixStore:
     return PrefixStore("pg", store)
 
 
+def parse_record(line: str) -> tuple[int, str, str]:
+    """(level, logger name, message) of a line a helper printed: one of its log records as
+    worker.ddp_rank writes them, or else (output of C++ code) a warning as it stands."""
+    try:
+        record = json.loads(line)
+        level, source, message = record["level"], record["source"], record["message"]
+    except (ValueError, KeyError, TypeError):
+        return logging.WARNING, "worker.ddp_rank", line.rstrip()
+    levelno = logging.getLevelName(level)
+    return (levelno if isinstance(levelno, int) else logging.WARNING), source, message
+
+
 class Helper:
     """One helper rank's process, and the thread that relays its log lines."""
 
@@ -85,15 +97,9 @@ class Helper:
 
     def _relay(self) -> None:
         for line in self.proc.stdout:
-            try:
-                record = json.loads(line)
-                level, source, message = record["level"], record["source"], record["message"]
-            except (ValueError, KeyError, TypeError):  # not one of its records: C++ output
-                level, source, message = "WARNING", "worker.ddp_rank", line.rstrip()
+            levelno, source, message = parse_record(line)
             if not message:
                 continue
-            levelno = logging.getLevelName(level)
-            levelno = levelno if isinstance(levelno, int) else logging.WARNING
             if levelno >= logging.ERROR:
                 self.last_error = message.split("\n", 1)[0]
             logging.getLogger(source).log(levelno, "rank %d/%d %s", self.rank,

@@ -184,3 +184,32 @@ def test_no_host_sync_per_batch_on_the_distributed_path(one_rank, monkeypatch):
         assert result.step == n
         counts.append(len(calls))
     assert counts[0] == counts[1] <= 8 + 8 * 2
+
+
+def test_a_helper_rank_trains_through_the_group_and_writes_nothing(caplog):
+    """worker.ddp_rank's main(), here as the only rank of a group, in this process."""
+    import logging
+
+    from core.config import get_settings
+    from worker import ddp_rank
+    from worker.ranks import parse_record, ready_key
+
+    artifacts = get_settings().artifacts_dir
+    before = sorted(artifacts.rglob("*")) if artifacts.exists() else []
+    store = TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    spec = {"model": "mlp", "hyperparameters": {"epochs": 1, "batch_size": 64,
+                                                "log_every": 5}}
+    with one_torch_thread(), caplog.at_level(logging.INFO, logger="worker.ddp_rank"):
+        ddp_rank.main({"rank": 0, "world_size": 1, "device": "cpu", "threads": 1,
+                       "port": store.port, "spec": spec, "dataset": {"builtin": "digits"},
+                       "resume_key": None})
+    records = [r for r in caplog.records if r.name == "worker.ddp_rank"]
+    assert store.get(ready_key(0)) == b"1"
+    assert (sorted(artifacts.rglob("*")) if artifacts.exists() else []) == before
+    messages = [r.getMessage() for r in records]
+    assert messages[0].startswith("started on cpu") and messages[-1] == "finished at step 23"
+    # What rank 0 reads back of each record, and of a line that is not one.
+    line = ddp_rank.JsonLines().format(records[0])
+    assert parse_record(line) == (logging.INFO, "worker.ddp_rank", messages[0])
+    assert parse_record("[W gloo] a warning\n") == (logging.WARNING, "worker.ddp_rank",
+                                                    "[W gloo] a warning")
