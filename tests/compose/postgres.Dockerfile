@@ -2,7 +2,6 @@
 # official image's interface as far as docker-compose.yml uses it: POSTGRES_USER, _PASSWORD and
 # _DB on first start, data in /var/lib/postgresql/data, pg_isready on PATH.
 FROM trainhub-standin/bookworm:minbase
-LABEL org.trainhub.standin="postgres:16"
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-15 \
  && rm -rf /var/lib/apt/lists/* /var/lib/postgresql/15 /etc/postgresql/15 \

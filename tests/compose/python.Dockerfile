@@ -3,7 +3,6 @@
 # Dockerfile expects. This machine's CA bundle goes in here (never into Dockerfile.gpu), so
 # that pip in the image build trusts what this machine's pip trusts.
 FROM trainhub-standin/bookworm:minbase
-LABEL org.trainhub.standin="python:3.11-slim-bookworm"
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/* \

@@ -2,7 +2,6 @@
 # /data, and like the official image's entrypoint, protected mode off when no config file is
 # given (other containers connect without a password).
 FROM trainhub-standin/bookworm:minbase
-LABEL org.trainhub.standin="redis:7"
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* \
