@@ -120,10 +120,12 @@ class Helper:
         return f"rank {self.rank}/{self.world_size} {why}"
 
     def stop(self, wait_s: float) -> None:
+        """Wait up to wait_s for it to end on its own, then kill it."""
         try:
             self.proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
-            log.warning("rank %d/%d did not end; killing it", self.rank, self.world_size)
+            if wait_s > 0:
+                log.warning("rank %d/%d did not end; killing it", self.rank, self.world_size)
             self.proc.kill()
             self.proc.wait()
         self.relay.join(timeout=5)
@@ -165,6 +167,9 @@ def process_group(job_id: str, hp, devices: list[torch.device], spec: dict, data
         torch.set_num_threads(threads_before)
         for helper in helpers:
             helper.stop(EXIT_WAIT_S if ended_well else 0.0)
+        failure = _first_failure(helpers, wait_s=0.0) if ended_well else None
+        if failure is not None:  # after the last collective: the job's outcome stands
+            log.warning("%s after the training ended", failure)
 
 
 def _wait_until_ready(store, helpers: list[Helper]) -> None:

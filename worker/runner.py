@@ -73,13 +73,12 @@ def run(job_id: str, worker_name: str) -> str:
         log.warning("job %s: no such job, dropping the message", job_id)
         return "skipped"
     world_size = spec["hyperparameters"].get("world_size", 1)
-    try:
-        if world_size > 1:  # rank 0 runs here, on the first of the ranks' devices
-            device = rank_devices(spec.get("device", "auto"), world_size)[0]
-        else:
-            device = resolve_device(spec.get("device", "auto"))
+    try:  # a DDP job's rank 0 runs here, on the first of its ranks' devices
+        devices = (rank_devices(spec.get("device", "auto"), world_size) if world_size > 1
+                   else [resolve_device(spec.get("device", "auto"))])
     except RuntimeError as exc:
         return _finish(job_id, None, JobStatus.failed, redis_client, settings, error=str(exc))
+    device = devices[0]
 
     def claim() -> int:
         with session_scope() as session:
@@ -99,7 +98,7 @@ def run(job_id: str, worker_name: str) -> str:
     with job_logging(job_id, attempt) as log_capture:
         reporter.log_capture = log_capture
         try:
-            return _run_attempt(job_id, attempt, spec, device, worker_name, settings,
+            return _run_attempt(job_id, attempt, spec, devices, worker_name, settings,
                                 redis_client, reporter)
         finally:
             try:  # the last log lines (how it ended); never wait on a database outage
@@ -108,8 +107,9 @@ def run(job_id: str, worker_name: str) -> str:
                 log.warning("job %s: could not store its last log lines: %s", job_id, exc)
 
 
-def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str, settings,
-                 redis_client, reporter: JobReporter) -> str:
+def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_name: str,
+                 settings, redis_client, reporter: JobReporter) -> str:
+    device = devices[0]
     log.info("job %s: attempt %d claimed by %s on device %s", job_id, attempt, worker_name,
              device)
     stop = StopFlag()
@@ -142,9 +142,7 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, device, worker_name: str
                          resume["step"])
             resume_writer = ResumeWriter(job_id, spec, dataset, store, reporter.pending_points)
             # World size 1 never starts a process group: the plain loop, as always.
-            ranks = (process_group(job_id, hp, rank_devices(spec.get("device", "auto"),
-                                                            hp.world_size),
-                                   spec, source, resume_file)
+            ranks = (process_group(job_id, hp, devices, spec, source, resume_file)
                      if hp.world_size > 1 else nullcontext(None))
             with ranks as dist:
                 result = fit(model, dataset, hp, device, reporter,

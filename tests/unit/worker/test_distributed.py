@@ -213,3 +213,24 @@ def test_a_helper_rank_trains_through_the_group_and_writes_nothing(caplog):
     assert parse_record(line) == (logging.INFO, "worker.ddp_rank", messages[0])
     assert parse_record("[W gloo] a warning\n") == (logging.WARNING, "worker.ddp_rank",
                                                     "[W gloo] a warning")
+
+
+@pytest.mark.parametrize("requested, gpus, expected", [
+    ("cpu", 4, ["cpu", "cpu"]),
+    ("cuda", 2, ["cuda:0", "cuda:1"]),
+    ("auto", 2, ["cuda:0", "cuda:1"]),
+    ("auto", 1, ["cpu", "cpu"]),  # too few GPUs for auto: CPU processes
+    ("cuda", 1, "world_size 2 needs 2 CUDA devices on one worker; this worker has 1"),
+    ("cuda", 0, "world_size 2 needs 2 CUDA devices on one worker; this worker has 0"),
+])
+def test_each_rank_gets_a_gpu_of_its_own_or_the_cpu(monkeypatch, requested, gpus, expected):
+    from worker.ranks import rank_devices
+
+    # The one mock the rules allow: the GPUs this machine would have.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if isinstance(expected, str):
+        with pytest.raises(RuntimeError, match=expected):
+            rank_devices(requested, 2)
+    else:
+        assert [str(d) for d in rank_devices(requested, 2)] == expected
