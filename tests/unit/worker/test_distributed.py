@@ -155,7 +155,7 @@ def test_one_rank_under_nccl_trains_like_the_plain_loop_on_the_gpu():
     got = dict(((p.name, p.step), p.value) for p in reporter.points)
     for p in plain.points:  # a GPU need not be bitwise reproducible
         if p.name not in TIMING:
-            assert got[(p.name, p.step)] == pytest.approx(p.value, rel=1e-3, abs=1e-4)
+            assert got[(p.name, p.step)] == pytest.approx(p.value, rel=1e-2, abs=1e-3)
 
 
 def test_no_host_sync_per_batch_on_the_distributed_path(one_rank, monkeypatch):
