@@ -303,7 +303,9 @@ def test_login_submit_watch_predict_cancel_compare_logout(auth_stack, browser, p
         arg=[chart, loss_points(http, job_id)])
     # 1437 training images in batches of 8: 180 mini-batches an epoch, a point every 3.
     assert points_drawn(page, chart) == loss_points(http, job_id) == 3 * 60
-    assert page.locator("#epoch-metrics tbody tr").count() == 3
+    # The epoch table redraws 100 ms after its last point (it batches them): wait for it.
+    page.wait_for_function(
+        "() => document.querySelectorAll('#epoch-metrics tbody tr').length === 3")
     assert page.text_content("#hyperparameters dd[data-key=lr]") == "0.01"
     assert page.is_hidden("#cancel-job")
     href = page.get_attribute("#checkpoints a[href$='/checkpoints/best']", "href")

@@ -217,8 +217,10 @@ def test_r2_events_redis_outage_mid_job(tmp_path):
         worker = start_worker(env, tmp_path)
         procs.append(worker)
 
-        # Longer: once Redis is back the worker sees it at its next try (backoff, <= 10 s).
-        epochs = 8
+        # Longer: once Redis is back the worker sees it at its next try, which the backoff
+        # may put up to 10 s later; the job must outlast that by a margin (with 8 epochs it
+        # once ended 4 s after the restart, before the worker tried again: CI run of #11).
+        epochs = 14
         job_id = submit(base, epochs)
         before = wait_running_at(base, job_id, 300)["progress"]["step"]
         redis_srv.kill()
