@@ -56,9 +56,11 @@ docker_ready() { command -v docker >/dev/null && docker info >/dev/null 2>&1 && 
 
 start_docker() {  # service
   docker_ready || return 1
-  echo "starting $1 with Docker (docker compose -p trainhub-services up -d $1)"
+  echo "starting $1 with Docker (docker compose -p trainhub-services up -d --wait $1)"
+  # --wait: until its healthcheck passes. Docker's port proxy accepts connections as soon
+  # as the container starts, long before the server inside answers.
   PG_PORT=$pg_port REDIS_PORT=$redis_port docker compose -p trainhub-services \
-    -f docker-compose.yml -f scripts/services.compose.yml up -d "$1"
+    -f docker-compose.yml -f scripts/services.compose.yml up -d --wait --wait-timeout 180 "$1"
 }
 
 install_apt() {  # packages...

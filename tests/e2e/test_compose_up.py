@@ -224,6 +224,36 @@ def compose_up_and_use(progress: Progress, tmp_path: Path) -> None:
         finally:
             with progress.phase("compose down -v"):
                 run([*compose, "down", "-v", "--remove-orphans"], timeout=300, env=env)
+        services_sh_with_docker(progress, env)
+
+
+def services_sh_with_docker(progress: Progress, env: dict[str, str]) -> None:
+    """`make test`'s services on a machine with Docker but no PostgreSQL or Redis of its
+    own: scripts/services.sh starts the compose file's `postgres` and `redis`, published on
+    loopback, and the suite's URLs (superuser postgres, trust) reach them."""
+    import psycopg
+    import redis
+
+    pg_port, redis_port = free_port(), free_port()
+    script_env = {**env, "TRAINHUB_SERVICES_VIA": "docker",
+                  "TRAINHUB_TEST_PG": f"postgresql://postgres@127.0.0.1:{pg_port}/postgres",
+                  "TRAINHUB_TEST_REDIS": f"redis://127.0.0.1:{redis_port}"}
+    services = ["docker", "compose", "-p", "trainhub-services", "-f",
+                str(REPO / "docker-compose.yml"), "-f", str(REPO / "scripts" / "services.compose.yml")]
+    try:
+        with progress.phase("scripts/services.sh: PostgreSQL and Redis with Docker"):
+            done = run(["bash", str(REPO / "scripts" / "services.sh")], timeout=600,
+                       env=script_env)
+            assert "starting postgres with Docker" in done.stdout, done.stdout
+            assert f"PostgreSQL: answers on 127.0.0.1:{pg_port}" in done.stdout, done.stdout
+            assert f"Redis: answers on 127.0.0.1:{redis_port}" in done.stdout, done.stdout
+            with psycopg.connect(script_env["TRAINHUB_TEST_PG"], connect_timeout=10) as conn:
+                # The superuser the suite needs: it creates a database per test session.
+                assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = "
+                                    "current_user").fetchone() == (True,)
+            assert redis.Redis(port=redis_port, socket_timeout=10).ping()
+    finally:
+        run([*services, "down", "-v"], timeout=300, env=env, check=False)
 
 
 def exercise_stack(progress: Progress, compose: list[str], env: dict[str, str], base: str,
