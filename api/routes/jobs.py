@@ -187,8 +187,12 @@ def list_jobs(session: SessionDep, tenant: TenantDep,
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
-def read_job(job: JobDep, session: SessionDep) -> JobPublic:
-    return JobPublic.from_row(job, live_queues(session))
+def read_job(job: JobDep, session: SessionDep) -> Response:
+    # Only a queued job can be waiting: the live workers are looked up for it alone. The
+    # model is written to JSON once (returning it would validate it again, then encode it).
+    consumed = live_queues(session) if job.status == JobStatus.queued.value else None
+    return Response(JobPublic.from_row(job, consumed).model_dump_json(),
+                    media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
