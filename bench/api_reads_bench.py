@@ -1,0 +1,280 @@
+"""Reads at the database's speed (issue #12 part 4): a real `trainhub api` (auth on, its
+admin key) on a fresh Postgres database, one job with 100,000 metric points.
+
+Measures:
+  - reading all the points over HTTP in pages of 10,000 (min / median / max of a few runs);
+  - `GET /jobs/{id}` and `GET /jobs/{id}/metrics?limit=100` with wrk (16 connections):
+    req/s and p99 from wrk's --latency output;
+  - `POST /jobs` from 200 clients at once (Postgres + Redis as the broker, on a queue of
+    its own that no worker consumes): p50 / p99 of the API's answers.
+
+Env: BENCH_PG (a Postgres server's admin URL), BENCH_REDIS (the Redis for events and broker).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+TITLE = "API reads: metric history, GET /jobs/{id}, POST /jobs at once (Postgres, auth on)"
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
+PAGE = 10_000
+TARGETS = {"history_s": 0.3, "job_rps": 1500, "job_p99_ms": 50, "metrics_rps": 800,
+           "post_p99_ms": 250}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--reads-points", type=int, default=None,
+                        help="metric points seeded (default 100,000; quick 20,000)")
+    parser.add_argument("--reads-duration", type=int, default=None,
+                        help="seconds per wrk run (default 10, quick 2)")
+    parser.add_argument("--reads-clients", type=int, default=None,
+                        help="concurrent POST /jobs clients (default 200, quick 50)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_api(env: dict, log, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`trainhub api` on a free port, once its /health answers 200."""
+    base = f"http://127.0.0.1:{_free_port()}"
+    api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", base.rsplit(":", 1)[1]],
+                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(450):  # 90 s
+        if api.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return api, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    api.kill()
+    raise RuntimeError(f"the API did not start: {log_path.read_text()[-3000:]}")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _wrk_binary(progress) -> str | None:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    progress("wrk is missing: trying apt-get install wrk")
+    for cmd in (["apt-get", "install", "-y", "wrk"], ["sudo", "-n", "apt-get", "install", "-y", "wrk"]):
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if shutil.which("wrk"):
+            return shutil.which("wrk")
+    return None
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def _wrk(wrk: str, url: str, key: str, seconds: int) -> dict:
+    done = subprocess.run([wrk, "-t", "2", "-c", "16", "-d", f"{seconds}s", "--latency",
+                           "-H", f"Authorization: Bearer {key}", url],
+                          capture_output=True, text=True, timeout=seconds + 60)
+    out = done.stdout
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stderr or out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    if bad:
+        raise RuntimeError(f"wrk saw {bad.group(1)} error answers from {url}:\n{out}")
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
+            "socket_errors": errors.group(0) if errors else None}
+
+
+def run(args, progress) -> dict:
+    import psycopg
+
+    n_points = args.reads_points or (20_000 if args.quick else 100_000)
+    seconds = args.reads_duration or (2 if args.quick else 10)
+    n_clients = args.reads_clients or (50 if args.quick else 200)
+    runs = 3 if args.quick else 5
+    db = f"trainhub_bench_reads_{uuid.uuid4().hex[:8]}"
+    queue = f"bench-reads-{uuid.uuid4().hex[:8]}"  # no worker consumes it
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db
+    broker = REDIS.rsplit("/", 1)[0] + "/13"
+    tmp = Path(tempfile.mkdtemp(prefix="trainhub-bench-reads-"))
+    env = {**os.environ, "TRAINHUB_DATABASE_URL": db_url, "TRAINHUB_REDIS_URL": REDIS,
+           "TRAINHUB_BROKER_URL": broker, "TRAINHUB_QUEUE": queue,
+           "TRAINHUB_DATA_DIR": str(tmp), "PYTHONUNBUFFERED": "1", "TRAINHUB_AUTH": "on",
+           "TRAINHUB_TENANT_MAX_ACTIVE_JOBS": "0"}
+    log = open(tmp / "api.log", "wb")
+    api = None
+    try:
+        api, base = _start_api(env, log, tmp / "api.log")
+        key = (tmp / "admin.key").read_text().strip()
+        raw = _measure(base, db_url, key, n_points, seconds, n_clients, runs, progress)
+    finally:
+        if api is not None:
+            api.terminate()
+            try:
+                api.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                api.wait()
+        log.close()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        _drop_queue(broker, queue)
+        shutil.rmtree(tmp, ignore_errors=True)
+    raw.update(points=n_points, wrk_seconds=seconds, clients=n_clients, quick=args.quick)
+    return {"title": TITLE, "markdown": _markdown(raw), "raw": raw}
+
+
+def _drop_queue(broker: str, queue: str) -> None:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(broker)
+        for name in client.scan_iter(match=f"*{queue}*"):
+            client.delete(name)
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+
+
+def _measure(base, db_url, key, n_points, seconds, n_clients, runs, progress) -> dict:
+    import psycopg
+
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
+        made = client.post("/jobs", json={"model": "lenet", "dataset": "digits"})
+        made.raise_for_status()
+        job_id = made.json()["id"]
+    progress(f"seeding {n_points} metric points for job {job_id}")
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://"),
+                         autocommit=True) as conn:
+        # A running job (what a dashboard polls): GET /jobs/{id} needs no worker lookup.
+        conn.execute("UPDATE jobs SET status = 'running', started_at = now(), epoch = 1, "
+                     "step = %s WHERE id = %s", (n_points, job_id))
+        conn.execute("INSERT INTO metric_points (job_id, name, epoch, batch, step, value, time) "
+                     "SELECT %s, 'loss', 1 + s / 1000, s %% 1000, s, 1.0 / s, "
+                     "now() - (%s - s) * interval '1 millisecond' "
+                     "FROM generate_series(1, %s) AS s", (job_id, n_points, n_points))
+        conn.execute("ANALYZE metric_points")
+
+    def read_all() -> tuple[float, int]:
+        got, since = 0, None
+        started = time.perf_counter()
+        with httpx.Client(base_url=base, headers=auth, timeout=60) as c:
+            while True:
+                params = {"limit": PAGE, **({"since_step": since} if since is not None else {})}
+                resp = c.get(f"/jobs/{job_id}/metrics", params=params)
+                resp.raise_for_status()
+                page = resp.json()
+                got += len(page["metrics"])
+                since = page["next_since_step"]
+                if since is None:
+                    break
+        return time.perf_counter() - started, got
+
+    read_all()  # warm: the server's caches, the connection pool
+    times = []
+    for _ in range(runs):
+        elapsed, got = read_all()
+        if got != n_points:
+            raise RuntimeError(f"read {got} points, expected {n_points}")
+        times.append(elapsed)
+    history = {"min_s": min(times), "median_s": statistics.median(times), "max_s": max(times)}
+    progress(f"history of {n_points} points: median {history['median_s']:.3f} s")
+
+    wrk = _wrk_binary(progress)
+    job_read = metrics_read = None
+    if wrk is None:
+        progress("wrk could not be installed: the wrk figures are skipped")
+    else:
+        job_read = _wrk(wrk, f"{base}/jobs/{job_id}", key, seconds)
+        progress(f"GET /jobs/{{id}}: {job_read['rps']:.0f} req/s, p99 {job_read['p99_ms']} ms")
+        metrics_read = _wrk(wrk, f"{base}/jobs/{job_id}/metrics?limit=100", key, seconds)
+        progress(f"GET /jobs/{{id}}/metrics?limit=100: {metrics_read['rps']:.0f} req/s, "
+                 f"p99 {metrics_read['p99_ms']} ms")
+
+    posts = asyncio.run(_post_at_once(base, auth, n_clients))
+    progress(f"POST /jobs x{n_clients} at once: p50 {posts['p50_ms']:.0f} ms, "
+             f"p99 {posts['p99_ms']:.0f} ms")
+    return {"history": history, "history_runs_s": times, "job": job_read,
+            "metrics_page": metrics_read, "post": posts, "wrk": wrk is not None}
+
+
+async def _post_at_once(base: str, auth: dict, n: int) -> dict:
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=base, headers=auth, timeout=120,
+                                 limits=limits) as client:
+        # Open the connections first, so the figure is the API's, not TCP set-up's.
+        await asyncio.gather(*(client.get("/health") for _ in range(n)))
+        gate = asyncio.Event()
+
+        async def one(i: int) -> float:
+            await gate.wait()
+            started = time.perf_counter()
+            resp = await client.post("/jobs", json={"model": "lenet", "dataset": "digits",
+                                                    "name": f"bench-{i}"})
+            if resp.status_code != 201:
+                raise RuntimeError(f"POST /jobs answered {resp.status_code}: {resp.text[:300]}")
+            return (time.perf_counter() - started) * 1000
+
+        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        latencies = await asyncio.gather(*tasks)
+    return {"p50_ms": _percentile(latencies, 0.5), "p99_ms": _percentile(latencies, 0.99),
+            "max_ms": max(latencies)}
+
+
+def _markdown(raw: dict) -> str:
+    h, t = raw["history"], TARGETS
+    lines = [
+        f"One `trainhub api` process (auth on, admin key), Postgres, {raw['points']:,} points "
+        f"of one job; wrk 16 connections x {raw['wrk_seconds']} s; {raw['clients']} POST "
+        "clients at once. Shared, noisy machine: figures vary run to run.",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| read {raw['points']:,} points, pages of {PAGE:,} (min / median / max) | "
+        f"{h['min_s']:.3f} / {h['median_s']:.3f} / {h['max_s']:.3f} s | ≤ {t['history_s']} s |",
+    ]
+    for label, key, target in (("`GET /jobs/{id}`", "job", f"≥ {t['job_rps']:,} req/s, "
+                                f"p99 ≤ {t['job_p99_ms']} ms"),
+                               ("`GET /jobs/{id}/metrics?limit=100`", "metrics_page",
+                                f"≥ {t['metrics_rps']} req/s")):
+        r = raw[key]
+        result = (f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+                  if r else "skipped (no wrk)")
+        lines.append(f"| {label} | {result} | {target} |")
+    p = raw["post"]
+    lines.append(f"| `POST /jobs`, {raw['clients']} at once | p50 {p['p50_ms']:.0f} ms, "
+                 f"p99 {p['p99_ms']:.0f} ms | p99 ≤ {t['post_p99_ms']} ms |")
+    return "\n".join(lines) + "\n"
