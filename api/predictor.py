@@ -1,10 +1,12 @@
 """Models for /predict: decoded from checkpoints once, kept in a bounded LRU cache."""
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 
+import anyio.to_thread
 import torch
 from PIL import Image
 
@@ -22,6 +24,9 @@ class LoadedModel:
     mean: torch.Tensor
     std: torch.Tensor
     epoch: int
+    # Its micro-batcher (/predict's event loop makes it on first use): it leaves the
+    # cache with the model.
+    batcher: "Batcher | None" = field(default=None, repr=False, compare=False)
 
 
 class Predictor:
@@ -60,10 +65,153 @@ class Predictor:
     @staticmethod
     def predict(loaded: LoadedModel, images: list[Image.Image], top_k: int) -> list[list[dict]]:
         """Top-k classes per image, all images in one forward pass."""
-        batch = torch.stack([to_tensor(im, loaded.shape) for im in images])
+        probs = Predictor.probabilities(loaded, Predictor.tensors(loaded, images))
+        return Predictor.ranked(loaded, probs, top_k)
+
+    @staticmethod
+    def tensors(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
+        """uint8 (N, C, H, W) in the model's stored shape."""
+        return torch.stack([to_tensor(im, loaded.shape) for im in images])
+
+    @staticmethod
+    def probabilities(loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+        """Softmax over the classes, one row per image: the forward pass."""
         with torch.inference_mode():
-            probs = torch.softmax(loaded.model(normalize(batch, loaded.mean, loaded.std)), dim=1)
-            values, indices = probs.topk(top_k, dim=1)
+            return torch.softmax(loaded.model(normalize(batch, loaded.mean, loaded.std)), dim=1)
+
+    @staticmethod
+    def ranked(loaded: LoadedModel, probs: torch.Tensor, top_k: int) -> list[list[dict]]:
+        values, indices = probs.topk(top_k, dim=1)
         return [[{"label": loaded.classes[i], "index": i, "probability": p}
                  for p, i in zip(vals.tolist(), idxs.tolist())]
                 for vals, idxs in zip(values, indices)]
+
+
+class Arrivals:
+    """/predict requests on their way to a Batcher (counted from the route's start until
+    they submit or fail): a collector only waits for more while there are some."""
+
+    def __init__(self):
+        self.count = 0
+        self._watchers: set[asyncio.Event] = set()
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def leave(self) -> None:
+        """Once per request: right before it submits, or when it fails before that."""
+        self.count -= 1
+        for event in self._watchers:
+            event.set()
+
+    def watch(self, event: asyncio.Event) -> None:
+        self._watchers.add(event)
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        self._watchers.discard(event)
+
+
+class Batcher:
+    """Micro-batching for one loaded model (the way TorchServe and Triton batch): requests
+    submit their already decoded images; one collector at a time stacks what is queued (up
+    to max_images) into ONE forward pass in a worker thread and hands each request its rows.
+
+    Adaptive window: a lone request runs at once. The collector waits (at most window
+    seconds) for more only while other /predict requests are still on their way
+    (`arrivals.count > 0`: parsed, looked up, decoding); while a forward pass runs, new
+    requests queue and go together into the next one. Models never mix: one Batcher per
+    loaded model, so shapes and normalisation are the model's own."""
+
+    def __init__(self, loaded: LoadedModel, window_s: float, max_images: int,
+                 arrivals: Arrivals | None = None, run_sync=None):
+        self.loaded, self.window_s, self.max_images = loaded, window_s, max_images
+        self.arrivals = arrivals or Arrivals()
+        self._run_sync = run_sync  # (fn, *args) -> awaitable; default anyio.to_thread
+        self._queue: deque[tuple[torch.Tensor, int, asyncio.Future]] = deque()
+        self._collecting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._wakeup: asyncio.Event | None = None
+        # Counters for tests and logs: forward passes run, requests and images answered,
+        # and the times the collector waited for more.
+        self.passes = self.requests = self.images = self.waits = 0
+        self.batch_sizes: list[int] = []  # requests per forward pass, the newest last 100
+
+    async def submit(self, tensors: torch.Tensor, top_k: int) -> list[list[dict]]:
+        """tensors: uint8 (N, C, H, W) in the model's shape; top_k per request."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests' clients): nothing carries over
+            self._loop, self._collecting, self._wakeup = loop, False, None
+            self._queue.clear()
+        future = loop.create_future()
+        self._queue.append((tensors, top_k, future))
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if not self._collecting:
+            self._collecting = True
+            self._task = loop.create_task(self._collect())  # referenced: not collected
+        return await future
+
+    def _take(self, batch: list) -> int:
+        images = sum(len(t) for t, _k, _f in batch)
+        while self._queue and (not batch or images + len(self._queue[0][0]) <= self.max_images):
+            item = self._queue.popleft()
+            if item[2].cancelled():
+                continue
+            batch.append(item)
+            images += len(item[0])
+        return images
+
+    async def _collect(self) -> None:
+        try:
+            while self._queue:
+                batch: list = []
+                images = self._take(batch)
+                if self.window_s > 0 and images < self.max_images and self.arrivals.count:
+                    self.waits += 1
+                    deadline = asyncio.get_running_loop().time() + self.window_s
+                    self._wakeup = wakeup = asyncio.Event()
+                    self.arrivals.watch(wakeup)
+                    try:
+                        while images < self.max_images and self.arrivals.count:
+                            left = deadline - asyncio.get_running_loop().time()
+                            if left <= 0:
+                                break
+                            wakeup.clear()
+                            try:
+                                await asyncio.wait_for(wakeup.wait(), left)
+                            except asyncio.TimeoutError:
+                                break
+                            images = self._take(batch)
+                    finally:
+                        self._wakeup = None
+                        self.arrivals.unwatch(wakeup)
+                        images = self._take(batch)
+                if batch:
+                    await self._run(batch)
+        finally:
+            self._collecting = False
+
+    async def _run(self, batch: list) -> None:
+        self.passes += 1
+        self.requests += len(batch)
+        self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
+        stacked = batch[0][0] if len(batch) == 1 else torch.cat([t for t, _k, _f in batch])
+        self.images += len(stacked)
+        try:
+            if self._run_sync is not None:
+                probs = await self._run_sync(Predictor.probabilities, self.loaded, stacked)
+            else:
+                probs = await anyio.to_thread.run_sync(Predictor.probabilities, self.loaded,
+                                                       stacked)
+        except Exception as exc:  # noqa: BLE001 - every request of this pass gets it
+            for _t, _k, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for tensors, top_k, future in batch:
+            rows = probs[start:start + len(tensors)]
+            start += len(tensors)
+            if not future.done():
+                future.set_result(Predictor.ranked(self.loaded, rows, top_k))

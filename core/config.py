@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     dataset_inline_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
     # Trained models held in the API process for /predict (least recently used leave).
     predict_cache_size: int = Field(8, ge=1)
+    # /predict micro-batching: concurrent requests for one model share a forward pass of at
+    # most predict_max_batch images; a collector waits up to the window for more only while
+    # other /predict requests are on their way (a lone request never waits).
+    predict_batch_window_ms: float = Field(2.0, ge=0)
+    predict_max_batch: int = Field(64, ge=1)
     # Authentication: "on" (API keys) or "off" (everyone is an admin; only with the API
     # bound to 127.0.0.1). Web page sessions last session_hours.
     auth: Literal["on", "off"] = "on"

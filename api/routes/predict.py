@@ -5,12 +5,13 @@ from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import TenantDep
 from api.deps import SessionDep, load_job
 from api.quota import rate_limited
 from api.errors import responses
-from api.predictor import Predictor
+from api.predictor import Arrivals, Batcher, Predictor
 from api.schemas import CheckpointUsed, PredictResponse
 from core import checkpoints as ckpt
 from core.artifacts import get_store
@@ -27,10 +28,14 @@ def get_predictor() -> Predictor:
     return Predictor(get_store(), get_settings().predict_cache_size)
 
 
+# Requests on their way to a model's Batcher (this process, its one event loop).
+ARRIVALS = Arrivals()
+
+
 @router.post("/predict", response_model=PredictResponse,
              responses=responses(404, 409, 413, 415, 422, 429),
              dependencies=[rate_limited("predict")])
-def predict(
+async def predict(
     session: SessionDep,
     tenant: TenantDep,
     image: Annotated[list[UploadFile], File(description="one or more images (any format and "
@@ -40,10 +45,38 @@ def predict(
                                     description="latest, best or an epoch")] = "best",
     top_k: Annotated[int, Form(ge=1)] = 5,
 ) -> PredictResponse:
+    """The database, the decoding and the model load run in a worker thread (off the event
+    loop); the forward pass is shared with concurrent requests for the same model."""
     settings = get_settings()
     if len(image) > settings.predict_max_images:
         raise TooLarge(f"{len(image)} images in one request; the limit is "
                        f"{settings.predict_max_images}")
+    ARRIVALS.enter()
+    arrived = False
+    try:
+        job, row, loaded, tensors = await run_in_threadpool(
+            _prepare, session, tenant, image, job_id, checkpoint, top_k)
+        batcher = loaded.batcher
+        if batcher is None:
+            batcher = loaded.batcher = Batcher(loaded, settings.predict_batch_window_ms / 1000,
+                                               settings.predict_max_batch, ARRIVALS)
+        ARRIVALS.leave()
+        arrived = True
+        predictions = await batcher.submit(tensors, top_k)
+    finally:
+        if not arrived:
+            ARRIVALS.leave()
+    return PredictResponse(
+        job_id=job.id,
+        checkpoint=CheckpointUsed(ref=checkpoint, epoch=row.epoch, sha256=row.sha256),
+        predictions=predictions)
+
+
+def _prepare(session, tenant, image: list[UploadFile], job_id: str, checkpoint: str,
+             top_k: int):
+    """The job, its checkpoint row, the loaded model and the images as uint8 tensors; every
+    error a request can have is raised here, before it joins a batch."""
+    settings = get_settings()
     job = load_job(session, job_id, tenant)
     row = ckpt.find(session, job, checkpoint, none_yet=Conflict)
     decoded = []
@@ -61,7 +94,4 @@ def predict(
     if top_k > len(loaded.classes):
         raise FieldError("top_k", f"top_k must be between 1 and the number of classes "
                                   f"({len(loaded.classes)})")
-    return PredictResponse(
-        job_id=job.id,
-        checkpoint=CheckpointUsed(ref=checkpoint, epoch=row.epoch, sha256=row.sha256),
-        predictions=predictor.predict(loaded, decoded, top_k))
+    return job, row, loaded, Predictor.tensors(loaded, decoded)
