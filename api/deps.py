@@ -2,24 +2,28 @@
 loaded for the caller (another tenant's job is a missing one)."""
 from __future__ import annotations
 
-from typing import Annotated, Iterator
+from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
-from api.auth import TenantDep
+from api import auth
+from core.config import get_settings
 from core.db import new_session
 from core.tables import Job
 from core.tenancy import Tenant, get_owned
 
 
-def get_session() -> Iterator[Session]:
+async def get_session() -> AsyncIterator[Session]:
+    # Opening a session touches no database (its connection is taken at its first query):
+    # only the close, which hands the connection back, goes to a thread.
     session = new_session()
     try:
         yield session
     finally:
-        session.close()
+        await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -30,14 +34,26 @@ def load_job(session: Session, job_id: str, tenant: Tenant) -> Job:
     return get_owned(session, Job, job_id, tenant)
 
 
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:
-    return load_job(session, job_id, tenant)
+async def authenticate(request: Request) -> None:
+    """api.auth.authenticate, in a thread only when it may ask the database for a key."""
+    if get_settings().auth == "off":
+        auth.authenticate(request)
+    else:
+        await run_in_threadpool(auth.authenticate, request)
+
+
+async def get_job(job_id: str, session: SessionDep, request: Request) -> Job:
+    # The tenant authenticate found (TenantDep's answer, without its trip to a thread).
+    tenant = getattr(request.state, "tenant", None)
+    if tenant is None:
+        tenant = await run_in_threadpool(auth.current_tenant, request)
+    return await run_in_threadpool(load_job, session, job_id, tenant)
 
 
 JobDep = Annotated[Job, Depends(get_job)]
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """A query parameter the route does not declare is a 422, as an unknown body field is:
     a misspelt `limt=5` must not be silently ignored (nor an object where a number goes)."""
     route = request.scope.get("route")

@@ -42,7 +42,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
                   description="Training as a service for PyTorch.",
                   # Credentials first: a caller without them learns nothing, not even a 422.
-                  dependencies=[Depends(auth.authenticate),
+                  dependencies=[Depends(deps.authenticate),
                                 Depends(deps.reject_unknown_query)])
     for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    predict.router, datasets.router, catalog.router, health.router,

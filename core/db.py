@@ -41,7 +41,10 @@ def make_engine(settings: Settings) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+    # pool_size is how many connections are kept between bursts (made only when needed):
+    # 5 made a busy API open and close a Postgres connection (a server process) for most
+    # requests beyond the fifth at once; 15 + 15 covers the API's threadpool (40 threads).
+    return create_engine(url, pool_pre_ping=True, pool_size=15, max_overflow=15,
                          connect_args={"connect_timeout": 5})
 
 
