@@ -38,7 +38,18 @@ REMOVED_ENV = ("TRAINHUB_DATABASE_URL", "TRAINHUB_BROKER_URL", "TRAINHUB_REDIS_U
 
 # name: (full run, --quick run)
 DEFAULTS = {"requests": (1000, 100), "warmup": (50, 10), "clients": (16, 16),
-            "duration": (15.0, 3.0), "batch_size": (64, 64), "batch_repeats": (20, 3)}
+            "duration": (15.0, 3.0), "batch_size": (64, 64), "batch_repeats": (20, 3),
+            "runs": (3, 2)}
+
+# Headline figures of one run: (key, label, unit, better, issue #12's target or None,
+# the figure before server-side micro-batching, from issue #12 (idle machine)).
+HEADLINES = [
+    ("one_server_p50", "1 client: server p50", "ms", "lower", 1.5, 1.42),
+    ("one_client_p50", "1 client: client p50", "ms", "lower", None, 2.24),
+    ("many_images_per_s", "16 one-image clients: images/s", "images/s", "higher", 800.0, 351.0),
+    ("many_client_p99", "16 one-image clients: client p99", "ms", "lower", 50.0, 156.0),
+    ("batch_client_p50", "64 images in one request: client p50", "ms", "lower", None, 5.9),
+]
 
 
 def add_arguments(parser) -> None:
@@ -55,6 +66,8 @@ def add_arguments(parser) -> None:
                        "64, the server's TRAINHUB_PREDICT_MAX_IMAGES)")
     group.add_argument("--batch-repeats", type=int, help="timed batch requests, after one "
                        "warm-up (default 20, quick 3)")
+    group.add_argument("--runs", type=int, help="times the three phases run on the same "
+                       "server, for min/median/max (default 3, quick 2)")
     group.add_argument("--keep-data", action="store_true",
                        help="keep the temporary data dir (database, checkpoints, server log)")
 
@@ -502,16 +515,25 @@ def run(args, progress) -> dict:
     labels = [int(y) for y in labels]
     progress(f"{len(pngs)} test images as PNG ({sum(map(len, pngs)) / len(pngs):.0f} "
              f"bytes on average); options {opts}")
+    runs: list[dict] = []
+    everything: list[Sample] = []
     with Server(progress, keep_data=args.keep_data) as server:
         job = train(server.base, progress)
-        latency, lat_stats = run_latency(server, job["id"], pngs, labels,
-                                         opts["requests"], opts["warmup"], progress)
-        throughput, thr_stats = run_throughput(server, job["id"], pngs, labels,
-                                               opts["clients"], opts["duration"], progress)
-        batch, batch_stats = run_batch(server.base, job["id"], pngs, labels,
-                                       opts["batch_size"], opts["batch_repeats"], progress)
+        for number in range(opts["runs"]):
+            progress(f"run {number + 1} of {opts['runs']}")
+            latency, lat_stats = run_latency(server, job["id"], pngs, labels,
+                                             opts["requests"], opts["warmup"], progress)
+            throughput, thr_stats = run_throughput(server, job["id"], pngs, labels,
+                                                   opts["clients"], opts["duration"], progress)
+            batch, batch_stats = run_batch(server.base, job["id"], pngs, labels,
+                                           opts["batch_size"], opts["batch_repeats"], progress)
+            everything += lat_stats.samples + thr_stats.samples + batch_stats.samples
+            runs.append({"latency": latency, "throughput": throughput, "batch": batch,
+                         "headlines": headlines(latency, throughput, batch)})
+            progress("run {}: {}".format(number + 1, ", ".join(
+                f"{label} {runs[-1]['headlines'][key]:.2f}"
+                for key, label, *_ in HEADLINES)))
 
-    everything = lat_stats.samples + thr_stats.samples + batch_stats.samples
     errors = [s for s in everything if s.status != 200 or s.error]
     images = sum(s.images for s in everything)
     accuracy = sum(s.correct for s in everything) / images if images else 0.0
@@ -526,9 +548,52 @@ def run(args, progress) -> dict:
     if accuracy < MIN_ACCURACY:
         raise RuntimeError(f"top-1 accuracy {accuracy:.4f} < {MIN_ACCURACY}: the server "
                            "answers, but wrongly; these timings would mean nothing")
-    raw = {"options": opts, "job": job, "latency": latency, "throughput": throughput,
-           "batch": batch, "checks": checks}
+    last = runs[-1]
+    raw = {"options": opts, "job": job, "latency": last["latency"],
+           "throughput": last["throughput"], "batch": last["batch"], "checks": checks,
+           "runs": [r["headlines"] for r in runs], "summary": summarize(runs)}
     return {"title": TITLE, "raw": raw, "markdown": markdown(raw)}
+
+
+def headlines(latency: dict, throughput: dict, batch: dict) -> dict[str, float]:
+    return {"one_server_p50": latency["server_ms"]["p50"],
+            "one_client_p50": latency["client_ms"]["p50"],
+            "many_images_per_s": throughput["images_per_s"],
+            "many_client_p99": throughput["client_ms"]["p99"],
+            "batch_client_p50": batch["client_ms"]["p50"]}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per headline figure: min, median and max over the runs, and whether the median meets
+    issue #12's target (None where it sets none)."""
+    rows = []
+    for key, label, unit, better, target, before in HEADLINES:
+        values = [r["headlines"][key] for r in runs]
+        median = float(np.median(values))
+        met = None if target is None else (
+            median <= target if better == "lower" else median >= target)
+        rows.append({"key": key, "label": label, "unit": unit, "better": better,
+                     "target": target, "before": before, "min": min(values),
+                     "median": median, "max": max(values), "met": met})
+    return rows
+
+
+def summary_markdown(rows: list[dict], runs: int) -> list[str]:
+    lines = [f"### Summary: {runs} runs on one server (min / median / max)", "",
+             "| figure | before (issue #12) | min | median | max | target | met |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        target = "" if row["target"] is None else (
+            f"{'≤' if row['better'] == 'lower' else '≥'} {row['target']:g} {row['unit']}")
+        met = "" if row["met"] is None else ("yes" if row["met"] else "**no**")
+        lines.append(f"| {row['label']} ({row['unit']}) | {row['before']:g} "
+                     f"| {row['min']:.2f} | {row['median']:.2f} | {row['max']:.2f} "
+                     f"| {target} | {met} |")
+    missed = [r["label"] for r in rows if r["met"] is False]
+    lines += ["", "Not met (median): " + ("; ".join(missed) if missed else "none") + ". "
+              "\"Before\" is issue #12's figure, taken on an idle machine before "
+              "server-side micro-batching; a busy machine makes every figure worse.", ""]
+    return lines
 
 
 def markdown(r: dict) -> str:
@@ -540,6 +605,7 @@ def markdown(r: dict) -> str:
 
     per_client = thr["per_client_requests"]
     return "\n".join([
+        *summary_markdown(r["summary"], len(r["runs"])),
         "Model: LeNet trained by the benchmark through the API (`POST /jobs` "
         f"`{JOB['model']}`/`{JOB['dataset']}`, {JOB['hyperparameters']['epochs']} epochs, "
         f"batch {JOB['hyperparameters']['batch_size']}, adam lr "
@@ -547,6 +613,8 @@ def markdown(r: dict) -> str:
         f"eval_accuracy {job['metrics'].get('eval_accuracy', float('nan')):.4f}). "
         "Requests: multipart `image` = one 8×8 grayscale PNG from the digits test split "
         "(360 images, cycled), `job_id`, `checkpoint=best`, `top_k=5`. Inference on CPU.",
+        "",
+        "The tables below are the last run's.",
         "",
         f"### Latency: 1 client, sequential, {lat['requests']} requests "
         f"(after {lat['warmup']} warm-up)",
