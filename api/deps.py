@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, AsyncIterator
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +19,14 @@ from core.tenancy import Tenant, get_owned
 
 async def get_session() -> AsyncIterator[Session]:
     # Opening a session touches no database (its connection is taken at its first query):
-    # only the close, which hands the connection back, goes to a thread.
+    # only the close, which hands the connection back, goes to a thread. Not the shared
+    # threadpool's (as FastAPI exits a sync dependency): with every thread waiting for a
+    # pooled connection, the close that frees one must not queue behind them.
     session = new_session()
     try:
         yield session
     finally:
-        await run_in_threadpool(session.close)
+        await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
