@@ -101,6 +101,7 @@ def run(job_id: str, worker_name: str) -> str:
             return _run_attempt(job_id, attempt, spec, devices, worker_name, settings,
                                 redis_client, reporter)
         finally:
+            reporter.close()  # its background writer thread ends with the job
             try:  # the last log lines (how it ended); never wait on a database outage
                 reporter.try_flush()
             except Exception as exc:

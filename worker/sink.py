@@ -6,11 +6,22 @@ past `database_outage_seconds` it tells the loop to stop (the runner then saves 
 checkpoint that carries the unwritten points). Redis is best effort: an outage costs live
 events, never data, and little time: after a failed publish the reporter skips publishing
 (readers fill the gap from the database) and tries again with backoff.
+
+Off the training thread: metrics(), progress() and should_stop() only hand over and wake a
+background writer thread (started lazily, in the process that uses the reporter), which
+writes whatever has accumulated in one COPY (insert_points) and one Redis pipeline.
+The queue is bounded by `max_queue`: past it metrics() waits for the writer (back-pressure,
+never a lost point) unless the database is down, when points buffer up to `max_pending` and
+should_stop() then says "db_outage". flush() writes on the caller's thread and returns once
+everything handed over before it is committed.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
+import os
+import threading
 import time
 from dataclasses import asdict
 from typing import Sequence
@@ -24,7 +35,7 @@ from core.artifacts import get_store
 from core.config import Settings
 from core.db import session_scope
 from core.metrics import finite, finite_values
-from core.tables import Checkpoint, JobLog
+from core.tables import Checkpoint, JobLog, utcnow
 from worker.loop import Metric
 
 log = logging.getLogger(__name__)
@@ -34,6 +45,75 @@ _BACKOFF_MAX_S = 30.0
 # runner's client) each time, so after a failure the reporter tries again only after this
 # backoff (1 s, doubling, capped): a hung Redis used to cost every flush, twice a second.
 _EVENTS_BACKOFF_MAX_S = 10.0
+
+
+# ---- metric points into the database: COPY, then INSERT ... SELECT ----------------------
+
+STAGE = "trainhub_metric_stage"
+_CREATE_STAGE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE} (seq integer, name text, "
+                 "epoch integer, batch integer, step integer, value double precision) "
+                 "ON COMMIT DELETE ROWS")
+_COPY = f"COPY {STAGE} (seq, name, epoch, batch, step, value) FROM STDIN"
+_MOVE = ("INSERT INTO metric_points (job_id, name, epoch, batch, step, value, time) "
+         f"SELECT %s, name, epoch, batch, step, value, %s FROM {STAGE} ORDER BY seq "
+         "ON CONFLICT (job_id, name, step) DO NOTHING RETURNING id, name, step")
+
+_SQLITE_ROWS = 1000  # points per INSERT statement in embedded mode
+_escaped: dict[str, str] = {}
+
+
+def _escape(name: str) -> str:
+    """A name as COPY's text format wants it (few distinct names: cached)."""
+    out = _escaped.get(name)
+    if out is None:
+        out = (name.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+               .replace("\r", "\\r"))
+        if len(_escaped) < 10_000:
+            _escaped[name] = out
+    return out
+
+
+def _value(v) -> str:
+    if v is None:
+        return "\\N"
+    v = float(v)  # a numpy scalar's repr is not a number
+    return repr(v) if math.isfinite(v) else ("NaN" if math.isnan(v)
+                                             else ("Infinity" if v > 0 else "-Infinity"))
+
+
+def copy_text(points: Sequence) -> str:
+    """The COPY text-format rows of Metric-like points (name, epoch, batch, step, value)."""
+    esc, val = _escape, _value
+    return "".join([f"{i}\t{esc(p.name)}\t{int(p.epoch)}\t{int(p.batch)}\t{int(p.step)}\t"
+                    f"{val(p.value)}\n" for i, p in enumerate(points)])
+
+
+def insert_points(session, job_id: str, points: Sequence) -> dict[tuple[str, int], int]:
+    """Store Metric-like points in the session's transaction; {(name, step): id} of those
+    stored now. A point whose (name, step) the job already has, or that came earlier in
+    this batch, is not stored (the first one stays); ids follow the order handed over.
+
+    Postgres: COPY (text format) into a per-connection temporary table emptied at commit,
+    then one INSERT ... SELECT ... ORDER BY seq ON CONFLICT DO NOTHING RETURNING moves it
+    into metric_points (COPY itself cannot skip conflicts). SQLite (embedded mode): the
+    plain multi-row INSERT of core.jobs.insert_metrics, in chunks."""
+    if not points:
+        return {}
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        rows = [{"name": p.name, "epoch": p.epoch, "batch": p.batch, "step": p.step,
+                 "value": p.value} for p in points]
+        ids: dict[tuple[str, int], int] = {}
+        for i in range(0, len(rows), _SQLITE_ROWS):  # SQLite caps a statement's variables
+            ids.update(jobs.insert_metrics(session, job_id, rows[i:i + _SQLITE_ROWS]).ids)
+        return ids
+    raw = connection.connection.driver_connection  # psycopg 3, in the session's transaction
+    with raw.cursor() as cur:
+        cur.execute(_CREATE_STAGE)
+        with cur.copy(_COPY) as copy:
+            copy.write(copy_text(points))
+        cur.execute(_MOVE, (job_id, utcnow()))
+        return {(name, step): point_id for point_id, name, step in cur.fetchall()}
 
 
 class DatabaseOutage(Exception):
@@ -48,19 +128,21 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class JobReporter:
-    """Buffers points and writes them in one INSERT (and one Redis pipeline) per flush."""
+    """Hands points to a background writer: one COPY (and one Redis pipeline) per batch."""
 
     def __init__(self, job_id: str, settings: Settings, redis_client=None,
                  flush_every_s: float = 0.5, max_buffer: int = 500, attempt: int | None = None,
-                 spec: dict | None = None, max_pending: int = 1_000_000):
+                 spec: dict | None = None, max_pending: int = 1_000_000,
+                 max_queue: int = 200_000):
         self.job_id = job_id
         self.settings = settings
         self.redis = redis_client
         self.flush_every_s = flush_every_s
-        self.max_buffer = max_buffer
+        self.max_buffer = max_buffer  # this many waiting points wake the writer early
         self.attempt = attempt  # fencing: writes count only while this attempt holds the job
         self.spec = spec
         self.max_pending = max_pending
+        self.max_queue = max_queue
         self.buffer: list[Metric] = []
         self.progress_due: tuple[int, int, int] | None = None
         self.checkpoint_rows: list[dict] = []
@@ -75,33 +157,50 @@ class JobReporter:
         self.written_up_to: int | None = None  # row id of this job's newest stored point
         self.log_capture = None  # a worker.joblog.JobLogCapture: its lines go with each flush
         self.tensorboard = None  # a worker.tensorboard.TensorBoardLog, fed every point
+        # The background writer: _cond guards the handed-over state and wakes the thread;
+        # _write_lock lets one write at a time (the thread's, or flush()'s on the caller's).
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._thread_pid: int | None = None
+        self._wake = False
+        self._closing = False
+        self._check_cancel = False
+        self._error: BaseException | None = None  # a writer failure, raised to the loop
 
     # ---- the Reporter protocol -----------------------------------------------------------
 
     def metrics(self, points: Sequence[Metric]) -> None:
-        self.buffer.extend(points)
+        self._raise_writer_error()
         if self.tensorboard is not None:
             self.tensorboard.add(points)
-        if (len(self.buffer) >= self.max_buffer
-                or time.monotonic() - self.last_flush >= self.flush_every_s):
-            self.try_flush()
+        with self._cond:
+            self.buffer.extend(points)
+            if len(self.buffer) >= self.max_buffer:
+                self._wake_writer()
+            # Back-pressure, never a lost point: a full queue waits for the writer, except
+            # during an outage (then should_stop() ends the job past max_pending).
+            while (len(self.buffer) >= self.max_queue and self.outage_since is None
+                   and self._error is None and not self._closing):
+                self._wake_writer()
+                self._cond.wait(timeout=0.1)
+        self._raise_writer_error()
 
     def progress(self, epoch: int, step: int, total_steps: int) -> None:
-        self.progress_due = (epoch, step, total_steps)
-        self.try_flush()
+        self._raise_writer_error()
+        with self._cond:
+            self.progress_due = (epoch, step, total_steps)
+            self._wake_writer()
 
     def should_stop(self) -> bool | str:
-        if self.try_flush() and self.lost is None:
-            try:
-                with session_scope() as session:
-                    if jobs.cancel_requested(session, self.job_id):
-                        self.lost = "cancel"
-            except DBAPIError as exc:
-                # The database can go down between the flush and this read: that is an
-                # outage like any other (buffer and train on), not a reason to fail the job.
-                if not is_outage(exc):
-                    raise
-                self._outage(exc)
+        """Never waits on the database: the writer thread stores what is due and then reads
+        the cancel flag; the answer is what it has found so far."""
+        self._raise_writer_error()
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+        with self._cond:
+            self._check_cancel = True
+            self._wake_writer()
         if self.lost is not None:
             return self.lost
         if self.outage_since is not None and (
@@ -117,31 +216,55 @@ class JobReporter:
     # ---- more for the runner -------------------------------------------------------------
 
     def record_checkpoint(self, row: dict) -> None:
-        """An epoch checkpoint's row, stored (and retention applied) with the next flush."""
-        self.checkpoint_rows.append(row)
-        self.try_flush()
+        """An epoch checkpoint's row, stored (and retention applied) with the next write."""
+        with self._cond:
+            self.checkpoint_rows.append(row)
+            self._wake_writer()
 
     def pending_points(self) -> list[dict]:
-        return [asdict(p) for p in self.buffer]
+        with self._cond:
+            return [asdict(p) for p in self.buffer]
+
+    def close(self) -> None:
+        """Stop the writer thread (what is still buffered stays for flush()/try_flush())."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread() \
+                and self._thread_pid == os.getpid():
+            thread.join(timeout=10)
+        self._thread = None
 
     def try_flush(self, force: bool = False) -> bool:
         """Write what is buffered if the database answers; False (and keep it all) if not.
-        During an outage it tries only when the backoff allows, or when forced."""
-        self.last_flush = time.monotonic()
-        if self.outage_since is not None and time.monotonic() < self.retry_at and not force:
-            return False
-        try:
-            self._write()
-        except DBAPIError as exc:
-            if not is_outage(exc):
-                raise
-            self._outage(exc)
-            return False
-        if self.outage_since is not None:
-            log.info("job %s: database back after %.1fs; buffered points written", self.job_id,
-                     time.monotonic() - self.outage_since)
-            self.outage_since = None
-        return True
+        During an outage it tries only when the backoff allows, or when forced. Runs on the
+        caller's thread (after any write the writer thread has under way)."""
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+        return self._try_write(force)
+
+    def _try_write(self, force: bool = False) -> bool:
+        with self._write_lock:
+            self.last_flush = time.monotonic()
+            if (self.outage_since is not None and time.monotonic() < self.retry_at
+                    and not force):
+                return False
+            try:
+                self._write()
+            except DBAPIError as exc:
+                if not is_outage(exc):
+                    raise
+                self._outage(exc)
+                return False
+            finally:
+                with self._cond:
+                    self._cond.notify_all()  # a metrics() waiting on a full queue
+            if self.outage_since is not None:
+                log.info("job %s: database back after %.1fs; buffered points written",
+                         self.job_id, time.monotonic() - self.outage_since)
+                self.outage_since = None
+            return True
 
     def _outage(self, exc: DBAPIError) -> None:
         now = time.monotonic()
@@ -156,6 +279,7 @@ class JobReporter:
     def flush(self) -> None:
         """Return when everything handed over is committed; DatabaseOutage if the database
         stays unreachable for database_outage_seconds."""
+        self._raise_writer_error()
         deadline = time.monotonic() + self.settings.database_outage_seconds
         while not self.try_flush():
             if time.monotonic() > deadline:
@@ -165,11 +289,65 @@ class JobReporter:
                                      f"{self.settings.database_outage_seconds:g}s")
             time.sleep(max(0.05, min(self.retry_at - time.monotonic(), 1.0)))
 
+    # ---- the writer thread ---------------------------------------------------------------
+
+    def _wake_writer(self) -> None:
+        """With _cond held: start the thread if this process has none yet, and wake it."""
+        if self._closing:
+            return
+        if self._thread is None or self._thread_pid != os.getpid():
+            self._thread_pid = os.getpid()  # a fork copies no thread: start our own
+            # In this context: its log records carry the job's id (the job's log keeps them).
+            self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                            args=(self._writer_loop,), daemon=True,
+                                            name=f"metrics-{self.job_id[:8]}")
+            self._thread.start()
+        self._wake = True
+        self._cond.notify_all()
+
+    def _writer_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._wake or self._closing,
+                                    timeout=self.flush_every_s)
+                self._wake = False
+                if self._closing:
+                    return
+                check_cancel, self._check_cancel = self._check_cancel, False
+            try:
+                written = self._try_write()
+                if written and check_cancel and self.lost is None:
+                    self._read_cancel()
+            except BaseException as exc:  # a statement the database rejected: the loop's
+                log.exception("job %s: the metric writer failed", self.job_id)
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+
+    def _read_cancel(self) -> None:
+        try:
+            with session_scope() as session:
+                if jobs.cancel_requested(session, self.job_id):
+                    self.lost = "cancel"
+        except DBAPIError as exc:
+            # The database can go down between the write and this read: that is an
+            # outage like any other (buffer and train on), not a reason to fail the job.
+            if not is_outage(exc):
+                raise
+            with self._write_lock:
+                self._outage(exc)
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            with self._cond:
+                self._thread = None  # it has ended: the next hand-over starts another
+            raise exc
+
     # ---- writing -------------------------------------------------------------------------
 
     def _write(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
         lines = self.log_capture.take() if self.log_capture is not None else []
         try:
             self._write_rows(lines)
@@ -179,8 +357,9 @@ class JobReporter:
             raise
 
     def _write_rows(self, lines: list[dict]) -> None:
-        points = [asdict(p) for p in self.buffer]
-        progress, rows = self.progress_due, list(self.checkpoint_rows)
+        with self._cond:  # a snapshot: the loop appends on while this writes
+            points = list(self.buffer)
+            progress, rows = self.progress_due, list(self.checkpoint_rows)
         if not points and progress is None and not rows and not lines:
             return
         with session_scope() as session:
@@ -189,37 +368,46 @@ class JobReporter:
                                                  for line in lines])
             if self.written_up_to is None:
                 self.written_up_to = jobs.last_point_id(session, self.job_id)
-            inserted = jobs.insert_metrics(session, self.job_id, points)
-            replayed = inserted.replayed
-            if replayed:
-                self._compare_replayed(session, replayed)
+            ids = insert_points(session, self.job_id, points)
+            if len(ids) < len(points):
+                self._compare_replayed(session, self._replayed(points, ids))
             if progress is not None and not jobs.record_progress(
                     session, self.job_id, *progress, self.settings.lease_seconds,
                     attempt=self.attempt):
                 self.lost = self.lost or "lease_lost"
             for row in rows:
                 self._store_checkpoint_row(session, row)
-        # Committed: only now forget them.
-        del self.buffer[:len(points)]
-        self.checkpoint_rows = self.checkpoint_rows[len(rows):]
-        if self.progress_due == progress:
-            self.progress_due = None
+        # Committed: only now forget them (only this writer removes, from the front).
+        with self._cond:
+            del self.buffer[:len(points)]
+            self.checkpoint_rows = self.checkpoint_rows[len(rows):]
+            if self.progress_due == progress:
+                self.progress_due = None
         # Publish what was stored now, each with its row id and the id this job's points had
         # reached before (a reader that has less missed some: it fills the gap from the
         # database). Replayed points are not published again.
-        payloads = []
-        not_stored = {id(p) for p in replayed}
-        for p in points:
-            point_id = inserted.ids.get((p["name"], p["step"]))
-            if point_id is not None and id(p) not in not_stored:
-                payloads.append({"type": "metric", **p, "value": finite(p["value"]),
-                                 "id": point_id, "prev": self.written_up_to})
-        if inserted.ids:
-            self.written_up_to = max(self.written_up_to, *inserted.ids.values())
-        if progress is not None:
-            payloads.append({"type": "progress", "epoch": progress[0], "step": progress[1],
-                             "total_steps": progress[2]})
-        self._publish(payloads)
+        prev = self.written_up_to
+        if ids:
+            self.written_up_to = max(prev, max(ids.values()))
+        if self._events_due():
+            payloads = []
+            if ids:
+                get = ids.get
+                for p in points:
+                    point_id = get((p.name, p.step))
+                    if point_id is not None:
+                        payloads.append({"type": "metric", "name": p.name, "epoch": p.epoch,
+                                         "batch": p.batch, "step": p.step,
+                                         "value": finite(p.value), "id": point_id,
+                                         "prev": prev})
+                if len(ids) < len(points):  # a batch's duplicate has its first one's id
+                    seen: set[int] = set()
+                    payloads = [e for e in payloads
+                                if not (e["id"] in seen or seen.add(e["id"]))]
+            if progress is not None:
+                payloads.append({"type": "progress", "epoch": progress[0],
+                                 "step": progress[1], "total_steps": progress[2]})
+            self._publish(payloads)
         if rows:
             # After the commit and the publish, and never raising: an outage here used to
             # skip the publish and make _write give back log lines already stored (stored
@@ -232,6 +420,23 @@ class JobReporter:
                     raise
                 log.warning("job %s: checkpoint retention skipped (database unreachable); "
                             "the next epoch applies it", self.job_id)
+
+    @staticmethod
+    def _replayed(points: list[Metric], ids: dict) -> list[Metric]:
+        """Points not stored now: their (name, step) was stored before, or came earlier in
+        this batch (the first one stays)."""
+        seen: set[tuple[str, int]] = set()
+        replayed = []
+        for p in points:
+            key = (p.name, p.step)
+            if key not in ids or key in seen:
+                replayed.append(p)
+            seen.add(key)
+        return replayed
+
+    def _events_due(self) -> bool:
+        return self.redis is not None and (self.events_down_since is None
+                                           or time.monotonic() >= self.events_retry_at)
 
     def _publish(self, payloads: list[dict]) -> None:
         """Best effort, and cheap while Redis is down or hung: after a failure the next try
@@ -259,14 +464,14 @@ class JobReporter:
         """A resumed run writes some points again; the stored one stays. Say so when the
         values differ (a run that is not bitwise reproducible, e.g. on a GPU)."""
         stored = jobs.stored_values(session, self.job_id,
-                                    [(p["name"], p["step"]) for p in replayed])
+                                    [(p.name, p.step) for p in replayed])
         for p in replayed:
-            old = stored.get((p["name"], p["step"]))
-            same = old == p["value"] or (old is not None and math.isnan(old)
-                                         and math.isnan(p["value"]))
+            old = stored.get((p.name, p.step))
+            same = old == p.value or (old is not None and math.isnan(old)
+                                      and math.isnan(p.value))
             if not same:
                 log.warning("job %s: replayed point %s at step %d is %r; the stored %r is kept",
-                            self.job_id, p["name"], p["step"], p["value"], old)
+                            self.job_id, p.name, p.step, p.value, old)
 
     def _store_checkpoint_row(self, session, row: dict) -> None:
         old = session.scalar(select(Checkpoint).where(Checkpoint.job_id == self.job_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 
 import pytest
 from sqlalchemy import select
@@ -99,8 +100,16 @@ def test_progress_updates_the_running_job_and_is_published(job_id, redis_client)
         before = jobs.claim(session, job_id, "w@test", "cpu", lease_seconds=5).lease_expires_at
     reporter = reporter_for(job_id, redis_client)
 
-    reporter.progress(1, 7, 20)
+    reporter.progress(1, 7, 20)  # hands over: the writer thread stores it, no flush needed
 
+    deadline = time.monotonic() + 10
+    while True:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            if (job.epoch, job.step, job.total_steps) == (1, 7, 20) or \
+                    time.monotonic() > deadline:
+                break
+        time.sleep(0.05)
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert (job.epoch, job.step, job.total_steps) == (1, 7, 20)
