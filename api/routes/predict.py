@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
+import torch
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +26,11 @@ router = APIRouter(tags=["predict"])
 
 @lru_cache
 def get_predictor() -> Predictor:
+    # One intra-op thread per forward pass in the API process: passes run in worker threads
+    # beside the other requests' threads, and OpenMP's threads on top of them oversubscribe
+    # the cores (LeNet, 1 image on 2 busy cores: 0.7 ms with one thread, 10 ms with two).
+    # Concurrent requests get their throughput from micro-batching instead.
+    torch.set_num_threads(1)
     return Predictor(get_store(), get_settings().predict_cache_size)
 
 
