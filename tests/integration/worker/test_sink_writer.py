@@ -108,7 +108,7 @@ def test_a_blocked_database_does_not_block_metrics(job_id):
             "AND query LIKE 'INSERT INTO metric_points%'")).scalar()
         assert waiting >= 1  # the writer is stuck behind our lock ...
         assert rows(job_id) == []
-        assert slowest < 0.25, slowest  # ... and the loop never waited for it
+        assert slowest < 1.0, slowest  # ... and the loop never waited for it (seconds)
     finally:
         tx.rollback()
         locked.close()
