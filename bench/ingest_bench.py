@@ -173,7 +173,9 @@ def _mlflow_run(n: int, runs: int, progress) -> list[float]:
         port = s.getsockname()[1]
     log = open(tmp / "server.log", "wb")
     server = subprocess.Popen(
-        [str(MLFLOW_VENV / "bin" / "mlflow"), "server", "--backend-store-uri", _pg_url(db),
+        [str(MLFLOW_VENV / "bin" / "mlflow"), "server", "--backend-store-uri",
+         # psycopg2, installed with MLflow (SQLAlchemy 2.1's default driver is psycopg 3)
+         _pg_url(db).replace("postgresql://", "postgresql+psycopg2://", 1),
          "--default-artifact-root", (tmp / "artifacts").as_uri(), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
