@@ -95,28 +95,35 @@ def require_admin(tenant: TenantDep) -> Tenant:
 
 def install_openapi(app: FastAPI) -> None:
     """Document the credentials: a security scheme on every protected operation, and its
-    401 answer."""
+    401 answer. Only when authentication is on: with TRAINHUB_AUTH=off no operation needs
+    credentials, and a document that asked for them would promise a 401 the API never gives
+    (a fuzzer sending a bad key would find it "accepted")."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
-            components = schema.setdefault("components", {})
-            components.setdefault("securitySchemes", {}).update({
-                "apiKey": {"type": "http", "scheme": "bearer",
-                           "description": "an API key: `trainhub admin create-key USER`"},
-                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
-                            "description": "the web page's login (POST /session)"}})
-            for path, operations in schema["paths"].items():
-                for method, operation in operations.items():
-                    if is_public(method.upper(), path):
-                        continue
-                    operation["security"] = [{"apiKey": []}, {"session": []}]
-                    operation.setdefault("responses", {}).setdefault("401", {
-                        "description": "no API key, or one that is unknown or revoked",
-                        "content": {"application/json": {"schema": {
-                            "$ref": "#/components/schemas/ErrorMessage"}}}})
+            if get_settings().auth == "on":
+                document_credentials(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+def document_credentials(schema: dict) -> None:
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update({
+        "apiKey": {"type": "http", "scheme": "bearer",
+                   "description": "an API key: `trainhub admin create-key USER`"},
+        "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                    "description": "the web page's login (POST /session)"}})
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if is_public(method.upper(), path):
+                continue
+            operation["security"] = [{"apiKey": []}, {"session": []}]
+            operation.setdefault("responses", {}).setdefault("401", {
+                "description": "no API key, or one that is unknown or revoked",
+                "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/ErrorMessage"}}}})

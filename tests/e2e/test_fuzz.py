@@ -9,7 +9,14 @@ documented; invalid input is refused; a created resource can be read and a delet
 gone; a method a path does not serve is a 405 naming the ones it does. The schema names the
 models and datasets, so the fuzzer builds valid jobs too: at least one must be accepted,
 counted in the database (the stateful phase deletes many of the jobs it creates, so a
-trigger counts every insert)."""
+trigger counts every insert).
+
+The API runs with authentication off (the tests' default): every operation is reachable
+without rate limits or tenant caps cutting the fuzzing short, and its document declares no
+credentials, as none are asked for. The credentials contract of an auth-on API (a security
+scheme and a 401 on every protected operation, and the 401s themselves) is tested in
+tests/e2e/test_isolation.py, tests/integration/api/test_limits.py and
+tests/unit/api/test_openapi_security.py."""
 from __future__ import annotations
 
 import os
