@@ -85,4 +85,8 @@ def run(args, progress) -> dict:
     worst = max(r["cost_percent"] for r in rows)
     lines += ["", f"Target: under 2% of training time — {'met' if worst < 2 else 'NOT met'} "
                   f"(worst {worst:.2f}%)."]
-    return {"title": TITLE, "markdown": "\n".join(lines), "raw": rows}
+    summary = [{"key": "checkpoint", "figure": "Mid-epoch resume checkpoints: share of "
+                f"training time at the default {interval:g} s interval (worst model)",
+                "trainhub": ", ".join(f"{r['model']} {r['cost_percent']:.2f}%" for r in rows),
+                "target": "< 2%", "met": worst < 2, "result": f"worst {worst:.2f}%"}]
+    return {"title": TITLE, "markdown": "\n".join(lines), "raw": rows, "summary": summary}

@@ -552,7 +552,20 @@ def run(args, progress) -> dict:
     raw = {"options": opts, "job": job, "latency": last["latency"],
            "throughput": last["throughput"], "batch": last["batch"], "checks": checks,
            "runs": [r["headlines"] for r in runs], "summary": summarize(runs)}
-    return {"title": TITLE, "raw": raw, "markdown": markdown(raw)}
+    return {"title": TITLE, "raw": raw, "markdown": markdown(raw),
+            "summary": report_rows(raw["summary"])}
+
+
+def report_rows(rows: list[dict]) -> list[dict]:
+    """The headline figures as rows of the report's summary table (bench/run.py)."""
+    return [{"key": f"P5-{row['key']}", "figure": f"P5: /predict LeNet, {row['label']}"
+             + ("" if row["label"].endswith(row["unit"]) else f" ({row['unit']})"),
+             "trainhub": f"{row['min']:.2f} / {row['median']:.2f} / "
+                                             f"{row['max']:.2f}",
+             "reference": f"issue #12 before: {row['before']:g}",
+             "target": "" if row["target"] is None else
+                       f"{'≤' if row['better'] == 'lower' else '≥'} {row['target']:g}",
+             "met": row["met"], "result": f"median {row['median']:.2f}"} for row in rows]
 
 
 def headlines(latency: dict, throughput: dict, batch: dict) -> dict[str, float]:

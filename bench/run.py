@@ -3,12 +3,17 @@
 A benchmark module is a file bench/<name>_bench.py that defines
     TITLE: str
     add_arguments(parser)   (optional) its own command-line flags
-    run(args, progress) -> {"title", "markdown", "raw"}   raises on any failure
+    run(args, progress) -> {"title", "markdown", "raw", "summary"}   raises on any failure
+"summary" (optional) is a list of rows for the table at the top of the report: {"key",
+"figure", "trainhub", "reference", "target", "met" (True, False or None), "result"}; rows of
+the same key from several modules are merged (P3 read: trainhub's figure from api_reads, its
+MLflow reference from ingest).
 Results go to BENCHMARKS.md (markdown, committed) and bench/results/<time>.json (raw, ignored
 by git). BENCHMARKS.md is only rewritten when every selected benchmark succeeded.
 
-    .venv/bin/python bench/run.py               # full run (under a minute on 2 cores)
+    .venv/bin/python bench/run.py               # full run (about 15 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick       # a short smoke run (numbers are noisy)
+    .venv/bin/python bench/run.py --only training --p1-runs 5    # P1/P2 only
     .venv/bin/python bench/run.py --only predict --requests 2000 --duration 30
 Every flag also reads from the environment: BENCH_QUICK=1, BENCH_PREDICT_REQUESTS=2000, ...
 """
@@ -159,12 +164,14 @@ def machine_info() -> dict:
 HOW = """\
 ## What is measured
 
-Each benchmark starts its own trainhub in embedded mode: `python -m cli up` on a free
-port, `TRAINHUB_DATA_DIR` a fresh temporary folder (SQLite database, filesystem broker),
-with `TRAINHUB_DATABASE_URL`, `TRAINHUB_BROKER_URL` and `TRAINHUB_REDIS_URL` removed from
-the environment, so nothing outside the machine is involved. The clients run in the
-benchmark process on the same machine, over loopback HTTP (httpx), and share its CPUs with
-the server.
+The training and `/predict` benchmarks start their own trainhub in embedded mode: `python -m
+cli up` on a free port, `TRAINHUB_DATA_DIR` a fresh temporary folder (SQLite database,
+filesystem broker), with `TRAINHUB_DATABASE_URL`, `TRAINHUB_BROKER_URL` and
+`TRAINHUB_REDIS_URL` removed from the environment, so nothing outside the machine is
+involved. The ingest, API reads and live-progress benchmarks use a fresh database on the
+local PostgreSQL (created and dropped by the benchmark) and the local Redis. The clients run
+in the benchmark process on the same machine, over loopback HTTP (httpx), and share its CPUs
+with the server. Each section says what it times; what follows details `/predict`'s.
 
 - **Server time** is the time spent inside the ASGI app, as the API reports it in the
   `Server-Timing: app;dur=<ms>` response header (the `server_timing` middleware in
@@ -193,6 +200,38 @@ Compare runs only on the same machine under the same load.
 """
 
 
+# Issue #12's figures first, in its table's order; other rows after them.
+SUMMARY_ORDER = ["P1", "P2", "P3-ingest-no-redis", "P3-ingest-with-redis", "P3-read",
+                 "P4-job", "P4-metrics", "post-jobs"]
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    merged: dict[str, dict] = {}
+    for result in results:
+        for row in result.get("summary") or []:
+            into = merged.setdefault(row["key"], {})
+            into.update({k: v for k, v in row.items() if v is not None or k not in into})
+    return sorted(merged.values(), key=lambda r: (  # stable: the rest in module order
+        SUMMARY_ORDER.index(r["key"]) if r["key"] in SUMMARY_ORDER else len(SUMMARY_ORDER)))
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    lines = ["## Summary", "",
+             "Medians judged against each target; min / median / max over the runs of this "
+             "report. Details and method in each section below.", "",
+             "| figure | trainhub (min / median / max) | reference (same run) | target | met? |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        met = {True: "yes", False: "**no**", None: "—"}[row.get("met")]
+        if row.get("result"):
+            met += f" ({row['result']})"
+        lines.append(f"| {row.get('figure', row['key'])} | {row.get('trainhub') or '—'} "
+                     f"| {row.get('reference') or '—'} | {row.get('target') or '—'} | {met} |")
+    missed = [row.get("figure", row["key"]) for row in rows if row.get("met") is False]
+    lines += ["", "Not met: " + ("; ".join(missed) if missed else "none") + ".", ""]
+    return lines
+
+
 def render(info: dict, results: list[dict], quick: bool) -> str:
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`bench/run.py`); rerun it to update this file rather "
@@ -200,6 +239,9 @@ def render(info: dict, results: list[dict], quick: bool) -> str:
     if quick:
         lines += ["> **Quick run** (`--quick`): few requests and short durations; the "
                   "numbers are rough. Run `make bench` for the real figures.", ""]
+    rows = summary_rows(results)
+    if rows:
+        lines += summary_table(rows)
     busy = ("not measured" if info["busy_before"] is None else
             f"{info['busy_before']:.2f} cores busy in the 2 s before the run")
     lines += ["## Machine", "", "| | |", "|---|---|",
@@ -223,9 +265,12 @@ def render(info: dict, results: list[dict], quick: bool) -> str:
               ".venv/bin/python bench/run.py --help        # every option",
               ".venv/bin/python bench/run.py --requests 5000 --duration 60 --clients 16",
               "```", "",
-              "Needs the virtualenv (`make install`) and no network; the live-progress "
-              "benchmark also needs the local PostgreSQL and Redis (`make services`), the "
-              "others run in embedded mode. "
+              "Needs the virtualenv (`make install`), the CIFAR-10 archive "
+              "(`../shared/datasets/cifar10-jpg.tar.gz`, or `--cifar-archive`), and the local "
+              "PostgreSQL and Redis (`make services`) for the ingest, API reads and "
+              "live-progress benchmarks; the full run installs MLflow into its own venv "
+              "(`~/.cache/trainhub-bench/venv-mlflow`, with pip) and wrk (apt) when they are "
+              "missing. "
               "Close other CPU-heavy programs first. Each flag also reads from the environment "
               "(`BENCH_QUICK=1`, `BENCH_PREDICT_REQUESTS`, `BENCH_PREDICT_DURATION`, "
               "`BENCH_PREDICT_CLIENTS`, ...). The raw numbers of each run are saved to "
@@ -279,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"wrote {args.output} (raw numbers: {raw_path.relative_to(ROOT)})")
     for r in results:
         print(f"\n## {r['title']}\n\n{r['markdown']}")
+    rows = summary_rows(results)
+    if rows:
+        print("\n" + "\n".join(summary_table(rows)))
     return 0
 
 

@@ -156,6 +156,10 @@ def _measure(base: str, n_points: int, n_watchers: int, progress, auth: dict) ->
         "| | p50 | p99 | max |", "|---|---:|---:|---:|",
         f"| flush → SSE client | {p50:.1f} ms | **{p99:.1f} ms** | {max(latencies):.1f} ms |",
         "", f"Target p99 ≤ {TARGET_P99_MS:.0f} ms: {met}."])
-    return {"title": TITLE, "markdown": markdown,
+    summary = [{"key": "sse", "figure": f"Live progress: point flush → SSE client, "
+                f"{n_watchers} watchers (one run)", "trainhub": f"p50 {p50:.1f} ms, p99 "
+                f"{p99:.1f} ms", "target": f"p99 ≤ {TARGET_P99_MS:.0f} ms",
+                "met": p99 <= TARGET_P99_MS, "result": f"p99 {p99:.1f} ms"}]
+    return {"title": TITLE, "markdown": markdown, "summary": summary,
             "raw": {"points": n_points, "watchers": n_watchers, "p50_ms": p50, "p99_ms": p99,
                     "max_ms": max(latencies)}}
