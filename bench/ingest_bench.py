@@ -5,9 +5,11 @@ one per call (as the training loop hands them), then one flush(), which returns 
 point is committed; timed from the first metrics() call to flush()'s return, into a fresh
 database on the local PostgreSQL (created and dropped here), with Redis (every point also
 published) and without. The reference: an MLflow 3 tracking server (`mlflow server`) on the
-same PostgreSQL, MlflowClient.log_batch of 1,000 metrics per call. MLflow is installed into
-its own virtual environment (BENCH_MLFLOW_VENV, default ~/.cache/trainhub-bench/venv-mlflow)
-by the full run; --quick skips it unless it is already there."""
+same PostgreSQL, MlflowClient.log_batch of 1,000 metrics per call; then the time its
+get_metric_history takes to read those points back (P3 read's reference; trainhub's read is
+api_reads_bench's). MLflow is installed into its own virtual environment (BENCH_MLFLOW_VENV,
+default ~/.cache/trainhub-bench/venv-mlflow) by the full run, with pip as this machine has it
+configured (about 40 s); --quick skips it unless it is already there."""
 from __future__ import annotations
 
 import contextlib
@@ -128,7 +130,11 @@ _MLFLOW_CLIENT = textwrap.dedent("""
         client.log_batch(run.info.run_id, metrics=points[i:i + per_call])
     elapsed = time.perf_counter() - started
     client.set_terminated(run.info.run_id)
-    print(json.dumps({"points": n, "seconds": elapsed}))
+    started = time.perf_counter()  # P3's read reference: the same points back
+    read = sum(len(client.get_metric_history(run.info.run_id, name)) for name in names)
+    read_seconds = time.perf_counter() - started
+    print(json.dumps({"points": n, "seconds": elapsed, "read_points": read,
+                      "read_seconds": read_seconds}))
 """)
 
 
@@ -165,7 +171,8 @@ def _wait_healthy(url: str, server: subprocess.Popen, log_path: Path) -> None:
     raise RuntimeError(f"the MLflow server did not start: {log_path.read_text()[-2000:]}")
 
 
-def _mlflow_run(n: int, runs: int, progress) -> list[float]:
+def _mlflow_run(n: int, runs: int, progress) -> tuple[list[float], list[float]]:
+    """(points/s of log_batch, seconds of get_metric_history over the same points), a run each."""
     db = _create_db("trainhub_bench_mlflow")
     tmp = Path(tempfile.mkdtemp(prefix="trainhub-bench-mlflow-"))
     with socket.socket() as s:
@@ -182,15 +189,19 @@ def _mlflow_run(n: int, runs: int, progress) -> list[float]:
     uri = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(f"{uri}/health", server, tmp / "server.log")
-        rates = []
+        rates, reads = [], []
         for i in range(runs):
             out = subprocess.run([str(MLFLOW_VENV / "bin" / "python"), "-c", _MLFLOW_CLIENT,
                                   uri, str(n), "1000"], check=True, capture_output=True,
                                  timeout=1800, text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             rates.append(result["points"] / result["seconds"])
-            progress(f"MLflow run {i + 1}: {rates[-1]:,.0f} points/s")
-        return rates
+            if result["read_points"] != n:
+                raise RuntimeError(f"MLflow read back {result['read_points']} of {n} points")
+            reads.append(result["read_seconds"])
+            progress(f"MLflow run {i + 1}: {rates[-1]:,.0f} points/s; read back in "
+                     f"{reads[-1]:.2f} s")
+        return rates, reads
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
@@ -231,12 +242,13 @@ def run(args, progress) -> dict:
         _drop_db(db)
 
     mlflow: dict | None = None
+    mlflow_read: dict | None = None
     mlflow_note = "skipped (--ingest-no-mlflow)"
     if not args.ingest_no_mlflow:
         why_not = _mlflow_ready(progress, install=not args.quick)
         if why_not is None:
-            rates = _mlflow_run(n, runs, progress)
-            mlflow, mlflow_note = _summary(rates), ""
+            rates, reads = _mlflow_run(n, runs, progress)
+            mlflow, mlflow_read, mlflow_note = _summary(rates), _summary(reads), ""
         else:
             mlflow_note = f"MLflow {why_not}"
             progress(mlflow_note)
@@ -262,8 +274,39 @@ def run(args, progress) -> dict:
     if mlflow is not None:
         lines.append(f"Median vs MLflow: {best / mlflow['median']:.1f}× without Redis, "
                      f"{sink['with Redis']['median'] / mlflow['median']:.1f}× with Redis.")
+        lines += ["", f"P3's read reference: MLflow `get_metric_history` of the same {n:,} "
+                  f"points (its {len(NAMES)} metrics), right after logging them: "
+                  f"{mlflow_read['min']:.2f} / **{mlflow_read['median']:.2f}** / "
+                  f"{mlflow_read['max']:.2f} s (min / median / max); trainhub's read is in "
+                  "the API reads section."]
     else:
         lines.append(f"MLflow reference: {mlflow_note}.")
-    return {"title": TITLE, "markdown": "\n".join(lines),
-            "raw": {"points": n, "runs": runs, "sink": sink, "mlflow": mlflow,
-                    "mlflow_note": mlflow_note or None}}
+    raw = {"points": n, "runs": runs, "sink": sink, "mlflow": mlflow,
+           "mlflow_read_seconds": mlflow_read, "mlflow_note": mlflow_note or None}
+    return {"title": TITLE, "markdown": "\n".join(lines), "raw": raw,
+            "summary": summary(raw)}
+
+
+def summary(raw: dict) -> list[dict]:
+    """Rows of the report's summary table (bench/run.py); P3 read's trainhub figure comes
+    from api_reads_bench, its MLflow reference from here."""
+    mlflow, read = raw["mlflow"], raw["mlflow_read_seconds"]
+    reference = (f"MLflow log_batch 1,000: {_mmm(mlflow)}" if mlflow else raw["mlflow_note"])
+    rows = []
+    for key, label in (("without Redis", "no Redis"), ("with Redis", "with Redis")):
+        s = raw["sink"][key]
+        rows.append({"key": f"P3-ingest-{label.replace(' ', '-').lower()}",
+                     "figure": f"P3: {raw['points']:,} points through the sink into Postgres "
+                               f"({label}), points/s",
+                     "trainhub": _mmm(s), "reference": reference,
+                     "target": f"≥ {TARGET:,}", "met": s["median"] >= TARGET,
+                     "result": (f"{s['median'] / mlflow['median']:.1f}× MLflow" if mlflow
+                                else f"{s['median'] / TARGET:.2f}× the target")})
+    rows.append({"key": "P3-read",
+                 "reference": (f"MLflow get_metric_history: {_mmm(read, '{:.2f}')} s" if read
+                               else raw["mlflow_note"])})
+    return rows
+
+
+def _mmm(s: dict, fmt: str = "{:,.0f}") -> str:
+    return " / ".join(fmt.format(s[k]) for k in ("min", "median", "max"))
