@@ -7,7 +7,7 @@ each run, one after the other on the same idle-as-can-be machine:
   - reference: bench/tutorial_reference.py (the tutorial's script: PIL per item,
     ToTensor + Normalize, DataLoader batch 4 with 2 workers, `loss.item()` every batch),
     training + test as it times itself;
-  - trainhub: POST /jobs → GET /jobs/{id} says succeeded (polled every 0.1 s), against
+  - trainhub: POST /jobs → GET /jobs/{id} says succeeded (polled every 0.2 s), against
     `trainhub up` in embedded mode;
   - in-process: bench/inprocess_fit.py, worker.loop.fit on the runner's dataset and model
     with a NullReporter, dataset read + build + fit.

@@ -142,7 +142,7 @@ def upload(client, archive: Path, progress, timeout: float = 900) -> tuple[dict,
 
 
 def run_job(client, job: dict, progress, timeout: float = 3600,
-            poll: float = 0.1) -> tuple[dict, float]:
+            poll: float = 0.2) -> tuple[dict, float]:
     """POST /jobs, then poll GET /jobs/{id} every `poll` s until it succeeded.
     Returns (the job, seconds from sending the POST to seeing `succeeded`)."""
     started = time.monotonic()
