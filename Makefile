@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: install run test test-fast test-slow bench services clean audit
+.PHONY: install run test test-fast test-slow bench bench-quick services clean audit
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ test-slow: install services
 # BENCHMARKS.md; `make bench BENCH_ARGS=--quick` for a short run, `--help` for the options.
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The short form CI runs as smoke checks (tests/bench, slow tier): every benchmark, rough
+# numbers, BENCHMARKS.md left alone; about 2 minutes on 2 cores.
+bench-quick: install
+	$(PY) bench/run.py --quick --no-write $(BENCH_ARGS)
 
 # Release step, not part of CI: needs network access to the vulnerability service (PyPI/OSV).
 # pip-audit lives in its own venv so that its dependencies never mix with the product's.

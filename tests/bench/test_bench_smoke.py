@@ -1,0 +1,53 @@
+"""`make bench`'s short form as smoke checks (issue #12: they must run, not be fast).
+
+Each benchmark module runs on its own, `bench/run.py --quick --no-write --only <module>`, in a
+subprocess with the environment `make bench` would have (no TRAINHUB_* settings of the test
+session), so a failure names the module. The printed report must hold the module's section
+and the summary table; the training module's must hold the `P1 ratio:` line."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+from tutorial_job import DEFAULT_ARCHIVE  # noqa: E402
+
+MODULES = sorted(p.stem for p in BENCH.glob("*_bench.py"))
+NEEDS_CIFAR = {"cifar_tutorial_bench", "training_bench"}
+
+
+def test_every_benchmark_module_is_smoke_tested():
+    assert {"api_reads_bench", "ingest_bench", "predict_bench", "training_bench",
+            "cifar_tutorial_bench"} <= set(MODULES)
+
+
+def _title(module: str) -> str:
+    source = (BENCH / f"{module}.py").read_text()
+    return re.search(r'^TITLE = "(.*)"$', source, re.M).group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", MODULES)
+def test_quick_benchmark_runs(module):
+    archive = Path(os.environ.get("BENCH_CIFAR_ARCHIVE", DEFAULT_ARCHIVE))
+    if module in NEEDS_CIFAR and not archive.is_file():
+        pytest.skip(f"the CIFAR-10 archive {archive} is not here (shared/datasets)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+    done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--no-write",
+                           "--only", module], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=540)
+    out = done.stdout
+    assert done.returncode == 0, f"{module} failed:\n{out[-6000:]}\n{done.stderr[-6000:]}"
+    assert f"## {_title(module)}\n" in out, out[-3000:]
+    assert "## Summary\n" in out and "| figure | trainhub (min / median / max) |" in out
+    if module == "training_bench":
+        assert re.search(r"^P1 ratio: \d+\.\d+$", out, re.M), out[-3000:]
+        assert re.search(r"^\| P1: tutorial job .*\|$", out, re.M)
+        assert re.search(r"^P2 overhead .*: (met|NOT met): [+-]\d", out, re.M)
