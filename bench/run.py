@@ -319,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     report = render(info, results, args.quick)
     if args.no_write:
         print(report)
-    else:
-        args.output.write_text(report)
-        progress(f"wrote {args.output} (raw numbers: {raw_path.relative_to(ROOT)})")
+        return 0
+    args.output.write_text(report)
+    progress(f"wrote {args.output} (raw numbers: {raw_path.relative_to(ROOT)})")
     for r in results:
         print(f"\n## {r['title']}\n\n{r['markdown']}")
     rows = summary_rows(results)

@@ -52,8 +52,11 @@ def run(args, progress) -> dict:
     env = {**os.environ, "TRAINHUB_DATABASE_URL": db_url, "TRAINHUB_REDIS_URL": REDIS,
            "TRAINHUB_BROKER_URL": REDIS.rsplit("/", 1)[0] + "/13",
            "TRAINHUB_DATA_DIR": str(tmp), "PYTHONUNBUFFERED": "1", "TRAINHUB_AUTH": "on"}
-    os.environ.update({k: env[k] for k in ("TRAINHUB_DATABASE_URL", "TRAINHUB_REDIS_URL",
-                                           "TRAINHUB_BROKER_URL", "TRAINHUB_DATA_DIR")})
+    # This process plays the worker on the same database; the modules after it get the
+    # environment back (the finally below).
+    saved = {k: os.environ.get(k) for k in ("TRAINHUB_DATABASE_URL", "TRAINHUB_REDIS_URL",
+                                            "TRAINHUB_BROKER_URL", "TRAINHUB_DATA_DIR")}
+    os.environ.update({k: env[k] for k in saved})
     import socket
 
     with socket.socket() as s:
@@ -80,9 +83,16 @@ def run(args, progress) -> dict:
         api.terminate()
         api.wait(timeout=30)
         log.close()
+        from core.config import get_settings
         from core.db import reset_engine
 
         reset_engine()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
