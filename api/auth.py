@@ -12,6 +12,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from core import auth
@@ -77,10 +78,12 @@ def authenticate(request: Request) -> None:
     request.state.tenant = credentials_tenant(request)
 
 
-def current_tenant(request: Request) -> Tenant:
+async def current_tenant(request: Request) -> Tenant:
+    # The tenant authenticate found, without a trip to a thread (a busy API's threads may
+    # all be waiting on the database).
     tenant = getattr(request.state, "tenant", None)
     if tenant is None:  # a public route asking who calls: it must authenticate itself
-        tenant = request.state.tenant = credentials_tenant(request)
+        tenant = request.state.tenant = await run_in_threadpool(credentials_tenant, request)
     return tenant
 
 

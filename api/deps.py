@@ -46,11 +46,7 @@ async def authenticate(request: Request) -> None:
 
 
 async def get_job(job_id: str, session: SessionDep, request: Request) -> Job:
-    # The tenant authenticate found (TenantDep's answer, without its trip to a thread).
-    tenant = getattr(request.state, "tenant", None)
-    if tenant is None:
-        tenant = await run_in_threadpool(auth.current_tenant, request)
-    return await run_in_threadpool(load_job, session, job_id, tenant)
+    return await run_in_threadpool(load_job, session, job_id, await auth.current_tenant(request))
 
 
 JobDep = Annotated[Job, Depends(get_job)]

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from core.errors import Conflict, FieldError, Forbidden, NotFound, TooLarge, Unauthorized
@@ -167,6 +167,15 @@ async def database_unavailable(_request: Request, exc: Exception) -> JSONRespons
                         status_code=503)
 
 
+async def pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
+    """Every pooled database connection stayed busy for the pool's timeout: the process is
+    overloaded, not broken; the client may retry."""
+    log.error("database pool exhausted: %s", exc)
+    return JSONResponse({"detail": "the API is overloaded: no database connection came free "
+                                   "in time; try again shortly"},
+                        status_code=503, headers={"Retry-After": "2"})
+
+
 async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
@@ -178,4 +187,5 @@ def install(app: FastAPI) -> None:
     for cls, _status in STATUS_BY_ERROR:
         app.add_exception_handler(cls, domain_error)
     app.add_exception_handler(DBAPIError, database_unavailable)  # OperationalError included
+    app.add_exception_handler(PoolTimeout, pool_exhausted)
     app.add_exception_handler(Exception, unexpected)

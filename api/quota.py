@@ -1,12 +1,19 @@
-"""Rate limits as route dependencies: `dependencies=[rate_limited("jobs")]`."""
+"""Rate limits as route dependencies (`dependencies=[rate_limited("jobs")]`), and each
+tenant's turn at its caps within this process (`async with tenant_turn(tenant)`)."""
 from __future__ import annotations
 
+import asyncio
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
 from fastapi import Depends
+from fastapi.concurrency import run_in_threadpool
 
 from api.auth import TenantDep
 from core import quotas
 from core.config import get_settings
 from core.db import session_scope
+from core.tenancy import Tenant
 
 
 def _limit(kind: str) -> quotas.RateLimit:
@@ -21,15 +28,50 @@ def _limit(kind: str) -> quotas.RateLimit:
     }[kind]
 
 
+def _hit(tenant: Tenant, limit: quotas.RateLimit) -> None:
+    with session_scope() as session:
+        quotas.hit(session, tenant, limit)
+
+
 def rate_limited(kind: str):
     """A dependency that counts the request against the caller's key (429 past the limit)."""
     _limit(kind)  # an unknown kind fails at import, not at the first request
 
-    def check(tenant: TenantDep) -> None:
+    async def check(tenant: TenantDep) -> None:
         limit = _limit(kind)
         if tenant.is_admin or limit.per_minute <= 0:
-            return
-        with session_scope() as session:
-            quotas.hit(session, tenant, limit)
+            return  # without a trip to a thread
+        await run_in_threadpool(_hit, tenant, limit)
 
     return Depends(check)
+
+
+# One asyncio lock per tenant with requests in this process, dropped with its last waiter.
+_turns: dict[str, tuple[asyncio.Lock, int]] = {}
+
+
+@asynccontextmanager
+async def tenant_turn(tenant: Tenant) -> AsyncIterator[None]:
+    """The tenant's turn to check its caps and create, among this process's requests.
+
+    The check-then-create itself is serialised by the tenant's database lock
+    (core.quotas.lock_tenant), which a request waits for holding a pooled connection (and
+    a thread): 200 submissions of one tenant at once would hold every connection waiting
+    for it, and the pool ran dry. Queued here first, the waiters hold neither: at most one
+    request per tenant and process waits for the database lock (the others, of other API
+    processes). A tenant without caps (an admin) takes no turn."""
+    if tenant.is_admin or tenant.user_id is None:
+        yield
+        return
+    key = tenant.user_id
+    lock, waiting = _turns.get(key) or (asyncio.Lock(), 0)
+    _turns[key] = (lock, waiting + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, waiting = _turns[key]
+        if waiting == 1:
+            del _turns[key]
+        else:
+            _turns[key] = (lock, waiting - 1)

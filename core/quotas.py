@@ -69,38 +69,70 @@ def hit(session: Session, tenant: Tenant, limit: RateLimit, now: float | None = 
 
 def lock_tenant(session: Session, tenant: Tenant) -> None:
     """Serialise one tenant's check-then-create until the transaction ends, so two API
-    processes cannot both pass a cap with one slot left (Postgres; SQLite has one writer)."""
-    if session.bind.dialect.name == "postgresql" and tenant.user_id is not None:
+    processes cannot both pass a cap with one slot left (Postgres; SQLite has one writer).
+    An admin has no caps: nothing to serialise."""
+    if (session.bind.dialect.name == "postgresql" and tenant.user_id is not None
+            and not tenant.is_admin):
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                         {"k": zlib.crc32(f"tenant:{tenant.user_id}".encode())})
 
 
+def _stored_bytes_parts(owner: str):
+    """Bytes a tenant holds in the artifact store, as two scalar subqueries: its datasets
+    and its jobs' checkpoints."""
+    return (select(func.coalesce(func.sum(Dataset.stored_bytes), 0))
+            .where(Dataset.owner == owner).scalar_subquery(),
+            select(func.coalesce(func.sum(Checkpoint.size_bytes), 0))
+            .join(Job, Checkpoint.job_id == Job.id).where(Job.owner == owner)
+            .scalar_subquery())
+
+
+def _active_jobs(owner: str):
+    return (select(func.count()).select_from(Job)
+            .where(Job.owner == owner,
+                   Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+            .scalar_subquery())
+
+
 def stored_bytes(session: Session, owner: str) -> int:
     """Bytes a tenant holds in the artifact store: its datasets and its jobs' checkpoints."""
-    datasets = session.scalar(select(func.coalesce(func.sum(Dataset.stored_bytes), 0))
-                              .where(Dataset.owner == owner))
-    checkpoints = session.scalar(select(func.coalesce(func.sum(Checkpoint.size_bytes), 0))
-                                 .join(Job, Checkpoint.job_id == Job.id)
-                                 .where(Job.owner == owner))
+    datasets, checkpoints = session.execute(select(*_stored_bytes_parts(owner))).one()
     return int(datasets) + int(checkpoints)
 
 
 def check_active_jobs(session: Session, tenant: Tenant, cap: int) -> None:
     if tenant.is_admin or cap <= 0:
         return
-    active = session.scalar(select(func.count()).select_from(Job).where(
-        Job.owner == tenant.user_id,
-        Job.status.in_([JobStatus.queued.value, JobStatus.running.value])))
+    _refuse_active(session.scalar(select(_active_jobs(tenant.user_id))), cap)
+
+
+def check_stored_bytes(session: Session, tenant: Tenant, cap: int, adding: int = 0) -> None:
+    if tenant.is_admin or cap <= 0:
+        return
+    _refuse_stored(stored_bytes(session, tenant.user_id), cap, adding)
+
+
+def check_job_caps(session: Session, tenant: Tenant, max_active: int, max_stored: int) -> None:
+    """Both caps a new job meets, read in one round trip (it runs under the tenant's lock:
+    the shorter, the sooner the next submission of the tenant gets its turn)."""
+    if tenant.is_admin or (max_active <= 0 and max_stored <= 0):
+        return
+    active, datasets, checkpoints = session.execute(
+        select(_active_jobs(tenant.user_id), *_stored_bytes_parts(tenant.user_id))).one()
+    if max_active > 0:
+        _refuse_active(active, max_active)
+    if max_stored > 0:
+        _refuse_stored(int(datasets) + int(checkpoints), max_stored)
+
+
+def _refuse_active(active: int, cap: int) -> None:
     if active >= cap:
         raise CapReached(f"cap reached: {active} queued or running jobs; at most {cap} per "
                          "tenant (TRAINHUB_TENANT_MAX_ACTIVE_JOBS); wait for one to end or "
                          "cancel one", 429, retry_after=30)
 
 
-def check_stored_bytes(session: Session, tenant: Tenant, cap: int, adding: int = 0) -> None:
-    if tenant.is_admin or cap <= 0:
-        return
-    used = stored_bytes(session, tenant.user_id)
+def _refuse_stored(used: int, cap: int, adding: int = 0) -> None:
     if used + adding > cap:
         more = f" and {adding} more bytes" if adding else ""
         raise CapReached(f"cap reached: this tenant stores {used} bytes{more}; at most {cap} "

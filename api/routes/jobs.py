@@ -6,17 +6,19 @@ import binascii
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from api.auth import TenantDep
 from api.deps import JobDep, SessionDep
-from api.quota import rate_limited
+from api.quota import rate_limited, tenant_turn
 from api.errors import responses
 from api.schemas import JobList, JobPublic
 from core import checkpoints as ckpt
@@ -81,9 +83,37 @@ def _by_key(session, key: str, tenant: Tenant) -> Job | None:
                                              "and the same body: its job"},
                         **responses(409, 422, 429, 503)},
              dependencies=[rate_limited("jobs")])
-def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: TenantDep,
-               idempotency_key: IdempotencyKey = None) -> JobPublic:
+async def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: TenantDep,
+                     idempotency_key: IdempotencyKey = None) -> JobPublic:
+    # Three steps in threads, the session's connection handed back between them: the
+    # slow work first (the dataset, init_from's checkpoint), then the tenant's turn at its
+    # caps (the count and the insert, nothing else), then the broker.
     _check_key(idempotency_key)
+    prepared = await run_in_threadpool(_prepare, session, spec, tenant, idempotency_key,
+                                       response)
+    if isinstance(prepared, JobPublic):
+        return prepared
+    async with tenant_turn(tenant):
+        job = await run_in_threadpool(_insert, session, prepared, tenant, idempotency_key,
+                                      response)
+    if isinstance(job, JobPublic):
+        return job
+    consumed = await run_in_threadpool(_enqueue, session, job)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobPublic.from_row(job, consumed)
+
+
+@dataclass(frozen=True)
+class _Submission:
+    resolved: dict
+    total_steps: int
+    digest: str
+
+
+def _prepare(session, spec: JobSpec, tenant: Tenant, idempotency_key: str | None,
+             response: Response) -> _Submission | JobPublic:
+    """The job to create, checked against everything but the caps; or an earlier
+    submission's job (a replay)."""
     digest = request_hash(spec.resolved())
     if idempotency_key is not None:
         earlier = _by_key(session, idempotency_key, tenant)
@@ -97,18 +127,25 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: T
     if spec.name is None and not view.builtin:
         resolved["name"] = f"{spec.model}-{view.name}"
     hp = spec.hyperparameters
+    total_steps = hp.epochs * datasets.steps_per_epoch(view.train_size, hp.batch_size,
+                                                       hp.validation_fraction)
+    session.rollback()  # read only: its connection goes back while the request waits its turn
+    return _Submission(resolved, total_steps, digest)
+
+
+def _insert(session, submission: _Submission, tenant: Tenant, idempotency_key: str | None,
+            response: Response) -> Job | JobPublic:
+    """Count and insert under the tenant's database lock, held until the commit: another
+    API process cannot pass the same cap meanwhile. Committed before the job is enqueued: a
+    fast worker must find the row (Celery's "database transactions" race)."""
     settings = get_settings()
-    # Held until the commit below: another API process cannot pass the same cap meanwhile.
     quotas.lock_tenant(session, tenant)
-    quotas.check_active_jobs(session, tenant, settings.tenant_max_active_jobs)
-    quotas.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes)
-    job = jobs.create_job(session, resolved, max_attempts=settings.max_attempts)
+    quotas.check_job_caps(session, tenant, settings.tenant_max_active_jobs,
+                          settings.tenant_max_stored_bytes)
+    job = jobs.create_job(session, submission.resolved, max_attempts=settings.max_attempts)
     job.owner = tenant.user_id
-    job.total_steps = hp.epochs * datasets.steps_per_epoch(view.train_size, hp.batch_size,
-                                                             hp.validation_fraction)
-    job.idempotency_key, job.request_hash = idempotency_key, digest
-    # Commit before enqueueing: a fast worker must find the row (Celery's "database
-    # transactions" race).
+    job.total_steps = submission.total_steps
+    job.idempotency_key, job.request_hash = idempotency_key, submission.digest
     try:
         session.commit()
     except IntegrityError:
@@ -121,7 +158,13 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: T
         if earlier is None:  # that request failed to enqueue, releasing the key meanwhile
             raise Conflict(f"a concurrent request with Idempotency-Key {echo(idempotency_key)} "
                            "did not complete; retry") from None
-        return _replay(earlier, digest, idempotency_key, response)
+        return _replay(earlier, submission.digest, idempotency_key, response)
+    return job
+
+
+def _enqueue(session, job: Job) -> set[str]:
+    """Hand the committed job to the broker; the queues some worker consumes."""
+    settings = get_settings()
     try:
         enqueue(RUN_JOB_TASK, job.id, queue=job_queue(settings.queue, job.spec))
     except BrokerUnavailable as exc:
@@ -134,8 +177,7 @@ def create_job(spec: JobSpec, session: SessionDep, response: Response, tenant: T
         raise BrokerUnavailable(f"broker unavailable; job {job.id} was not queued") from exc
     jobs.mark_enqueued(session, job.id)  # unmarked jobs are re-sent by a worker's reaper
     session.commit()
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return JobPublic.from_row(job, live_queues(session))
+    return live_queues(session)
 
 
 def live_queues(session) -> set[str]:
