@@ -13,6 +13,11 @@ each run, one after the other on the same idle-as-can-be machine:
     with a NullReporter, dataset read + build + fit.
 P1 ratio = median trainhub / median reference; P2 overhead = median trainhub / median
 in-process - 1. --quick: one run each way, one epoch on 200/50 images per class.
+
+Run it on an idle machine: the tutorial's script (two intra-op threads and two DataLoader
+workers on 2 cores) slows down 25-90x when another process keeps a core busy (the quick
+reference: 1.4 s with OMP_NUM_THREADS=1, 35-120 s at its default two threads while another
+training ran beside it), so a busy machine makes the ratio meaningless.
 """
 from __future__ import annotations
 
