@@ -14,6 +14,7 @@ from core.datasets import num_batches
 from core.imagedata import ImageDataset, Split
 from worker.data import batches, split_validation
 from worker.state import TrainState
+from worker.tuning import onednn_convolutions, use_onednn
 
 if TYPE_CHECKING:
     from worker.distributed import Distributed
@@ -99,15 +100,22 @@ class CheckpointPolicy:
     every_seconds: float = 0.0
 
 
+# Devices with fused (one kernel for all parameters) SGD/Adam/AdamW steps. On a CPU the
+# fused step of LeNet's parameters takes 28 us against 62 us (SGD) and 60 against 192 (Adam)
+# for the per-parameter loop: at batch 4 that is a tenth of the step.
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(model: nn.Module, hp) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params = list(model.parameters())
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                               weight_decay=hp.weight_decay)
+                               weight_decay=hp.weight_decay, fused=fused)
     if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
     if hp.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
     raise ValueError(f"unknown optimizer {hp.optimizer!r}")
 
 
@@ -183,7 +191,7 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
         state.step, state.batch = state.step + 1, batch
         detached = loss.detach()
         state.running_loss += detached
-        state.epoch_loss += detached.double() * labels.shape[0]
+        state.epoch_loss.add_(detached, alpha=labels.shape[0])  # one op: summed in float64
         state.correct += (outputs.detach().argmax(1) == labels).sum()
         state.seen += labels.shape[0]
         if batch % hp.log_every == 0:
@@ -271,6 +279,14 @@ def new_state(model: nn.Module, hp, total_steps: int) -> TrainState:
     return state
 
 
+def _conv_backend(model: nn.Module, train: Split, hp, dist: Distributed | None) -> bool:
+    """Whether the training steps use oneDNN convolutions (worker.tuning), worked out on one
+    mini-batch's shape before DDP wraps the model."""
+    per_rank = hp.batch_size // (dist.world_size if dist is not None else 1)
+    sample = torch.zeros((per_rank, *train.images.shape[1:]), device=train.images.device)
+    return use_onednn(model, sample)
+
+
 def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         reporter: Reporter, check_every_s: float = 2.0,
         on_epoch_end: Callable[[EpochEnd], None] | None = None,
@@ -298,12 +314,13 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     state = new_state(model, hp, total_steps)
     if resume_from is not None:
         state.load_state_dict(resume_from, device)
+    criterion = make_criterion(hp.loss, len(dataset.classes))
+    onednn = _conv_backend(model, train, hp, dist)
     net = None
     if dist is not None:
         net = dist.wrap(model)
         if not dist.is_main:  # rank 0's saved sums are the whole group's (merge_sums)
             state.start_accumulators(device)
-    criterion = make_criterion(hp.loss, len(dataset.classes))
     attempt_started = time.monotonic()
     deadline = (attempt_started + max_seconds - state.elapsed_seconds
                 if max_seconds is not None else None)
@@ -316,9 +333,10 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     reporter.progress(state.epoch - 1, state.step, total_steps)
     while state.epoch <= hp.epochs:
         epoch = state.epoch
-        epoch_metrics, reason = train_one_epoch(
-            state, train, mean, std, criterion, hp, reporter, total_steps, check_every_s,
-            stop, checkpoint, policy, deadline, dist, net)
+        with onednn_convolutions(onednn):
+            epoch_metrics, reason = train_one_epoch(
+                state, train, mean, std, criterion, hp, reporter, total_steps, check_every_s,
+                stop, checkpoint, policy, deadline, dist, net)
         if reason is not None:  # progress was reported at the check that stopped it
             return result(True, reason)
         if dist is not None:

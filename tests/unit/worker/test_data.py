@@ -244,3 +244,21 @@ def test_steps_per_epoch_agrees_with_the_loaded_digits(tmp_path, batch_size, fra
     dataset = load_digits_dataset(tmp_path)
     train, _ = split_validation(dataset.train, fraction, seed=0)
     assert steps_per_epoch(view.train_size, batch_size, fraction) == num_batches(len(train), batch_size)
+
+
+def test_batches_cross_normalisation_blocks_unchanged(monkeypatch):
+    """Batches are normalised a block at a time; with blocks of 3 batches (and a short last
+    block and batch) every batch equals the one normalised on its own."""
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (23, 3, 4, 4), dtype=torch.uint8, generator=g),
+                  torch.arange(23))
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, -1, 1, 1)
+    std = torch.tensor([0.2, 0.25, 0.3]).view(1, -1, 1, 1)
+    monkeypatch.setattr(data, "BLOCK_BYTES", 3 * 2 * 4 * 3 * 4 * 4)  # 3 batches of 2 images
+    order = torch.randperm(23, generator=g)
+    got = list(batches(split, 2, mean, std, order=order, start_batch=1))
+    assert len(got) == 11  # batches 2..12 of 12; the last holds one image
+    for i, (inputs, labels) in enumerate(got, start=1):
+        idx = order[2 * i:2 * i + 2]
+        assert torch.equal(labels, split.labels[idx])
+        assert torch.allclose(inputs, (split.images[idx].float() / 255 - mean) / std)

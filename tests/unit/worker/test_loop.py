@@ -366,6 +366,24 @@ def test_make_optimizer_passes_the_hyperparameters():
     adamw = make_optimizer(model, hp(optimizer="adamw", lr=0.003, weight_decay=0.2))
     assert type(adamw) is torch.optim.AdamW
     assert (adamw.param_groups[0]["lr"], adamw.param_groups[0]["weight_decay"]) == (0.003, 0.2)
+    # One fused kernel for all parameters on a CPU (or GPU), not a Python loop over them.
+    assert all(opt.param_groups[0]["fused"] for opt in (sgd, adam, adamw))
+
+
+def test_fused_sgd_trains_like_the_per_parameter_loop():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(1)
+        model = nn.Linear(5, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=fused)
+        for _ in range(20):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        results.append(model.weight.detach().clone())
+    assert torch.allclose(results[0], results[1], atol=1e-6)
 
 
 def test_mse_compares_outputs_with_one_hot_targets():

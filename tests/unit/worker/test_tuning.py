@@ -1,0 +1,82 @@
+"""The CPU convolution choice: counted multiply-adds, a deterministic rule, nothing changed."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import models
+from core.imagedata import ImageDataset, Split
+from core.jobspec import Hyperparameters
+from worker import loop
+from worker.loop import NullReporter, fit
+from worker.tuning import NATIVE_CONV_MAX_MACS, conv_macs, onednn_convolutions, use_onednn
+
+
+def test_conv_macs_counts_lenets_two_convolutions():
+    lenet = models.build("lenet", (3, 32, 32), 10)
+    # conv1: 6x28x28 outputs x 3x5x5; conv2: 16x10x10 outputs x 6x5x5; per image.
+    assert conv_macs(lenet, torch.zeros(4, 3, 32, 32)) == 4 * (6 * 28 * 28 * 75 + 16 * 10 * 10 * 150)
+    assert conv_macs(models.build("mlp", (1, 8, 8), 10), torch.zeros(4, 1, 8, 8)) == 0
+
+
+def test_small_convolutions_go_native_large_ones_onednn():
+    lenet = models.build("lenet", (3, 32, 32), 10)
+    assert use_onednn(lenet, torch.zeros(4, 3, 32, 32)) is False  # the tutorial's batch
+    assert use_onednn(lenet, torch.zeros(32, 3, 32, 32)) is True
+    resnet = models.build("resnet18", (3, 32, 32), 10)
+    assert use_onednn(resnet, torch.zeros(2, 3, 32, 32)) is True
+    assert conv_macs(lenet, torch.zeros(8, 3, 32, 32)) < NATIVE_CONV_MAX_MACS
+
+
+def test_counting_leaves_weights_statistics_mode_and_rng_alone():
+    model = models.build("resnet18", (3, 16, 16), 10)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs = torch.randn(2, 3, 16, 16)
+    rng = torch.get_rng_state()
+    conv_macs(model, inputs)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_the_switch_is_put_back_after_the_block_even_on_error():
+    before = torch.backends.mkldnn.enabled
+    try:
+        with onednn_convolutions(not before):
+            assert torch.backends.mkldnn.enabled is (not before)
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert torch.backends.mkldnn.enabled is before
+
+
+def test_fit_trains_lenet_at_batch_4_with_native_convolutions(monkeypatch):
+    seen = []
+    real_epoch = loop.train_one_epoch
+
+    def spy(*args, **kwargs):
+        seen.append(torch.backends.mkldnn.enabled)
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", spy)
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g),
+                  torch.randint(0, 10, (16,), generator=g))
+    dataset = ImageDataset("t", [str(i) for i in range(10)], split, split, [0.5] * 3, [0.25] * 3)
+    before = torch.backends.mkldnn.enabled
+    fit(models.build("lenet", (3, 32, 32), 10), dataset, Hyperparameters(epochs=2, batch_size=4),
+        torch.device("cpu"), NullReporter())
+    assert seen == [False, False]
+    assert torch.backends.mkldnn.enabled is before  # evaluation and later jobs: unchanged
+
+
+def test_native_and_onednn_convolutions_agree():
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(3, 6, 5), torch.randn(4, 3, 32, 32)
+    with onednn_convolutions(False):
+        native = conv(x)
+    with onednn_convolutions(True):
+        onednn = conv(x)
+    assert torch.allclose(native, onednn, atol=1e-5)
