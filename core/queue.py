@@ -19,6 +19,10 @@ class BrokerUnavailable(Exception):
     """A message could not be handed to the broker."""
 
 
+# How often an idle worker lists the embedded broker's folder (kombu's default: 1 s).
+FS_POLLING_INTERVAL_S = 0.1
+
+
 def celery_config(settings: Settings) -> dict:
     broker = settings.resolved_broker_url
     config = {
@@ -52,6 +56,8 @@ def celery_config(settings: Settings) -> dict:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
             "store_processed": False,
+            # A job waited 0.3-1 s before a worker saw it; a listing is cheap.
+            "polling_interval": FS_POLLING_INTERVAL_S,
         })
         # The filesystem transport has no fan-out for remote control; jobs need none.
         config["worker_enable_remote_control"] = False

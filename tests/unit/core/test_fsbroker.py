@@ -46,3 +46,8 @@ def test_no_message_file_is_visible_until_it_is_whole(tmp_path, monkeypatch):
         queue.close()
     assert not [n for n in os.listdir(tmp_path / "broker" / "queue")
                 if n.startswith(fsbroker.PARTIAL_PREFIX)]
+
+
+def test_an_idle_worker_looks_for_jobs_ten_times_a_second(tmp_path):
+    with connection(tmp_path) as conn:
+        assert conn.transport.polling_interval == 0.1  # kombu's default, 1 s, delayed jobs
