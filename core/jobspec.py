@@ -68,6 +68,19 @@ _DATASET_SCHEMA = WithJsonSchema({
 
 
 MAX_WORLD_SIZE = 8
+MAX_CROP_PADDING = 16
+
+
+class Augment(BaseModel):
+    """Training-batch augmentation, done on the job's device (never in evaluation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Pixels of zero padding (the mean pixel, after normalisation) on each side before a
+    # random crop back to the image's size; 0: no crop.
+    random_crop_padding: Int = Field(0, ge=0, le=MAX_CROP_PADDING)
+    # Mirror left-right with probability 0.5 per image.
+    horizontal_flip: bool = False
 
 
 class Hyperparameters(BaseModel):
@@ -88,6 +101,14 @@ class Hyperparameters(BaseModel):
     # Processes training the job together (DDP): one GPU each on cuda, CPU processes
     # otherwise. batch_size stays the global batch, split evenly over them.
     world_size: Int = Field(1, ge=1, le=MAX_WORLD_SIZE)
+    # The training forward through torch.compile (eager again, with a warning in the job's
+    # log, if compiling fails). Opt-in: on a small CPU model it was not faster.
+    compile: bool = False
+    # Autocast of forward and loss (training and evaluation); fp16 adds a GradScaler.
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    # Model and batches in torch.channels_last memory format (4-D inputs).
+    channels_last: bool = False
+    augment: Augment | None = None
 
     @model_validator(mode="after")
     def _nesterov_needs_sgd_momentum(self) -> "Hyperparameters":

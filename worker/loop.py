@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from core.datasets import num_batches
 from core.imagedata import ImageDataset, Split
+from worker.accel import Accel
 from worker.data import batches, split_validation
 from worker.state import TrainState
 from worker.tuning import onednn_convolutions, use_onednn
@@ -156,13 +158,20 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
                     checkpoint: Callable[[TrainState], None] | None = None,
                     policy: CheckpointPolicy = CheckpointPolicy(),
                     deadline: float | None = None, dist: Distributed | None = None,
-                    net: nn.Module | None = None) -> tuple[dict[str, float], str | None]:
+                    net: nn.Module | None = None,
+                    accel: Accel | None = None) -> tuple[dict[str, float], str | None]:
     """The rest of state.epoch's pass over train; returns (epoch metrics, why it stopped).
 
     Under DDP (dist) it trains `net` (the DDP wrapper of state.model) on this rank's share
     of each global batch; only rank 0's stop flag, reporter and deadline count, and every
-    rank stops at the step dist.agree() names."""
+    rank stops at the step dist.agree() names.
+
+    accel (worker.accel, made by fit) carries the options: the compiled forward, autocast
+    and the GradScaler (state.scaler), channels_last, and the augmentation of each batch
+    (drawn from state.augment_generator)."""
     model, optimizer = (net if net is not None else state.model), state.optimizer
+    accel = accel if accel is not None else Accel(model, hp, train.images.device)
+    scaler, augment = state.scaler, state.augment_generator
     batch_scheduler = state.scheduler if state.scheduler_per_batch else None
     model.train()
     if state.batch == 0:
@@ -179,17 +188,37 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
     else:
         source = batches(train, hp.batch_size // dist.world_size, mean, std,
                          order=dist.shard(state.order), start_batch=state.batch)
+
+    def forward_backward(inputs: torch.Tensor, labels: torch.Tensor):
+        with accel.autocast():
+            outputs = accel.forward(inputs)
+            loss = criterion(outputs, labels)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        return outputs, loss
+
     for batch, (inputs, labels) in enumerate(source, start=state.batch + 1):
+        if augment is not None:
+            inputs = accel.augment(inputs, augment)
+        inputs = accel.inputs(inputs)
         optimizer.zero_grad(set_to_none=True)
-        outputs = model(inputs)
-        loss = criterion(outputs, labels)
-        loss.backward()
+        try:
+            outputs, loss = forward_backward(inputs, labels)
+        except Exception as exc:
+            if not accel.compiled:
+                raise
+            accel.fall_back(exc)  # and this very step again, eagerly
+            optimizer.zero_grad(set_to_none=True)
+            outputs, loss = forward_backward(inputs, labels)
         state.lr_used = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
-        optimizer.step()
+        if scaler is not None:  # fused steps take the scale and skip on inf: no sync
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         if batch_scheduler is not None:
             batch_scheduler.step()
         state.step, state.batch = state.step + 1, batch
-        detached = loss.detach()
+        detached = loss.detach().float()  # the same tensor unless autocast made it lower
         state.running_loss += detached
         state.epoch_loss.add_(detached, alpha=labels.shape[0])  # one op: summed in float64
         state.correct += (outputs.detach().argmax(1) == labels).sum()
@@ -249,19 +278,27 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
 
 
 def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor,
-             criterion, batch_size: int, dist: Distributed | None = None) -> tuple[float, float]:
+             criterion, batch_size: int, dist: Distributed | None = None,
+             accel: Accel | None = None) -> tuple[float, float]:
     """(mean loss, accuracy) over split, model in eval() under no_grad. Under DDP each rank
     evaluates its share with the plain model (DDP's wrapper would sync buffers at every
-    forward, and the shares' batch counts may differ) and the sums are added up."""
+    forward, and the shares' batch counts may differ) and the sums are added up.
+
+    accel: evaluation under the job's autocast and memory format, eager, never augmented."""
     model.eval()
+    autocast = accel.autocast if accel is not None else nullcontext
     device = split.images.device
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     with torch.no_grad():
         for inputs, labels in batches(split if dist is None else dist.eval_part(split),
                                       max(batch_size, 256), mean, std):
-            outputs = model(inputs)
-            total_loss += criterion(outputs, labels).double() * labels.shape[0]
+            if accel is not None:
+                inputs = accel.inputs(inputs)
+            with autocast():
+                outputs = model(inputs)
+                loss = criterion(outputs, labels)
+            total_loss += loss.double() * labels.shape[0]
             correct += (outputs.argmax(1) == labels).sum()
     if dist is not None:
         total_loss, correct = dist.add_up(total_loss, correct)
@@ -279,12 +316,13 @@ def new_state(model: nn.Module, hp, total_steps: int) -> TrainState:
     return state
 
 
-def _conv_backend(model: nn.Module, train: Split, hp, dist: Distributed | None) -> bool:
+def _conv_backend(model: nn.Module, train: Split, hp, dist: Distributed | None,
+                  accel: Accel) -> bool:
     """Whether the training steps use oneDNN convolutions (worker.tuning), worked out on one
-    mini-batch's shape before DDP wraps the model."""
+    mini-batch's shape (and memory format) before DDP wraps the model."""
     per_rank = hp.batch_size // (dist.world_size if dist is not None else 1)
     sample = torch.zeros((per_rank, *train.images.shape[1:]), device=train.images.device)
-    return use_onednn(model, sample)
+    return use_onednn(model, accel.inputs(sample))
 
 
 def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
@@ -309,16 +347,23 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
     model.to(device)
+    if device.type == "cuda":  # convolution algorithms chosen per shape, once: fixed shapes
+        torch.backends.cudnn.benchmark = True
+    accel = Accel(model, hp, device)
+    accel.prepare_model(model)
     per_epoch = num_batches(len(train), hp.batch_size)
     total_steps = per_epoch * hp.epochs
     state = new_state(model, hp, total_steps)
+    state.scaler = accel.make_scaler()
+    state.augment_generator = accel.augment_generator(hp.seed)
     if resume_from is not None:
         state.load_state_dict(resume_from, device)
     criterion = make_criterion(hp.loss, len(dataset.classes))
-    onednn = _conv_backend(model, train, hp, dist)
+    onednn = _conv_backend(model, train, hp, dist, accel)
     net = None
     if dist is not None:
         net = dist.wrap(model)
+        accel.use(net)
         if not dist.is_main:  # rank 0's saved sums are the whole group's (merge_sums)
             state.start_accumulators(device)
     attempt_started = time.monotonic()
@@ -336,16 +381,16 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         with onednn_convolutions(onednn):
             epoch_metrics, reason = train_one_epoch(
                 state, train, mean, std, criterion, hp, reporter, total_steps, check_every_s,
-                stop, checkpoint, policy, deadline, dist, net)
+                stop, checkpoint, policy, deadline, dist, net, accel)
         if reason is not None:  # progress was reported at the check that stopped it
             return result(True, reason)
         if dist is not None:
             dist.share_buffers(model)
         epoch_metrics["eval_loss"], epoch_metrics["eval_accuracy"] = evaluate(
-            model, test, mean, std, criterion, hp.batch_size, dist)
+            model, test, mean, std, criterion, hp.batch_size, dist, accel)
         if val is not None:
             epoch_metrics["val_loss"], epoch_metrics["val_accuracy"] = evaluate(
-                model, val, mean, std, criterion, hp.batch_size, dist)
+                model, val, mean, std, criterion, hp.batch_size, dist, accel)
         if state.scheduler is not None and not state.scheduler_per_batch:
             state.scheduler.step()
         # A diverged value stays NaN here; the runner stores it as null.

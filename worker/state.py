@@ -34,6 +34,8 @@ class TrainState:
     epoch_seconds: float = 0.0  # training time of this epoch so far (samples/s)
     elapsed_seconds: float = 0.0  # the job's time in fit, over all its attempts
     final_metrics: dict[str, float] = field(default_factory=dict)
+    scaler: Any = None  # amp fp16's torch.amp.GradScaler, else None
+    augment_generator: torch.Generator | None = None  # augmentation draws, on the device
 
     def start_accumulators(self, device: torch.device) -> None:
         """Zeroed sums on the device: adding to them needs no host sync."""
@@ -58,6 +60,9 @@ class TrainState:
             "correct": _cpu(self.correct), "seen": self.seen, "lr_used": self.lr_used,
             "epoch_seconds": self.epoch_seconds, "elapsed_seconds": self.elapsed_seconds,
             "final_metrics": dict(self.final_metrics),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "augment": (self.augment_generator.get_state()
+                        if self.augment_generator is not None else None),
         }
 
     def load_state_dict(self, blob: dict, device: torch.device) -> None:
@@ -79,6 +84,11 @@ class TrainState:
         self.epoch_seconds = blob["epoch_seconds"]
         self.elapsed_seconds = blob["elapsed_seconds"]
         self.final_metrics = dict(blob["final_metrics"])
+        # Absent from states saved before amp and augment existed: those start afresh.
+        if self.scaler is not None and blob.get("scaler"):
+            self.scaler.load_state_dict(blob["scaler"])
+        if self.augment_generator is not None and blob.get("augment") is not None:
+            self.augment_generator.set_state(blob["augment"])
 
 
 def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:

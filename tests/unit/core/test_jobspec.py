@@ -12,7 +12,9 @@ from models import MODEL_NAMES
 DOCUMENTED_DEFAULTS = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
                        "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
                        "loss": "cross_entropy", "scheduler": "none", "seed": 0,
-                       "log_every": 2000, "validation_fraction": 0.0, "world_size": 1}
+                       "log_every": 2000, "validation_fraction": 0.0, "world_size": 1,
+                       "compile": False, "amp": "off", "channels_last": False,
+                       "augment": None}
 MINIMAL = {"model": "lenet", "dataset": "digits"}
 
 
@@ -58,7 +60,9 @@ BAD_BOUNDS = [("epochs", 0), ("epochs", 1001), ("batch_size", 0), ("batch_size",
               ("lr", 0), ("lr", -0.1), ("lr", 10.5), ("momentum", 1), ("momentum", -0.1),
               ("weight_decay", 1.5), ("weight_decay", -0.5), ("log_every", 0),
               ("validation_fraction", 0.6), ("validation_fraction", -0.1),
-              ("seed", -1), ("seed", 2**32), ("world_size", 0), ("world_size", 9)]
+              ("seed", -1), ("seed", 2**32), ("world_size", 0), ("world_size", 9),
+              ("compile", "maybe"), ("channels_last", 2), ("augment", "flip"),
+              ("augment", True)]
 
 
 @pytest.mark.parametrize("field, value", BAD_BOUNDS)
@@ -86,6 +90,7 @@ def test_values_on_the_bounds_are_accepted(field, value):
     ("optimizer", ["sgd", "adam", "adamw"], ["rmsprop", "SGD", ""]),
     ("loss", ["cross_entropy", "mse"], ["nll", "l1"]),
     ("scheduler", ["none", "step", "cosine", "onecycle"], ["linear", None]),
+    ("amp", ["off", "bf16", "fp16"], ["on", "fp32", True, None, "BF16"]),
 ])
 def test_hyperparameter_enums(field, good, bad):
     for value in good:
@@ -227,3 +232,42 @@ def test_the_json_schema_enumerates_models_and_datasets():
     assert upload_ids["pattern"] == "^[0-9a-f]{32}$"
     bounds = schema["max_runtime_seconds"]["anyOf"][0]
     assert (bounds["minimum"], bounds["maximum"]) == (1, 365 * 24 * 3600)
+
+
+# ---- augment ---------------------------------------------------------------------------------
+
+def test_augment_object_defaults_and_bounds():
+    aug = Hyperparameters(augment={"random_crop_padding": 4, "horizontal_flip": True}).augment
+    assert (aug.random_crop_padding, aug.horizontal_flip) == (4, True)
+    assert Hyperparameters(augment={}).augment.model_dump() == {"random_crop_padding": 0,
+                                                                "horizontal_flip": False}
+    assert Hyperparameters(augment={"random_crop_padding": 16}).augment.random_crop_padding == 16
+    resolved = JobSpec.model_validate({**MINIMAL, "hyperparameters": {
+        "augment": {"horizontal_flip": True}}}).resolved()
+    assert resolved["hyperparameters"]["augment"] == {"random_crop_padding": 0,
+                                                      "horizontal_flip": True}
+
+
+@pytest.mark.parametrize("augment, loc, words", [
+    ({"random_crop_padding": 17}, "random_crop_padding", "less than or equal to 16"),
+    ({"random_crop_padding": -1}, "random_crop_padding", "greater than or equal to 0"),
+    ({"random_crop_padding": True}, "random_crop_padding", "not a boolean"),
+    ({"random_crop_padding": 2.5}, "random_crop_padding", "integer"),
+    ({"horizontal_flip": "sometimes"}, "horizontal_flip", "boolean"),
+    ({"vertical_flip": True}, "vertical_flip", "Extra inputs are not permitted"),
+])
+def test_bad_augment_is_rejected_naming_the_field(augment, loc, words):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec.model_validate({**MINIMAL, "hyperparameters": {"augment": augment}})
+    assert error_locs(excinfo) == [("hyperparameters", "augment", loc)]
+    assert words in excinfo.value.errors()[0]["msg"]
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda"])
+def test_every_amp_is_valid_on_every_device(device):
+    """fp16 autocast and its GradScaler work on the CPU too (torch 2.x): nothing refused."""
+    for amp in ("off", "bf16", "fp16"):
+        spec = JobSpec.model_validate({**MINIMAL, "device": device,
+                                       "hyperparameters": {"amp": amp, "compile": True,
+                                                           "channels_last": True}})
+        assert spec.hyperparameters.amp == amp and spec.hyperparameters.compile
