@@ -15,6 +15,10 @@ import models
 import worker.accel as accel_mod
 from core.jobspec import Hyperparameters
 from tests.unit.factories import one_torch_thread, synthetic_dataset
+from tests.unit.worker.test_distributed import one_rank  # noqa: F401  (a fixture)
+from tests.unit.worker.test_distributed import params as ddp_params
+from tests.unit.worker.test_distributed import strip as ddp_strip
+from tests.unit.worker.test_distributed import train as ddp_train
 from tests.unit.worker.test_resume import params as resume_params
 from tests.unit.worker.test_resume import run_with_stops
 from worker.accel import Accel, augment_batch
@@ -300,3 +304,24 @@ def test_accel_off_by_default():
     a = Accel(nn.Linear(2, 2), Hyperparameters(), CPU)
     assert not a.compiled and a.dtype is None and a.make_scaler() is None
     assert a.augment_generator(0) is None and not a.channels_last
+
+
+# ---- under DDP (one gloo rank in this process) ----------------------------------------------
+
+@pytest.mark.parametrize("options", [
+    dict(amp="bf16", channels_last=True,
+         augment={"random_crop_padding": 2, "horizontal_flip": True}),
+    dict(amp="fp16"),
+    dict(compile=True),
+], ids=["bf16-channels_last-augment", "fp16", "compile-failing"])
+def test_one_ddp_rank_with_the_options_trains_like_the_plain_loop(one_rank, monkeypatch,
+                                                                  options):
+    monkeypatch.setattr(accel_mod.torch, "compile", lambda model: FailingCompiled())
+    dataset = synthetic_dataset(50, 20, (3, 8, 8), 4, seed=1)
+    params = ddp_params(**options)
+    with one_torch_thread():
+        plain, plain_result = ddp_train(dataset, params)
+        ddp, ddp_result = ddp_train(dataset, params, one_rank)
+    assert ddp_strip(ddp) == ddp_strip(plain)
+    for name, tensor in plain_result.state.model.state_dict().items():
+        assert torch.equal(tensor, ddp_result.state.model.state_dict()[name]), name
