@@ -16,7 +16,7 @@ from core.imagedata import ImageDataset, Split
 from worker.accel import Accel
 from worker.data import batches, split_validation
 from worker.state import TrainState
-from worker.tuning import onednn_convolutions, use_onednn
+from worker.tuning import cpu_kernels, use_onednn
 
 if TYPE_CHECKING:
     from worker.distributed import Distributed
@@ -378,7 +378,7 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     reporter.progress(state.epoch - 1, state.step, total_steps)
     while state.epoch <= hp.epochs:
         epoch = state.epoch
-        with onednn_convolutions(onednn):
+        with cpu_kernels(onednn):
             epoch_metrics, reason = train_one_epoch(
                 state, train, mean, std, criterion, hp, reporter, total_steps, check_every_s,
                 stop, checkpoint, policy, deadline, dist, net, accel)

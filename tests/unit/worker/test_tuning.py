@@ -9,7 +9,7 @@ from core.imagedata import ImageDataset, Split
 from core.jobspec import Hyperparameters
 from worker import loop
 from worker.loop import NullReporter, fit
-from worker.tuning import NATIVE_CONV_MAX_MACS, conv_macs, onednn_convolutions, use_onednn
+from worker.tuning import NATIVE_CONV_MAX_MACS, conv_macs, cpu_kernels, use_onednn
 
 
 def test_conv_macs_counts_lenets_two_convolutions():
@@ -41,15 +41,17 @@ def test_counting_leaves_weights_statistics_mode_and_rng_alone():
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_the_switch_is_put_back_after_the_block_even_on_error():
-    before = torch.backends.mkldnn.enabled
-    try:
-        with onednn_convolutions(not before):
-            assert torch.backends.mkldnn.enabled is (not before)
-            raise RuntimeError("boom")
-    except RuntimeError:
-        pass
-    assert torch.backends.mkldnn.enabled is before
+def test_the_settings_are_put_back_after_the_block_even_on_error():
+    before = torch.backends.mkldnn.enabled, torch.get_num_threads()
+    for onednn in (True, False):
+        try:
+            with cpu_kernels(onednn):
+                assert torch.backends.mkldnn.enabled is onednn
+                assert torch.get_num_threads() == (before[1] if onednn else 1)
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+        assert (torch.backends.mkldnn.enabled, torch.get_num_threads()) == before
 
 
 def test_fit_trains_lenet_at_batch_4_with_native_convolutions(monkeypatch):
@@ -57,7 +59,7 @@ def test_fit_trains_lenet_at_batch_4_with_native_convolutions(monkeypatch):
     real_epoch = loop.train_one_epoch
 
     def spy(*args, **kwargs):
-        seen.append(torch.backends.mkldnn.enabled)
+        seen.append((torch.backends.mkldnn.enabled, torch.get_num_threads()))
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_one_epoch", spy)
@@ -65,18 +67,19 @@ def test_fit_trains_lenet_at_batch_4_with_native_convolutions(monkeypatch):
     split = Split(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g),
                   torch.randint(0, 10, (16,), generator=g))
     dataset = ImageDataset("t", [str(i) for i in range(10)], split, split, [0.5] * 3, [0.25] * 3)
-    before = torch.backends.mkldnn.enabled
+    before = torch.backends.mkldnn.enabled, torch.get_num_threads()
     fit(models.build("lenet", (3, 32, 32), 10), dataset, Hyperparameters(epochs=2, batch_size=4),
         torch.device("cpu"), NullReporter())
-    assert seen == [False, False]
-    assert torch.backends.mkldnn.enabled is before  # evaluation and later jobs: unchanged
+    assert seen == [(False, 1), (False, 1)]  # native kernels, one thread
+    # Evaluation and later jobs: unchanged.
+    assert (torch.backends.mkldnn.enabled, torch.get_num_threads()) == before
 
 
-def test_native_and_onednn_convolutions_agree():
+def test_native_and_cpu_kernels_agree():
     torch.manual_seed(0)
     conv, x = nn.Conv2d(3, 6, 5), torch.randn(4, 3, 32, 32)
-    with onednn_convolutions(False):
+    with cpu_kernels(False):
         native = conv(x)
-    with onednn_convolutions(True):
+    with cpu_kernels(True):
         onednn = conv(x)
     assert torch.allclose(native, onednn, atol=1e-5)
