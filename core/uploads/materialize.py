@@ -151,7 +151,8 @@ def _from_image_folder(entries: list[Entry], options: UploadOptions, limits: Lim
     _check_classes(classes)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for _, _, c in planned], dtype=np.int64)
-    stacked = np.stack(images)
+    # np.stack keeps each (C, H, W) view's HWC strides; training wants NCHW in memory.
+    stacked = np.ascontiguousarray(np.stack(images))
     train_mask = np.array([s == "train" for s in splits])
     if not train_mask.any() or train_mask.all():
         raise UploadRejected("the dataset needs both train and test images "

@@ -93,6 +93,7 @@ def test_split_layout_with_a_common_top_folder(tmp_path, fmt):
     for split in (result.train, result.test):
         assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
         assert tuple(split.images.shape[1:]) == (3, 5, 4)
+        assert split.images.is_contiguous()  # NCHW in memory, as training reads it
     assert (len(result.train), len(result.test)) == (9, 4)
     assert torch.bincount(result.train.labels).tolist() == [4, 2, 3]
     assert torch.bincount(result.test.labels, minlength=3).tolist() == [1, 2, 1]
