@@ -30,9 +30,10 @@ pytestmark = pytest.mark.slow
 STEPS_PER_EPOCH = 1437  # digits' train split at batch_size 1
 LOG_EVERY = 50
 OUTAGE_S = 10
-# About 3 s an epoch on an idle 2-core machine (much more when it is busy): enough epochs to
-# outlast a 10 s outage that begins at step 300, with time to spare after it.
-EPOCHS = 6
+# About 3 s an epoch on an idle 2-core Xeon, 1.4 s on an idle 2-core EPYC (much more when it
+# is busy): enough epochs to outlast a 10 s outage that begins at step 300, with time to
+# spare after it, on the faster machine too (6 once ended before a DB outage did there).
+EPOCHS = 16
 
 
 def expected_loss_steps(epochs: int = EPOCHS) -> list[int]:
@@ -219,8 +220,9 @@ def test_r2_events_redis_outage_mid_job(tmp_path):
 
         # Longer: once Redis is back the worker sees it at its next try, which the backoff
         # may put up to 10 s later; the job must outlast that by a margin (with 8 epochs it
-        # once ended 4 s after the restart, before the worker tried again: CI run of #11).
-        epochs = 14
+        # once ended 4 s after the restart, before the worker tried again: CI run of #11;
+        # with 14, at 1.4 s an epoch, it ended 9 s after it: CI run of #12).
+        epochs = 30
         job_id = submit(base, epochs)
         before = wait_running_at(base, job_id, 300)["progress"]["step"]
         redis_srv.kill()
@@ -351,7 +353,10 @@ def test_r3b_database_down_longer_than_the_outage_bound(tmp_path):
     with database_stack(tmp_path, TRAINHUB_DATABASE_OUTAGE_SECONDS="3",
                         TRAINHUB_LEASE_SECONDS="5", TRAINHUB_REAPER_INTERVAL_SECONDS="1",
                         TRAINHUB_ENQUEUE_GRACE_SECONDS="2") as (pg, api, base, worker):
-        first = submit(base, epochs=3)
+        # Long enough to be mid-training when the outage bound passes (3 epochs, 4 s at 1.4 s
+        # an epoch, ended first: the stop came at the final flush, with another message).
+        first_epochs = 8
+        first = submit(base, epochs=first_epochs)
         second = submit(base, epochs=1)  # waits in the broker: one job at a time per worker
         wait_running_at(base, first, 300)
         pg.stop("fast")
@@ -361,7 +366,7 @@ def test_r3b_database_down_longer_than_the_outage_bound(tmp_path):
         finally:
             pg.start()
 
-        for job_id, epochs in ((first, 3), (second, 1)):
+        for job_id, epochs in ((first, first_epochs), (second, 1)):
             final = wait_status(base, job_id, timeout=300)
             assert final["status"] == "succeeded", (final, worker.log()[-4000:])
             assert_every_point_once(loss_steps(base, job_id), epochs)
