@@ -21,7 +21,7 @@ from sqlalchemy import select
 from api.observability import EVENT_STREAMS
 from api.schemas import JobPublic, MetricPointPublic
 from core.db import session_scope
-from core.events import stream_key
+from core.events import decode, stream_key
 from core.states import JobStatus
 from core.tables import Job, MetricPoint
 
@@ -155,12 +155,12 @@ class EventStream:
                 continue
             for entry_id, fields in reply[0][1]:
                 position = entry_id.decode()
-                payload = json.loads(fields[b"data"])
-                async for frame in self._live_event(payload):
-                    yield frame
-                if payload.get("type") == "status" and payload.get("status") in TERMINAL:
-                    yield await self._end()
-                    return
+                for payload in decode(fields[b"data"]):
+                    async for frame in self._live_event(payload):
+                        yield frame
+                    if payload.get("type") == "status" and payload.get("status") in TERMINAL:
+                        yield await self._end()
+                        return
 
     async def _live_event(self, payload: dict) -> AsyncIterator[str]:
         kind = payload.get("type")

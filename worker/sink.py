@@ -390,20 +390,20 @@ class JobReporter:
         if ids:
             self.written_up_to = max(prev, max(ids.values()))
         if self._events_due():
-            payloads = []
+            stored = []
             if ids:
                 get = ids.get
                 for p in points:
                     point_id = get((p.name, p.step))
                     if point_id is not None:
-                        payloads.append({"type": "metric", "name": p.name, "epoch": p.epoch,
-                                         "batch": p.batch, "step": p.step,
-                                         "value": finite(p.value), "id": point_id,
-                                         "prev": prev})
+                        stored.append({"id": point_id, "name": p.name, "epoch": p.epoch,
+                                       "batch": p.batch, "step": p.step,
+                                       "value": finite(p.value)})
                 if len(ids) < len(points):  # a batch's duplicate has its first one's id
                     seen: set[int] = set()
-                    payloads = [e for e in payloads
-                                if not (e["id"] in seen or seen.add(e["id"]))]
+                    stored = [e for e in stored
+                              if not (e["id"] in seen or seen.add(e["id"]))]
+            payloads = events.metrics_entries(stored, prev)
             if progress is not None:
                 payloads.append({"type": "progress", "epoch": progress[0],
                                  "step": progress[1], "total_steps": progress[2]})

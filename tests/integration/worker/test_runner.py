@@ -3,7 +3,6 @@ short job end to end, and every delivery the runner must skip or fail."""
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pytest
 import torch
@@ -59,7 +58,8 @@ def checkpoints(job_id: str) -> list[Checkpoint]:
 
 def stream_events(job_id: str) -> list[dict]:
     client = events.connect(get_settings().redis_url)
-    return [json.loads(fields[b"data"]) for _id, fields in client.xrange(events.stream_key(job_id))]
+    return [event for _id, fields in client.xrange(events.stream_key(job_id))
+            for event in events.decode(fields[b"data"])]
 
 
 def assert_never_ran(job_id: str) -> None:

@@ -3,7 +3,6 @@ values kept in the database and null on the live stream, progress on the row and
 and a Redis outage that costs no point."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -55,8 +54,8 @@ def stored(job_id: str) -> list[tuple[str, int, float]]:
 
 
 def stream(redis_client, job_id: str) -> list[dict]:
-    return [json.loads(fields[b"data"])
-            for _id, fields in redis_client.xrange(events.stream_key(job_id))]
+    return [event for _id, fields in redis_client.xrange(events.stream_key(job_id))
+            for event in events.decode(fields[b"data"])]
 
 
 def test_points_are_buffered_until_flush_and_stored_once(job_id, redis_client):

@@ -3,7 +3,6 @@ stores each (job, name, step) once and every point in the order handed over; flu
 returns only after the commit; a database that does not answer never blocks metrics()."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -66,8 +65,8 @@ def test_every_point_is_stored_in_the_order_handed_over(job_id):
         assert [(n, s) for _, n, s, _ in stored] == [(names[s % 3], s) for s in range(1, 6001)]
         assert [i for i, *_ in stored] == sorted(i for i, *_ in stored)
         client = events.connect(get_settings().redis_url)
-        published = [json.loads(fields[b"data"])
-                     for _id, fields in client.xrange(events.stream_key(job_id))]
+        published = [event for _id, fields in client.xrange(events.stream_key(job_id))
+                     for event in events.decode(fields[b"data"])]
         assert [(e["name"], e["step"]) for e in published if e["type"] == "metric"] == [
             (names[s % 3], s) for s in range(1, 6001)]
     finally:
