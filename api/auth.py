@@ -12,12 +12,12 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy.orm import Session
 
+from api.reads import run_read
 from core import auth
 from core.config import get_settings
-from core.db import session_scope
 from core.errors import Forbidden, Unauthorized
 from core.tenancy import LOCAL_ADMIN, Tenant
 
@@ -35,29 +35,44 @@ def is_public(method: str, path: str) -> bool:
                                                PUBLIC_ROUTES)
 
 
-def credentials_tenant(request: Request) -> Tenant:
-    """The caller by its Bearer key, else by its session cookie; Unauthorized if neither."""
+async def credentials_tenant(request: Request) -> Tenant:
+    """The caller by its Bearer key, else by its session cookie; Unauthorized if neither.
+    The lookup goes through api.reads: on the event loop with PostgreSQL."""
     if get_settings().auth == "off":
         return LOCAL_ADMIN
+    key, cookie = _presented(request)
+    return _checked(request, cookie, await run_read(request, _lookup, key, cookie))
+
+
+def _presented(request: Request) -> tuple[str | None, str | None]:
+    """(API key, session cookie) as the request presents them: a malformed Authorization
+    header, or neither credential, is Unauthorized."""
     header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("the Authorization header must be `Bearer <API key>`")
+        return key.strip(), None
     cookie = request.cookies.get(SESSION_COOKIE)
-    with session_scope() as session:
-        if header is not None:
-            scheme, _, key = header.partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                raise Unauthorized("the Authorization header must be `Bearer <API key>`")
-            tenant = auth.tenant_for_key(session, key.strip())
-            if tenant is None:
-                raise Unauthorized("the API key is not valid (unknown or revoked)")
-            return tenant
-        if cookie:
-            tenant = auth.tenant_for_session(session, cookie)
-            if tenant is None:
-                raise Unauthorized("the session has ended; log in again with an API key")
-            _check_same_origin(request)
-            return tenant
+    if cookie:
+        return None, cookie
     raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` "
                        "(`trainhub admin create-key USER` makes one)")
+
+
+def _lookup(session: Session, key: str | None, cookie: str | None) -> Tenant | None:
+    return (auth.tenant_for_key(session, key) if key is not None
+            else auth.tenant_for_session(session, cookie))
+
+
+def _checked(request: Request, cookie: str | None, tenant: Tenant | None) -> Tenant:
+    if tenant is None and cookie is None:
+        raise Unauthorized("the API key is not valid (unknown or revoked)")
+    if tenant is None:
+        raise Unauthorized("the session has ended; log in again with an API key")
+    if cookie is not None:
+        _check_same_origin(request)
+    return tenant
 
 
 def _check_same_origin(request: Request) -> None:
@@ -70,20 +85,22 @@ def _check_same_origin(request: Request) -> None:
         raise Forbidden("a cross-origin request cannot use the session cookie")
 
 
-def authenticate(request: Request) -> None:
+def needs_credentials(request: Request) -> bool:
     route = request.scope.get("route")
     path = getattr(route, "path", None)
-    if path is None or is_public(request.method, path):
-        return
-    request.state.tenant = credentials_tenant(request)
+    return path is not None and not is_public(request.method, path)
+
+
+async def authenticate(request: Request) -> None:
+    if needs_credentials(request):
+        request.state.tenant = await credentials_tenant(request)
 
 
 async def current_tenant(request: Request) -> Tenant:
-    # The tenant authenticate found, without a trip to a thread (a busy API's threads may
-    # all be waiting on the database).
+    # The tenant authenticate found, without another lookup.
     tenant = getattr(request.state, "tenant", None)
     if tenant is None:  # a public route asking who calls: it must authenticate itself
-        tenant = request.state.tenant = await run_in_threadpool(credentials_tenant, request)
+        tenant = request.state.tenant = await credentials_tenant(request)
     return tenant
 
 

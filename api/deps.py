@@ -11,7 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from api import auth
-from core.config import get_settings
 from core.db import new_session
 from core.tables import Job
 from core.tenancy import Tenant, get_owned
@@ -35,14 +34,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def load_job(session: Session, job_id: str, tenant: Tenant) -> Job:
     """The caller's job with this id; NotFound (404) for a missing, malformed or foreign id."""
     return get_owned(session, Job, job_id, tenant)
-
-
-async def authenticate(request: Request) -> None:
-    """api.auth.authenticate, in a thread only when it may ask the database for a key."""
-    if get_settings().auth == "off":
-        auth.authenticate(request)
-    else:
-        await run_in_threadpool(auth.authenticate, request)
 
 
 async def get_job(job_id: str, session: SessionDep, request: Request) -> Job:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api import auth, deps, errors, limits, observability
+from api import auth, deps, errors, limits, observability, reads
 from api.routes import (
     catalog,
     checkpoints,
@@ -35,14 +35,18 @@ async def lifespan(_app: FastAPI):
     if get_settings().auth == "off":
         log.warning("AUTHENTICATION IS OFF (TRAINHUB_AUTH=off): every caller is an admin; "
                     "serve only on 127.0.0.1")
-    yield
+    reads.open_read_engine(_app)
+    try:
+        yield
+    finally:
+        await reads.close_read_engine(_app)
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
                   description="Training as a service for PyTorch.",
                   # Credentials first: a caller without them learns nothing, not even a 422.
-                  dependencies=[Depends(deps.authenticate),
+                  dependencies=[Depends(auth.authenticate),
                                 Depends(deps.reject_unknown_query)])
     for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    predict.router, datasets.router, catalog.router, health.router,

@@ -10,15 +10,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from api.auth import TenantDep
-from api.deps import JobDep, SessionDep
+from api.deps import JobDep, SessionDep, load_job
 from api.quota import rate_limited, tenant_turn
+from api.reads import run_read
 from api.errors import responses
 from api.schemas import JobList, JobPublic
 from core import checkpoints as ckpt
@@ -229,12 +230,18 @@ def list_jobs(session: SessionDep, tenant: TenantDep,
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
-def read_job(job: JobDep, session: SessionDep) -> Response:
-    # Only a queued job can be waiting: the live workers are looked up for it alone. The
-    # model is written to JSON once (returning it would validate it again, then encode it).
-    consumed = live_queues(session) if job.status == JobStatus.queued.value else None
-    return Response(JobPublic.from_row(job, consumed).model_dump_json(),
+async def read_job(job_id: str, tenant: TenantDep, request: Request) -> Response:
+    return Response(await run_read(request, job_json, job_id, tenant),
                     media_type="application/json")
+
+
+def job_json(session, job_id: str, tenant: Tenant) -> str:
+    """The caller's job as JSON. Only a queued job can be waiting: the live workers are looked
+    up for it alone. The model is written to JSON once (returning it from the route would
+    validate it again, then encode it)."""
+    job = load_job(session, job_id, tenant)
+    consumed = live_queues(session) if job.status == JobStatus.queued.value else None
+    return JobPublic.from_row(job, consumed).model_dump_json()
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,

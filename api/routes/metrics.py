@@ -10,14 +10,17 @@ import math
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
-from api.deps import JobDep, SessionDep
+from api.auth import TenantDep
+from api.deps import load_job
 from api.errors import responses
+from api.reads import run_read
 from api.schemas import MetricPage
 from core.metrics import METRIC_NAMES
 from core.tables import MetricPoint
+from core.tenancy import Tenant
 
 router = APIRouter(prefix="/jobs", tags=["metrics"])
 
@@ -41,10 +44,18 @@ def page_json(job_id: str, rows, next_since_step: int | None) -> bytes:
 
 
 @router.get("/{job_id}/metrics", response_model=MetricPage, responses=responses(404, 422))
-def read_metrics(job: JobDep, session: SessionDep, name: MetricName | None = None,
-                 since_step: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
-                 limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Response:
+async def read_metrics(job_id: str, tenant: TenantDep, request: Request,
+                       name: MetricName | None = None,
+                       since_step: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Response:
     """Points with step > since_step; next_since_step continues where this page ended."""
+    return Response(await run_read(request, metrics_page, job_id, tenant, name, since_step,
+                                   limit), media_type="application/json")
+
+
+def metrics_page(session, job_id: str, tenant: Tenant, name: str | None,
+                 since_step: int | None, limit: int) -> bytes:
+    job = load_job(session, job_id, tenant)
     query = select(*_COLUMNS).where(MetricPoint.job_id == job.id)
     if name is not None:
         query = query.where(MetricPoint.name == name)
@@ -59,4 +70,4 @@ def read_metrics(job: JobDep, session: SessionDep, name: MetricName | None = Non
         rows = [r for r in rows[:limit] if r[_STEP] != cut_step] or session.execute(
             query.where(MetricPoint.step == cut_step).order_by(MetricPoint.id)).all()
         next_since_step = rows[-1][_STEP]
-    return Response(page_json(job.id, rows, next_since_step), media_type="application/json")
+    return page_json(job.id, rows, next_since_step)

@@ -1,0 +1,76 @@
+"""api.reads: request-path reads on the event loop with PostgreSQL (the test database), in
+a thread otherwise; the same sync code either way, its errors unchanged."""
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import anyio
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api import reads
+from api.main import app
+from core.errors import NotFound
+
+
+def where_it_ran(session) -> tuple[str, int]:
+    return threading.current_thread().name, session.execute(text("SELECT 41 + 1")).scalar()
+
+
+def missing(session) -> None:
+    raise NotFound("job 'nope' not found")
+
+
+def request_for(engine) -> SimpleNamespace:
+    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(read_engine=engine)))
+
+
+def test_the_lifespan_makes_the_read_engine_and_disposes_it():
+    with TestClient(app) as client:
+        assert isinstance(app.state.read_engine, AsyncEngine)
+        assert client.get("/health").status_code == 200
+    assert app.state.read_engine is None
+
+
+def test_with_an_engine_the_read_runs_on_the_event_loop_thread():
+    async def main():
+        own = FastAPI()
+        reads.open_read_engine(own)
+        try:
+            loop_thread = threading.current_thread().name
+            ran_on, value = await reads.run_read(request_for(own.state.read_engine),
+                                                 where_it_ran)
+            assert (ran_on, value) == (loop_thread, 42)
+            with pytest.raises(NotFound):
+                await reads.run_read(request_for(own.state.read_engine), missing)
+        finally:
+            await reads.close_read_engine(own)
+
+    anyio.run(main)
+
+
+def test_without_an_engine_the_read_runs_in_a_worker_thread():
+    async def main():
+        ran_on, value = await reads.run_read(request_for(None), where_it_ran)
+        assert value == 42 and ran_on != threading.current_thread().name
+        with pytest.raises(NotFound):
+            await reads.run_read(request_for(None), missing)
+
+    anyio.run(main)
+
+
+def test_sqlite_has_no_read_engine(monkeypatch, tmp_path):
+    from core.config import get_settings
+
+    monkeypatch.setenv("TRAINHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    get_settings.cache_clear()
+    try:
+        own = FastAPI()
+        reads.open_read_engine(own)
+        assert own.state.read_engine is None
+    finally:
+        get_settings.cache_clear()
