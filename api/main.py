@@ -1,6 +1,7 @@
 """Assembles the FastAPI app: routers, error handlers, schema upgrade at start."""
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,10 @@ async def lifespan(_app: FastAPI):
         log.warning("AUTHENTICATION IS OFF (TRAINHUB_AUTH=off): every caller is an admin; "
                     "serve only on 127.0.0.1")
     reads.open_read_engine(_app)
+    # What the process holds by now (torch, the app, ~270,000 objects) lives as long as it
+    # does: out of the collector's sight, a full collection no longer scans it. One took
+    # ~100 ms on the event loop, and put GET /jobs/{id}'s p99 at 230 ms under load.
+    gc.freeze()
     try:
         yield
     finally:

@@ -14,6 +14,7 @@ from typing import Callable, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import DBAPIError
 
 from core.config import get_settings
 from core.db import make_read_engine, session_scope
@@ -32,6 +33,14 @@ async def run_read(request: Request, fn: Callable[..., T], *args) -> T:
         return await run_in_threadpool(_in_session, fn, *args)
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    try:
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            return await session.run_sync(fn, *args)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    # The pooled connection was gone (the read engine does not ping before use): SQLAlchemy
+    # has invalidated the pool's older connections; a read is safe to run again, once.
     async with AsyncSession(engine, expire_on_commit=False) as session:
         return await session.run_sync(fn, *args)
 

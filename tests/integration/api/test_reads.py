@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import reads
 from api.main import app
+from core.db import session_scope
 from core.errors import NotFound
 
 
@@ -47,6 +48,46 @@ def test_with_an_engine_the_read_runs_on_the_event_loop_thread():
             assert (ran_on, value) == (loop_thread, 42)
             with pytest.raises(NotFound):
                 await reads.run_read(request_for(own.state.read_engine), missing)
+        finally:
+            await reads.close_read_engine(own)
+
+    anyio.run(main)
+
+
+def backend_pid(session) -> int:
+    return session.execute(text("SELECT pg_backend_pid()")).scalar()
+
+
+def test_a_read_on_a_connection_the_server_closed_is_run_again_on_a_fresh_one():
+    """The read engine does not ping before use: a pooled connection that a database restart
+    (here: pg_terminate_backend) ended fails its read, which is retried once."""
+    async def main():
+        own = FastAPI()
+        reads.open_read_engine(own)
+        request = request_for(own.state.read_engine)
+        try:
+            first = await reads.run_read(request, backend_pid)
+            with session_scope() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            second = await reads.run_read(request, backend_pid)
+            assert second != first
+            with pytest.raises(NotFound):  # errors that are not a lost connection: as raised
+                await reads.run_read(request, missing)
+        finally:
+            await reads.close_read_engine(own)
+
+    anyio.run(main)
+
+
+def test_reads_run_outside_a_transaction():
+    async def main():
+        own = FastAPI()
+        reads.open_read_engine(own)
+        try:
+            in_transaction = await reads.run_read(
+                request_for(own.state.read_engine),
+                lambda s: s.execute(text("SELECT now() = statement_timestamp()")).scalar())
+            assert in_transaction is True  # autocommit: each statement is its own
         finally:
             await reads.close_read_engine(own)
 
