@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from cli.supervise import STOP_GRACE_SECONDS
 from tests.e2e.test_distributed import ACCEPTANCE_JOB
 from tests.procs import REPO, env_with, free_port, wait_http, wait_status, wait_until
 
@@ -34,7 +35,14 @@ def running_make(tmp_path, **settings: str):
         yield {"base": base, "proc": proc, "data_dir": data_dir, "log": log_path}
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            # SIGTERM first: `trainhub up` stops its API and worker, which run in sessions of
+            # their own; a SIGKILL of make's group alone left them running (an orphaned API
+            # still listening 40 minutes on, seen after a CI run).
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_GRACE_SECONDS + 15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
         log.close()
 
 
