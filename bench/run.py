@@ -200,6 +200,10 @@ Compare runs only on the same machine under the same load.
 """
 
 
+# Written by hand from profiles: follows the summary of a full run that missed a target.
+WHATS_LEFT = BENCH / "whats_left.md"
+
+
 # Issue #12's figures first, in its table's order; other rows after them.
 SUMMARY_ORDER = ["P1", "P2", "P3-ingest-no-redis", "P3-ingest-with-redis", "P3-read",
                  "P4-job", "P4-metrics", "post-jobs"]
@@ -242,6 +246,8 @@ def render(info: dict, results: list[dict], quick: bool) -> str:
     rows = summary_rows(results)
     if rows:
         lines += summary_table(rows)
+        if not quick and any(row.get("met") is False for row in rows):
+            lines += [WHATS_LEFT.read_text().rstrip(), ""]
     busy = ("not measured" if info["busy_before"] is None else
             f"{info['busy_before']:.2f} cores busy in the 2 s before the run")
     lines += ["## Machine", "", "| | |", "|---|---|",

@@ -6,6 +6,7 @@ session), so a failure names the module. The printed report must hold the module
 and the summary table; the training module's must hold the `P1 ratio:` line."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -50,3 +51,27 @@ def test_quick_benchmark_runs(module):
         assert re.search(r"^P1 ratio: \d+\.\d+$", out, re.M), out[-3000:]
         assert re.search(r"^\| P1: tutorial job .*\|$", out, re.M)
         assert re.search(r"^P2 overhead .*: (met|NOT met): [+-]\d", out, re.M)
+
+
+_RENDER = """
+import json, sys
+sys.path[:0] = [{bench!r}]
+import run
+info = dict(busy_before=0.0, cpu="c", cores=2, cores_available=2, memory="m", os="o",
+            python="p", torch="t", torch_threads=1, date="d", git="g", command="c")
+rows = [dict(key="P1", figure="P1", met={met}, result="r")]
+print(json.dumps(run.render(info, [dict(title="T", markdown="m", summary=rows)], {quick})))
+"""
+
+
+@pytest.mark.parametrize("met, quick, shown", [(False, False, True), (True, False, False),
+                                               (False, True, False)])
+def test_whats_left_follows_the_summary_of_a_full_run_that_missed_a_target(met, quick, shown):
+    done = subprocess.run([sys.executable, "-c", _RENDER.format(bench=str(BENCH), met=met,
+                                                                quick=quick)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(done.stdout)
+    heading = (BENCH / "whats_left.md").read_text().splitlines()[0]
+    assert (heading in report) is shown
+    if shown:
+        assert report.index("Not met: P1.") < report.index(heading) < report.index("## Machine")
