@@ -31,16 +31,19 @@ async def run_read(request: Request, fn: Callable[..., T], *args) -> T:
     engine = getattr(request.app.state, "read_engine", None)
     if engine is None:
         return await run_in_threadpool(_in_session, fn, *args)
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     try:
-        async with AsyncSession(engine, expire_on_commit=False) as session:
-            return await session.run_sync(fn, *args)
+        return await _on_loop(engine, fn, *args)
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
     # The pooled connection was gone (the read engine does not ping before use): SQLAlchemy
     # has invalidated the pool's older connections; a read is safe to run again, once.
+    return await _on_loop(engine, fn, *args)
+
+
+async def _on_loop(engine, fn: Callable[..., T], *args) -> T:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     async with AsyncSession(engine, expire_on_commit=False) as session:
         return await session.run_sync(fn, *args)
 

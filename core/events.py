@@ -72,6 +72,12 @@ def metrics_entries(points: list[dict[str, Any]], prev: int | None) -> list[dict
             for i in range(0, len(points), METRICS_PER_ENTRY)]
 
 
+def stored_events(client, job_id: str) -> list[dict[str, Any]]:
+    """Every event the job's stream holds now, oldest first, one per point (decode)."""
+    return [event for _id, fields in client.xrange(stream_key(job_id))
+            for event in decode(fields[b"data"])]
+
+
 def decode(data: bytes | str) -> list[dict[str, Any]]:
     """The events a stream entry's data holds: a `metrics` entry is one `metric` event per
     point (each with the entry's prev); any other entry is itself."""

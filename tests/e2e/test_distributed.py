@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import redis
 
-from core.events import decode, stream_key
+from core.events import stored_events, stream_key
 from tests.procs import wait_status, wait_until
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def test_acceptance_job_lands_in_postgres_and_redis(stack):
     assert [(r[0], pytest.approx(r[1])) for r in rows] == [(p["step"], p["value"]) for p in points]
     # ... and events on the job's Redis stream, ending with the terminal status.
     client = redis.Redis.from_url(stack["env"]["TRAINHUB_REDIS_URL"])
-    events = [e for _, f in client.xrange(stream_key(job["id"])) for e in decode(f[b"data"])]
+    events = stored_events(client, job["id"])
     loss_events = [e for e in events if e["type"] == "metric" and e["name"] == "loss"]
     assert [e["step"] for e in loss_events] == [p["step"] for p in points]
     statuses = [e["status"] for e in events if e["type"] == "status"]

@@ -244,10 +244,9 @@ def test_r2_events_redis_outage_mid_job(tmp_path):
         assert final["attempts"] == 1, final
         assert_every_point_once(loss_steps(base, job_id), epochs)
 
-        from core.events import decode, stream_key
+        from core.events import stored_events, stream_key
 
-        entries = redis_srv.client().xrange(stream_key(job_id))
-        stream = [event for _id, fields in entries for event in decode(fields[b"data"])]
+        stream = stored_events(redis_srv.client(), job_id)
         metrics = [e for e in stream if e["type"] == "metric"]
         streamed = [e["step"] for e in metrics if e["name"] == "loss"]
         # The new server has what was published once the worker saw it back: points of

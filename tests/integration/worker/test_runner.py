@@ -58,8 +58,7 @@ def checkpoints(job_id: str) -> list[Checkpoint]:
 
 def stream_events(job_id: str) -> list[dict]:
     client = events.connect(get_settings().redis_url)
-    return [event for _id, fields in client.xrange(events.stream_key(job_id))
-            for event in events.decode(fields[b"data"])]
+    return events.stored_events(client, job_id)
 
 
 def assert_never_ran(job_id: str) -> None:

@@ -54,8 +54,7 @@ def stored(job_id: str) -> list[tuple[str, int, float]]:
 
 
 def stream(redis_client, job_id: str) -> list[dict]:
-    return [event for _id, fields in redis_client.xrange(events.stream_key(job_id))
-            for event in events.decode(fields[b"data"])]
+    return events.stored_events(redis_client, job_id)
 
 
 def test_points_are_buffered_until_flush_and_stored_once(job_id, redis_client):

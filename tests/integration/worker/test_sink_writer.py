@@ -65,8 +65,7 @@ def test_every_point_is_stored_in_the_order_handed_over(job_id):
         assert [(n, s) for _, n, s, _ in stored] == [(names[s % 3], s) for s in range(1, 6001)]
         assert [i for i, *_ in stored] == sorted(i for i, *_ in stored)
         client = events.connect(get_settings().redis_url)
-        published = [event for _id, fields in client.xrange(events.stream_key(job_id))
-                     for event in events.decode(fields[b"data"])]
+        published = events.stored_events(client, job_id)
         assert [(e["name"], e["step"]) for e in published if e["type"] == "metric"] == [
             (names[s % 3], s) for s in range(1, 6001)]
     finally:

@@ -49,6 +49,8 @@ def test_publish_writes_each_entry_as_json_with_null_for_a_missing_value():
         assert events.decode(first[b"data"]) == [{"type": "metric", **point(1),
                                                   "value": None, "prev": None}]
         assert orjson.loads(second[b"data"]) == {"type": "progress", "step": 1, "2": "two"}
+        assert events.stored_events(client, job_id) == [
+            *events.decode(first[b"data"]), orjson.loads(second[b"data"])]
         assert 0 < client.ttl(events.stream_key(job_id)) <= 60
     finally:
         client.delete(events.stream_key(job_id))
