@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     database_outage_seconds: float = Field(300.0, gt=0)
     # Longer than the longest job: Redis re-delivers an unacked message after this.
     broker_visibility_timeout: int = Field(7 * 24 * 3600, ge=60)
+    # The most of a CUDA device's free memory a job's dataset may take to be held there;
+    # a larger one stays in host memory and streams to the device (0: always stream).
+    device_dataset_fraction: float = Field(0.5, ge=0, le=1)
     # How often a running loop asks whether it was cancelled (seconds).
     cancel_check_seconds: float = Field(2.0, gt=0)
     events_ttl_seconds: int = Field(24 * 3600, ge=60)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.feed import DeviceFeed
+
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,6 +37,8 @@ class Accel:
         aug = getattr(hp, "augment", None)
         self.padding = aug.random_crop_padding if aug is not None else 0
         self.flip = bool(aug.horizontal_flip) if aug is not None else False
+        # worker.feed's DeviceFeed when the dataset is held in host memory (fit sets it).
+        self.feed: DeviceFeed | None = None
 
     # ---- compile -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from core.imagedata import (
     write_tensor_file,
 )
 from core.images import normalize
+from worker.feed import DeviceFeed
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,15 @@ BLOCK_BYTES = 16 << 20
 
 def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
             generator: torch.Generator | None = None, order: torch.Tensor | None = None,
-            start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            start_batch: int = 0,
+            feed: DeviceFeed | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised float batches (the last may be short): in `order`, or shuffled by
     `generator`, or in stored order; from mini-batch `start_batch` on (a resumed epoch).
     They are gathered and normalised a block of whole batches (about BLOCK_BYTES of
-    floats) at a time, and each batch is a view into its block."""
+    floats) at a time, and each batch is a view into its block.
+
+    With a feed (worker.feed: the split is held in host memory, the job trains elsewhere)
+    each block is gathered on the host and sent through it, then normalised on the device."""
     if order is None and generator is not None:
         order = torch.randperm(len(split), generator=generator)
     if order is not None:
@@ -63,6 +68,8 @@ def batches(split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor
         else:
             idx = order[block_start:block_start + block]
             images, labels = split.images[idx], split.labels[idx]
+        if feed is not None:
+            images, labels = feed.send(images, labels)
         inputs = normalize(images, mean, std)
         for start in range(0, len(labels), batch_size):
             yield inputs[start:start + batch_size], labels[start:start + batch_size]

@@ -74,7 +74,8 @@ def main(config: dict) -> None:
                      timeout=timedelta(seconds=START_TIMEOUT_S))
     log.info("started on %s (pid %d, %d thread(s))", device, os.getpid(), config["threads"])
     torch.manual_seed(hp.seed)  # as rank 0 did; DDP hands out rank 0's weights anyway
-    dataset = read_dataset(config["dataset"], get_settings(), get_store())
+    settings = get_settings()
+    dataset = read_dataset(config["dataset"], settings, get_store())
     model = models.build(spec["model"], dataset.shape, len(dataset.classes))
     resume = None
     if config["resume_key"]:  # the file rank 0 resumes from: the same optimizer state
@@ -86,7 +87,7 @@ def main(config: dict) -> None:
     group = join(rank, world_size, device, group_store(store))
     try:
         result = fit(model, dataset, hp, device, SilentReporter(), resume_from=resume,
-                     dist=group)
+                     dist=group, device_dataset_fraction=settings.device_dataset_fraction)
     finally:
         leave()
     log.info("finished at step %d", result.step)

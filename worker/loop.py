@@ -15,6 +15,7 @@ from core.datasets import num_batches
 from core.imagedata import ImageDataset, Split
 from worker.accel import Accel
 from worker.data import batches, split_validation
+from worker.feed import DEVICE_DATASET_FRACTION, place
 from worker.state import TrainState
 from worker.tuning import cpu_kernels, use_onednn
 
@@ -170,12 +171,12 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
     and the GradScaler (state.scaler), channels_last, and the augmentation of each batch
     (drawn from state.augment_generator)."""
     model, optimizer = (net if net is not None else state.model), state.optimizer
-    accel = accel if accel is not None else Accel(model, hp, train.images.device)
+    accel = accel if accel is not None else Accel(model, hp, mean.device)
     scaler, augment = state.scaler, state.augment_generator
     batch_scheduler = state.scheduler if state.scheduler_per_batch else None
     model.train()
     if state.batch == 0:
-        state.start_accumulators(train.images.device)
+        state.start_accumulators(mean.device)
         state.order = torch.randperm(len(train), generator=state.generator)
     stop = stop or StopFlag()
     next_check = time.monotonic() + check_every_s
@@ -184,10 +185,11 @@ def train_one_epoch(state: TrainState, train: Split, mean: torch.Tensor, std: to
     reason = wanted = None
     if dist is None:
         source = batches(train, hp.batch_size, mean, std, order=state.order,
-                         start_batch=state.batch)
+                         start_batch=state.batch, feed=accel.feed)
     else:
         source = batches(train, hp.batch_size // dist.world_size, mean, std,
-                         order=dist.shard(state.order), start_batch=state.batch)
+                         order=dist.shard(state.order), start_batch=state.batch,
+                         feed=accel.feed)
 
     def forward_backward(inputs: torch.Tensor, labels: torch.Tensor):
         with accel.autocast():
@@ -287,12 +289,13 @@ def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tens
     accel: evaluation under the job's autocast and memory format, eager, never augmented."""
     model.eval()
     autocast = accel.autocast if accel is not None else nullcontext
-    device = split.images.device
+    device = mean.device  # where the batches are made (the split may be in host memory)
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     with torch.no_grad():
         for inputs, labels in batches(split if dist is None else dist.eval_part(split),
-                                      max(batch_size, 256), mean, std):
+                                      max(batch_size, 256), mean, std,
+                                      feed=accel.feed if accel is not None else None):
             if accel is not None:
                 inputs = accel.inputs(inputs)
             with autocast():
@@ -321,7 +324,7 @@ def _conv_backend(model: nn.Module, train: Split, hp, dist: Distributed | None,
     """Whether the training steps use oneDNN convolutions (worker.tuning), worked out on one
     mini-batch's shape (and memory format) before DDP wraps the model."""
     per_rank = hp.batch_size // (dist.world_size if dist is not None else 1)
-    sample = torch.zeros((per_rank, *train.images.shape[1:]), device=train.images.device)
+    sample = torch.zeros((per_rank, *train.images.shape[1:]), device=accel.device)
     return use_onednn(model, accel.inputs(sample))
 
 
@@ -331,7 +334,8 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         resume_from: dict | None = None, stop: StopFlag | None = None,
         checkpoint: Callable[[TrainState], None] | None = None,
         policy: CheckpointPolicy = CheckpointPolicy(),
-        max_seconds: float | None = None, dist: Distributed | None = None) -> FitResult:
+        max_seconds: float | None = None, dist: Distributed | None = None,
+        device_dataset_fraction: float = DEVICE_DATASET_FRACTION) -> FitResult:
     """Train for hp.epochs, evaluating on test (and validation) after each epoch.
 
     resume_from (a TrainState.state_dict(), with the model's weights already loaded)
@@ -340,16 +344,20 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     job's time in fit over all its attempts (then it stops with reason "timeout").
 
     dist (worker.distributed) makes this one rank of a DDP job: hp.batch_size is the global
-    batch, and every rank runs fit with the same arguments and resume state."""
+    batch, and every rank runs fit with the same arguments and resume state.
+
+    The dataset is held on the device when it takes at most device_dataset_fraction of its
+    free memory, else in host memory and streamed to it a block at a time (worker.feed)."""
     train, val = split_validation(dataset.train, hp.validation_fraction, hp.seed)
-    train, test = train.to(device), dataset.test.to(device)
-    val = val.to(device) if val is not None else None
+    (train, test, val), feed = place([train, dataset.test, val], device,
+                                     device_dataset_fraction)
     mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
     model.to(device)
     if device.type == "cuda":  # convolution algorithms chosen per shape, once: fixed shapes
         torch.backends.cudnn.benchmark = True
     accel = Accel(model, hp, device)
+    accel.feed = feed
     accel.prepare_model(model)
     per_epoch = num_batches(len(train), hp.batch_size)
     total_steps = per_epoch * hp.epochs

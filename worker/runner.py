@@ -153,7 +153,8 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
                              resume_from=resume, stop=stop, checkpoint=resume_writer,
                              policy=CheckpointPolicy(settings.checkpoint_every_steps,
                                                      settings.checkpoint_every_seconds),
-                             max_seconds=spec.get("max_runtime_seconds"), dist=dist)
+                             max_seconds=spec.get("max_runtime_seconds"), dist=dist,
+                             device_dataset_fraction=settings.device_dataset_fraction)
             if result.stop_reason in ("preempt", "db_outage"):
                 resume_writer(result.state)
             if result.stop_reason != "db_outage":
