@@ -5,7 +5,8 @@ A benchmark module is a file bench/<name>_bench.py that defines
     add_arguments(parser)   (optional) its own command-line flags
     run(args, progress) -> {"title", "markdown", "raw", "summary"}   raises on any failure
 "summary" (optional) is a list of rows for the table at the top of the report: {"key",
-"figure", "trainhub", "reference", "target", "met" (True, False or None), "result"}; rows of
+"figure", "trainhub", "reference", "target", "met" (True, False or None), "result", and
+"measured": False for a figure this machine cannot measure (a GPU one on a CPU box)}; rows of
 the same key from several modules are merged (P3 read: trainhub's figure from api_reads, its
 MLflow reference from ingest).
 Results go to BENCHMARKS.md (markdown, committed) and bench/results/<time>.json (raw, ignored
@@ -232,7 +233,12 @@ def summary_table(rows: list[dict]) -> list[str]:
         lines.append(f"| {row.get('figure', row['key'])} | {row.get('trainhub') or '—'} "
                      f"| {row.get('reference') or '—'} | {row.get('target') or '—'} | {met} |")
     missed = [row.get("figure", row["key"]) for row in rows if row.get("met") is False]
-    lines += ["", "Not met: " + ("; ".join(missed) if missed else "none") + ".", ""]
+    lines += ["", "Not met: " + ("; ".join(missed) if missed else "none") + "."]
+    unmeasured = [f"{row.get('figure', row['key'])} ({row['result']})" for row in rows
+                  if row.get("measured") is False]
+    if unmeasured:
+        lines += ["", "Not measured on this machine: " + "; ".join(unmeasured) + "."]
+    lines += [""]
     return lines
 
 

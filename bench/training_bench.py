@@ -54,7 +54,7 @@ def add_arguments(parser) -> None:
                         help="P1/P2: runs each way, interleaved (default 3, quick 1)")
 
 
-def _script(args: list[str], what: str, progress, timeout: float = 3600) -> dict:
+def run_script(args: list[str], what: str, progress, timeout: float = 3600) -> dict:
     """Runs a bench script with this Python; returns the JSON of its last stdout line."""
     started = time.monotonic()
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True,
@@ -67,7 +67,7 @@ def _script(args: list[str], what: str, progress, timeout: float = 3600) -> dict
     return result
 
 
-def _seconds_between(job: dict, start: str, end: str) -> float | None:
+def seconds_between(job: dict, start: str, end: str) -> float | None:
     if not job.get(start) or not job.get(end):
         return None
     parse = dt.datetime.fromisoformat
@@ -98,7 +98,7 @@ def run(args, progress) -> dict:
             dataset, _, _ = upload(client, archive, progress)
             job["dataset"] = dataset["id"]
             for i in range(runs):
-                ref = _script([str(BENCH / "tutorial_reference.py"), "--data", str(npy),
+                ref = run_script([str(BENCH / "tutorial_reference.py"), "--data", str(npy),
                                "--epochs", str(hp["epochs"]), "--batch-size",
                                str(hp["batch_size"]), "--log-every", str(hp["log_every"]),
                                "--seed", str(i)], "the tutorial's script", progress)
@@ -109,12 +109,12 @@ def run(args, progress) -> dict:
                 arms["trainhub"].append({
                     "seconds": seconds, "accuracy": row["metrics"]["eval_accuracy"],
                     "id": row["id"], "device": row.get("device"),
-                    "queued_seconds": _seconds_between(row, "created_at", "started_at"),
-                    "running_seconds": _seconds_between(row, "started_at", "finished_at"),
+                    "queued_seconds": seconds_between(row, "created_at", "started_at"),
+                    "running_seconds": seconds_between(row, "started_at", "finished_at"),
                     "samples_per_second": row["metrics"].get("samples_per_second")})
                 progress(f"run {i + 1}/{runs}: trainhub {seconds:.1f} s, accuracy "
                          f"{arms['trainhub'][-1]['accuracy']:.4f}")
-                inproc = _script([str(BENCH / "inprocess_fit.py"), "--data-dir",
+                inproc = run_script([str(BENCH / "inprocess_fit.py"), "--data-dir",
                                   str(server.data_dir), "--dataset", dataset["id"],
                                   "--job", json.dumps(job)], "fit in-process", progress)
                 arms["inprocess"].append(inproc)

@@ -20,7 +20,7 @@ BENCH = ROOT / "bench"
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"  # tutorial_job's
 
 MODULES = sorted(p.stem for p in BENCH.glob("*_bench.py"))
-NEEDS_CIFAR = {"cifar_tutorial_bench", "training_bench"}
+NEEDS_CIFAR = {"cifar_tutorial_bench", "gpu_resnet_bench", "training_bench"}
 
 
 def test_every_benchmark_module_is_smoke_tested():
@@ -75,3 +75,37 @@ def test_whats_left_follows_the_summary_of_a_full_run_that_missed_a_target(met, 
     assert (heading in report) is shown
     if shown:
         assert report.index("Not met: P1.") < report.index(heading) < report.index("## Machine")
+
+
+_GPU_REPORT = """
+import json, sys
+sys.path[:0] = [{bench!r}]
+import gpu_resnet_bench as gpu, run
+job = dict(id="j", device="cuda", seconds_from_post=50.0, running_seconds={running},
+           accuracy={accuracy}, samples_per_second={rate}, epoch_samples_per_second=[1.0])
+measured = dict(gpu="NVIDIA H100", quick=False, hyperparameters=gpu.GPU_HP,
+                images=dict(train=50000, test=10000), job=job,
+                reference=dict(samples_per_second=10000.0, workers=8, epochs=3))
+rows = gpu.summary(measured) + gpu.summary(dict(gpu=None))
+print(json.dumps(dict(met=rows[0]["met"], markdown=gpu.markdown(measured),
+                      table="\\n".join(run.summary_table(rows)))))
+"""
+
+
+@pytest.mark.parametrize("running, accuracy, rate, met", [
+    (55.0, 0.935, 31000.0, True),
+    (65.0, 0.935, 31000.0, False),  # over 60 s of job time
+    (55.0, 0.925, 31000.0, False),  # under 93%
+    (55.0, 0.935, 29000.0, False),  # under 3x the DataLoader loop
+])
+def test_gpu_benchmark_judges_all_three_targets(running, accuracy, rate, met):
+    done = subprocess.run([sys.executable, "-c", _GPU_REPORT.format(
+        bench=str(BENCH), running=running, accuracy=accuracy, rate=rate)],
+        capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(done.stdout)
+    assert report["met"] is met
+    assert ("**not met**" in report["markdown"]) is not met
+    assert f"Speed-up {rate / 10000:.2f}×" in report["markdown"]
+    # a machine without CUDA says so rather than filling the row with a CPU figure
+    assert ("Not measured on this machine: GPU: ResNet-18, CIFAR-10, through the API "
+            "(no CUDA device on this machine).") in report["table"]
