@@ -53,9 +53,9 @@ def place(splits: Sequence[Split | None], device: torch.device,
     need = dataset_bytes(splits)
     if fits_on_device(need, device, fraction):
         return [s.to(device) if s is not None else None for s in splits], None
-    log.info("dataset (%.2f GiB) held in host memory and streamed to %s a block at a time "
-             "(more than %.0f%% of the device's free memory)", need / GIB, device,
-             fraction * 100)
+    log.info("dataset (%.2f GiB) held in host memory and streamed to %s a block at a time: "
+             "it takes more than %.0f%% of the device's free memory "
+             "(TRAINHUB_DEVICE_DATASET_FRACTION)", need / GIB, device, fraction * 100)
     host = torch.device("cpu")
     return [s.to(host) if s is not None else None for s in splits], DeviceFeed(device)
 

@@ -85,3 +85,35 @@ def test_tensorboard_event_files_hold_every_loss_point():
     assert [e.step for e in loss] == [s for s, _ in stored] and len(stored) == 2 * (23 // 5)
     assert [e.value for e in loss] == pytest.approx([v for _, v in stored], rel=1e-6)
     assert {"eval_accuracy", "train_loss", "lr"} <= set(acc.Tags()["scalars"])
+
+
+@pytest.fixture
+def always_streamed(monkeypatch):
+    monkeypatch.setenv("TRAINHUB_DEVICE_DATASET_FRACTION", "0")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_a_streamed_dataset_is_said_in_the_job_log_and_trains_the_same(always_streamed,
+                                                                      caplog):
+    """TRAINHUB_DEVICE_DATASET_FRACTION=0 streams even on the CPU (worker.feed): the job
+    says so in its log and ends with what the resident path reaches."""
+    job_id = new_job()
+    with caplog.at_level(logging.INFO):
+        assert run(job_id, "logs-worker") == "succeeded"
+    with TestClient(app) as client:
+        lines = client.get(f"/jobs/{job_id}/logs").json()["lines"]
+        streamed = client.get(f"/jobs/{job_id}").json()["metrics"]
+    assert any("held in host memory and streamed to cpu a block at a time" in line["message"]
+               for line in lines)
+    with pytest.MonkeyPatch.context() as mp:  # the default share: held where it trains
+        mp.setenv("TRAINHUB_DEVICE_DATASET_FRACTION", "0.5")
+        get_settings.cache_clear()
+        resident_id = new_job()
+        assert run(resident_id, "logs-worker") == "succeeded"
+        with TestClient(app) as client:
+            resident = client.get(f"/jobs/{resident_id}").json()["metrics"]
+    timing = {"samples_per_second"}
+    assert {k: v for k, v in streamed.items() if k not in timing} == \
+        {k: v for k, v in resident.items() if k not in timing}
