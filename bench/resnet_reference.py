@@ -4,9 +4,10 @@ The way the model is usually trained on CIFAR-10 by hand: the arrays in memory, 
 `PIL.Image.fromarray` through RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor +
 Normalize (with the per-channel statistics trainhub computes: core.imagedata.channel_stats)
 in DataLoader workers with pinned memory, batches copied to the device, fp32, eager; SGD
-(nesterov) with OneCycleLR, as the trainhub job is asked to train. trainhub's own ResNet-18 (models.build) so the arithmetic is
-the same. It times each epoch's training pass (no evaluation) and reports the samples/s of
-the epochs after the first (the first pays for cuDNN's autotuning and the workers' start).
+(nesterov) with OneCycleLR, as the trainhub job is asked to train. trainhub's own ResNet-18
+(models.build), so the arithmetic is the same. It times each epoch's training pass (no
+evaluation) and reports the samples/s of the epochs after the first (the first pays for
+cuDNN's autotuning and the workers' start).
 
 Reads {train,test}_{images,labels}.npy from --data (bench/tutorial_job.decode_to_npy writes
 them). Its last line is JSON: {"device", "epochs", "epoch_seconds", "samples_per_second",
