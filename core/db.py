@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
@@ -106,6 +107,13 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A lost or refused connection, as opposed to a statement the database rejected."""
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or type(exc.orig).__name__ in ("OperationalError",
+                                                                  "InterfaceError"))
 
 
 def new_session() -> Session:

@@ -33,7 +33,7 @@ from core import checkpoints as ckpt
 from core import events, jobs
 from core.artifacts import get_store
 from core.config import Settings
-from core.db import session_scope
+from core.db import is_outage, session_scope
 from core.metrics import finite, finite_values
 from core.tables import Checkpoint, JobLog, utcnow
 from worker.loop import Metric
@@ -118,13 +118,6 @@ def insert_points(session, job_id: str, points: Sequence) -> dict[tuple[str, int
 
 class DatabaseOutage(Exception):
     """The database stayed unreachable for longer than database_outage_seconds."""
-
-
-def is_outage(exc: BaseException) -> bool:
-    """A lost or refused connection, as opposed to a statement the database rejected."""
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or type(exc.orig).__name__ in ("OperationalError",
-                                                                  "InterfaceError"))
 
 
 class JobReporter:
