@@ -1,0 +1,65 @@
+"""The PyTorch CIFAR-10 tutorial's job (lenet, 2 epochs, batch 4, SGD lr 0.001 momentum 0.9,
+a loss point every 2000 mini-batches, seed 0) trained in-process by worker.loop.fit on the
+shared CIFAR-10 archive, for the tests that hold its numbers fixed.
+
+tests/data/tutorial_reference.json holds what it gave before the worker's redesign (each
+float as float.hex(), so equality is to the bit); `python -m tests.tutorial_run --record`
+writes it again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+REFERENCE = Path(__file__).with_name("data") / "tutorial_reference.json"
+TUTORIAL_HP = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
+               "momentum": 0.9, "log_every": 2000, "seed": 0}
+
+
+def cifar10():
+    """The archive decoded as an upload is (core.uploads), without the API or a database."""
+    from core.imagedata import build_dataset
+    from core.uploads.archives import Limits
+    from core.uploads.materialize import UploadOptions, materialize
+
+    result = materialize(ARCHIVE, UploadOptions(), Limits(250_000, 4 * 1024**3, 16_000_000))
+    return build_dataset("cifar10", result.classes, result.train, result.test)
+
+
+def run() -> dict:
+    """{"loss": [(epoch, batch, step, value hex)...], "epochs": [{metric: value hex}...]}"""
+    import torch
+
+    import models
+    from core.jobspec import Hyperparameters
+    from worker.loop import NullReporter, fit
+
+    dataset = cifar10()
+    hp = Hyperparameters(**TUTORIAL_HP)
+    torch.manual_seed(hp.seed)
+    model = models.build("lenet", dataset.shape, len(dataset.classes))
+    reporter = NullReporter()
+    fit(model, dataset, hp, torch.device("cpu"), reporter)
+    loss = [[p.epoch, p.batch, p.step, float(p.value).hex()]
+            for p in reporter.points if p.name == "loss"]
+    epochs: dict[int, dict[str, str]] = {}
+    for p in reporter.points:
+        if p.name in ("train_loss", "train_accuracy", "eval_loss", "eval_accuracy"):
+            epochs.setdefault(p.epoch, {})[p.name] = float(p.value).hex()
+    return {"loss": loss, "epochs": [epochs[e] for e in sorted(epochs)]}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--record", action="store_true", help="rewrite the reference file")
+    args = parser.parse_args()
+    values = run()
+    text = "\n".join(['{"loss": [', ",\n".join("  " + json.dumps(p) for p in values["loss"]),
+                      ' ], "epochs": [', ",\n".join("  " + json.dumps(e) for e in values["epochs"]),
+                      " ]}"])
+    if args.record:
+        REFERENCE.write_text(text + "\n")
+    print(text)
