@@ -7,6 +7,12 @@ strictly increase per stream, and the integer part of any id sent is a resume po
 `Last-Event-ID` resumes with every point after it, none repeated. A point is only ever
 sent in id order; a gap in the Redis stream (an outage while the worker published) is
 filled from the database, which the worker's events say how far it has written.
+
+A database outage does not break a stream: it goes on reading Redis while the database is
+down, and a read it cannot do without (history, a gap) waits for the database with a
+ping every try, then the stream resumes after its last point as a reconnection with
+`Last-Event-ID` would. Any other failure closes it cleanly (a broken chunked response
+helps no client), to be resumed the same way.
 """
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ from typing import AsyncIterator, Callable
 
 import anyio
 from sqlalchemy import select
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.observability import EVENT_STREAMS
 from api.schemas import JobPublic, MetricPointPublic
-from core.db import session_scope
+from core.db import is_outage, session_scope
 from core.events import decode, stream_key
 from core.states import JobStatus
 from core.tables import Job, MetricPoint
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 EMBEDDED_POLL_S = 0.5
+DB_RETRY_S = (0.5, 5.0)  # while the database is down: the first wait, doubling to the last
 PAGE = 5000
 ACTIVE = {"streams": 0}  # open event streams in this process (tests check it drops to 0)
 
@@ -40,6 +48,12 @@ def parse_last_event_id(value: str | None) -> tuple[int, int]:
     if not (head.isdigit() and len(head) < 19):
         return 0, 0
     return int(head), int(tail) if tail.isdigit() and len(tail) <= 6 else 0
+
+
+def database_down(exc: BaseException) -> bool:
+    """An error that passes once the database answers again (unreachable, or every pooled
+    connection busy), as opposed to a statement it rejected."""
+    return is_outage(exc) or isinstance(exc, PoolTimeout)
 
 
 def _job(job_id: str) -> JobPublic | None:
@@ -95,26 +109,54 @@ class EventStream:
         return self._frame({"type": "progress", **job.progress.model_dump()})
 
     async def events(self) -> AsyncIterator[str]:
+        """The stream, resumed in place after a database outage; never an exception: the
+        response has started, so one would only break it (and log that it could not be
+        turned into a 503)."""
         ACTIVE["streams"] += 1
         EVENT_STREAMS.inc()
+        wait_s, down_since = DB_RETRY_S[0], None
         try:
-            # Where the live stream stands before history is read: everything after it is
-            # read live, and what overlaps with the history is recognised by its id.
-            position = await self._stream_tail() if self.redis is not None else None
-            job = await anyio.to_thread.run_sync(_job, self.job_id)
-            yield await self._status(job)
-            async for frame in self._history():
-                yield frame
-            yield self._progress(job)
-            if JobStatus(job.status).is_terminal:
-                yield await self._end()
-                return
-            live = self._redis_live(position) if self.redis is not None else self._polled_live()
-            async for frame in live:
-                yield frame
+            while True:
+                try:
+                    async for frame in self._from_last_point():
+                        if down_since is not None:
+                            log.info("job %s: event stream resumed after %.1fs", self.job_id,
+                                     anyio.current_time() - down_since)
+                            wait_s, down_since = DB_RETRY_S[0], None
+                        yield frame
+                    return
+                except Exception as exc:
+                    if not database_down(exc):
+                        log.exception("job %s: event stream failed; closed (Last-Event-ID "
+                                      "resumes it)", self.job_id)
+                        return
+                    if down_since is None:
+                        down_since = anyio.current_time()
+                        log.warning("job %s: database unavailable; the event stream waits "
+                                    "for it: %s", self.job_id, str(exc).splitlines()[0][:200])
+                await asyncio.sleep(wait_s)
+                wait_s = min(wait_s * 2, DB_RETRY_S[1])
+                yield ": ping\n\n"
         finally:
             ACTIVE["streams"] -= 1
             EVENT_STREAMS.dec()
+
+    async def _from_last_point(self) -> AsyncIterator[str]:
+        """The job's state, the stored points after the last one sent, then live."""
+        # Where the live stream stands before history is read: everything after it is
+        # read live, and what overlaps with the history is recognised by its id.
+        position = await self._stream_tail() if self.redis is not None else None
+        job = await anyio.to_thread.run_sync(_job, self.job_id)
+        yield await self._status(job)
+        async for frame in self._history():
+            yield frame
+        yield self._progress(job)
+        if JobStatus(job.status).is_terminal:
+            yield await self._end()
+            return
+        live = self._redis_live(position) if self.redis is not None else self._polled_live()
+        async for frame in live:
+            yield frame
 
     async def _end(self) -> str:
         """The points that are still missing, then `end` with the job as it finished."""
@@ -146,7 +188,12 @@ class EventStream:
                 await asyncio.sleep(1.0)
             if not reply:
                 yield ": ping\n\n"
-                job = await anyio.to_thread.run_sync(_job, self.job_id)
+                try:
+                    job = await anyio.to_thread.run_sync(_job, self.job_id)
+                except Exception as exc:
+                    if not database_down(exc):
+                        raise
+                    continue  # Redis still serves; the next heartbeat checks again
                 async for frame in self._history():  # whatever Redis missed
                     yield frame
                 if JobStatus(job.status).is_terminal:

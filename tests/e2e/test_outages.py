@@ -6,13 +6,18 @@
 - R3: the database (a private PostgreSQL cluster) is stopped mid-job for 10 s: the worker
   trains on and writes every buffered point once it is back; the API answers 503 while it
   is down and 200 after, without a restart.
+- R4: the database is stopped for 20 s while a job's event stream is open: the stream
+  stays open through it and ends with `end`; a client that reconnects with `Last-Event-ID`
+  is answered 503 while it is down, then gets the rest; both see every point once.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -22,6 +27,7 @@ import httpx
 import pytest
 
 from tests.conftest import create_database
+from tests.e2e.test_events import assert_ids_increase, metric_keys
 from tests.procs import Proc, env_with, free_port, start_api, start_worker, wait_status
 
 pytestmark = pytest.mark.slow
@@ -371,4 +377,122 @@ def test_r3b_database_down_longer_than_the_outage_bound(tmp_path):
         final = get_job(base, first)
         assert final["attempts"] == 2 and final["resumed_from"] is not None, final
         assert lines_with(worker, "requeued after its lease expired"), worker.log()[-3000:]
+        assert_no_traceback(worker, api)
+
+
+# ---- R4: an event stream open through a database outage ---------------------------------
+
+
+class Follower(threading.Thread):
+    """A client of GET /jobs/{id}/events: reads until `end`, reconnecting with Last-Event-ID
+    after a drop or a 503. With cut_after it hangs up itself after that many events, and
+    reconnects once `resume` is set."""
+
+    def __init__(self, base: str, job_id: str, cut_after: int | None = None,
+                 resume: threading.Event | None = None):
+        super().__init__(daemon=True)
+        self.url = f"{base}/jobs/{job_id}/events"
+        self.cut_after, self.resume = cut_after, resume
+        self.events: list[tuple[str, dict]] = []
+        self.endings: list[str] = []  # how each connection ended: end, cut, closed, an error
+        self.refused = self.pings = 0
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as exc:  # reported by the test's thread
+            self.failure = exc
+
+    def _follow(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self.endings or self.endings[-1] != "end":
+            assert time.monotonic() < deadline, self.endings
+            if self.endings and self.endings[-1] == "cut":
+                self.resume.wait(timeout=300)
+            headers = {"Last-Event-ID": self.events[-1][0]} if self.events else {}
+            try:
+                self.endings.append(self._connect(headers))
+            except httpx.HTTPError as exc:  # a broken chunked response among them
+                self.endings.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.5)
+
+    def _connect(self, headers: dict) -> str:
+        with httpx.stream("GET", self.url, headers=headers,
+                          timeout=httpx.Timeout(60, connect=10)) as resp:
+            if resp.status_code == 503:
+                self.refused += 1
+                time.sleep(0.5)
+                return "503"
+            assert resp.status_code == 200, resp.read()
+            event_id = None
+            for line in resp.iter_lines():
+                if line.startswith(":"):
+                    self.pings += 1
+                elif line.startswith("id: "):
+                    event_id = line[4:]
+                elif line.startswith("data: "):
+                    self.events.append((event_id, json.loads(line[6:])))
+                    if self.events[-1][1]["type"] == "end":
+                        return "end"
+                    if self.cut_after is not None and len(self.events) >= self.cut_after:
+                        self.cut_after = None
+                        return "cut"
+        return "closed"
+
+
+def test_r4_event_stream_through_a_database_outage(tmp_path):
+    """Real processes: the outage is a real Postgres stopping under a real API and worker."""
+    # digits at batch_size 8; lenet, not the mlp: at 0.2 s an epoch the mlp could end before
+    # the outage began on an idle machine.
+    epochs, steps_per_epoch = 10, 180
+    job = {"model": "lenet", "dataset": "digits",
+           "hyperparameters": {"epochs": epochs, "batch_size": 8, "log_every": 1, "seed": 7}}
+    with database_stack(tmp_path) as (pg, api, base, worker):
+        resp = httpx.post(f"{base}/jobs", json=job, timeout=30)
+        assert resp.status_code == 201, resp.text
+        job_id = resp.json()["id"]
+        wait_running_at(base, job_id, 20)
+        back = threading.Event()
+        staying = Follower(base, job_id)
+        returning = Follower(base, job_id, cut_after=40, resume=back)
+        staying.start()
+        returning.start()
+        wait_running_at(base, job_id, 100)
+        while len(staying.events) < 100 or returning.endings != ["cut"]:
+            assert staying.is_alive() and returning.is_alive(), (staying.failure,
+                                                                 returning.failure)
+            time.sleep(0.05)
+
+        assert get_job(base, job_id)["status"] == "running"
+        pg.stop("fast")
+        try:
+            back.set()  # it reconnects now, while the database is down
+            time.sleep(20)  # longer than a heartbeat: the stream reads the database then
+        finally:
+            pg.start()
+        final = wait_status(base, job_id, timeout=300)
+        assert final["status"] == "succeeded", (final, worker.log()[-4000:])
+        for follower in (staying, returning):
+            follower.join(timeout=120)
+            assert not follower.is_alive() and follower.failure is None, follower.failure
+
+        expected = [e * steps_per_epoch + b for e in range(epochs)
+                    for b in range(1, steps_per_epoch + 1)]
+        stored = loss_steps(base, job_id)
+        assert stored == expected
+        for follower in (staying, returning):
+            keys = metric_keys(follower.events)
+            assert len(keys) == len(set(keys)), "a point sent twice"
+            assert [step for name, step in keys if name == "loss"] == expected
+            assert_ids_increase(follower.events)
+            assert follower.events[-1][1]["status"] == "succeeded"
+        # The stream stayed open through the outage (a ping kept it alive meanwhile) and
+        # ended with `end`; the one that hung up was refused while the database was down,
+        # then resumed where it had left off.
+        assert staying.endings == ["end"] and staying.pings >= 1, staying.endings
+        assert returning.endings[0] == "cut" and returning.endings[-1] == "end", \
+            returning.endings
+        assert returning.refused >= 1 and set(returning.endings[1:-1]) == {"503"}, \
+            returning.endings
         assert_no_traceback(worker, api)
