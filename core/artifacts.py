@@ -14,10 +14,13 @@ import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator, Protocol
 
 from core.errors import TooLarge
-from core.files import atomic_write
+from core.files import atomic_write, unwritable
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -49,8 +52,8 @@ class ArtifactStoreError(OSError):
 
 
 class StoreConfigError(ValueError):
-    """TRAINHUB_ARTIFACT_URL (or the store it names) cannot be used; the message is one line
-    that names the setting."""
+    """TRAINHUB_ARTIFACT_URL (or the store it names), or the data folder, cannot be used; the
+    message is one line that names the setting."""
 
 
 def check_key(key: str) -> str:
@@ -161,11 +164,30 @@ def _s3_store(url: str, endpoint_url: str | None, tmp_dir: str, _pid: int) -> Ar
     return S3ArtifactStore.from_url(url, endpoint_url=endpoint_url, tmp_dir=Path(tmp_dir))
 
 
+def data_dir_problem(settings: Settings | None = None) -> str | None:
+    """Why this process cannot write its data folder, or None: TRAINHUB_DATA_DIR, and each
+    folder in it that trainhub writes and that exists (one may be a mount of its own). A
+    worker that could not would take every job and fail it."""
+    settings = settings or _settings()
+    folders = [settings.data_dir] + [
+        folder for folder in (settings.artifacts_dir, settings.tensorboard_dir,
+                              settings.cache_dir, settings.data_dir / "tmp") if folder.is_dir()]
+    for folder in folders:
+        problem = unwritable(folder)
+        if problem is not None:
+            return f"TRAINHUB_DATA_DIR={str(settings.data_dir)!r}: {problem}"
+    return None
+
+
 def check_store() -> str:
-    """Startup check: the store the settings name can be used (for S3: the URL parses, the
-    endpoint answers, the bucket exists and the credentials reach it). Returns a line that
-    describes it; StoreConfigError, one line naming the setting, if not."""
+    """Startup check: the data folder can be written and the store the settings name can be
+    used (for S3: the URL parses, the endpoint answers, the bucket exists and the credentials
+    reach it). Returns a line that describes it; StoreConfigError, one line naming the
+    setting, if not."""
     settings = _settings()
+    problem = data_dir_problem()
+    if problem is not None:
+        raise StoreConfigError(problem)
     if not settings.artifact_url:
         return f"artifacts in {settings.artifacts_dir}"
     from core.s3store import S3ArtifactStore

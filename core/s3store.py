@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from core.artifacts import (ArtifactStoreError, HashingWriter, StoreConfigError, check_key,
                             copy_capped)
+from core.files import naming_a_full_disk
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -110,7 +111,8 @@ class S3ArtifactStore:
         """write() fills a temporary file; only a complete one is uploaded, in one PUT or a
         multipart upload, so readers see the old object or the whole new one."""
         name = self.object_key(key)
-        with self._temp_file() as tmp:
+        with naming_a_full_disk(self.tmp_dir or tempfile.gettempdir()), \
+                self._temp_file() as tmp:
             writer = HashingWriter(tmp)
             write(writer)  # type: ignore[arg-type]
             tmp.flush()

@@ -43,7 +43,8 @@ class PresenceStep(bootsteps.StartStopStep):
 
         queues = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         self.presence = _lifecycle["presence"] = Presence(
-            get_settings(), worker.hostname, queues, worker.concurrency)
+            get_settings(), worker.hostname, queues, worker.concurrency,
+            on_unwritable=_stop_this_worker)
         self.presence.start()
 
     def stop(self, worker) -> None:
@@ -51,6 +52,11 @@ class PresenceStep(bootsteps.StartStopStep):
 
 
 _lifecycle: dict = {}
+
+
+def _stop_this_worker() -> None:
+    """A warm shutdown, as `docker stop` asks: no new job, running ones handed back."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -1,5 +1,6 @@
 """The worker's row in `workers`: what it consumes and has, refreshed every
-worker_heartbeat_seconds from the worker's main process, deleted when it stops."""
+worker_heartbeat_seconds from the worker's main process, deleted when it stops, or when its
+data folder can no longer be written (then the worker stops: it would fail every job)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,12 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import Callable
 
 import torch
 
 from core import workers
+from core.artifacts import data_dir_problem
 from core.config import Settings
 from core.db import session_scope
 
@@ -52,10 +55,13 @@ def host_memory_bytes() -> int | None:
 
 
 class Presence:
-    """A thread that keeps the worker's row fresh; leave() stops it and deletes the row."""
+    """A thread that keeps the worker's row fresh; leave() stops it and deletes the row.
+    Before each beat it checks that the data folder takes a file: if not, it logs why,
+    leaves, and calls on_unwritable (the worker's shutdown)."""
 
-    def __init__(self, settings: Settings, name: str, queues: list[str], concurrency: int):
-        self.settings, self.name = settings, name
+    def __init__(self, settings: Settings, name: str, queues: list[str], concurrency: int,
+                 on_unwritable: Callable[[], None] | None = None):
+        self.settings, self.name, self.on_unwritable = settings, name, on_unwritable
         self.fields = {"hostname": socket.gethostname(), "pid": os.getpid(),
                        "queues": queues, "devices": devices(),
                        "memory_bytes": host_memory_bytes(), "concurrency": concurrency}
@@ -68,6 +74,13 @@ class Presence:
 
     def _run(self) -> None:
         while True:
+            problem = data_dir_problem(self.settings)
+            if problem is not None:
+                log.error("%s: this worker takes no more jobs and stops", problem)
+                self.leave()
+                if self.on_unwritable is not None:
+                    self.on_unwritable()
+                return
             try:
                 with session_scope() as session:
                     workers.beat(session, self.name, **self.fields)

@@ -1,11 +1,16 @@
 """The reaper every worker runs beside its jobs (no separate beat process): it requeues
 running jobs whose lease expired (or fails them past max_attempts) and re-sends queued jobs
 whose message never reached the broker. Many workers may run it: one pass at a time holds a
-database lock, and claiming stays idempotent, so a duplicate message is harmless."""
+database lock, and claiming stays idempotent, so a duplicate message is harmless.
+
+Each pass also removes the TensorBoard runs of deleted jobs from this worker's data dir:
+the API removes them only where it shares that folder."""
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
+from typing import Iterable
 
 from sqlalchemy import select
 
@@ -15,6 +20,7 @@ from core.db import session_scope
 from core.queue import RUN_JOB_TASK, enqueue
 from core.routing import job_queue
 from core.tables import Job
+from core.tensorboard_runs import prune_runs
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,9 @@ def reap_once(settings: Settings) -> jobs.Reaped:
                      .all()) if to_send else {}
     for job_id in outcome.failed:
         log.error("job %s: failed: its worker was lost too many times", job_id)
+    for job_id in outcome.cancelled:
+        log.info("job %s: cancelled (its worker was lost after the cancel was requested)",
+                 job_id)
     for job_id in to_send:
         try:
             enqueue(RUN_JOB_TASK, job_id, queue=job_queue(settings.queue,
@@ -39,6 +48,23 @@ def reap_once(settings: Settings) -> jobs.Reaped:
         log.info("job %s: %s", job_id, "requeued after its lease expired"
                  if job_id in outcome.requeued else "re-sent (no record of its message)")
     return outcome
+
+
+def prune_tensorboard(settings: Settings) -> list[Path]:
+    """Delete the run folders (core.tensorboard_runs) whose job no longer exists."""
+    def existing(job_ids: Iterable[str]) -> set[str]:
+        ids, found = sorted(job_ids), set()
+        with session_scope() as session:
+            for start in range(0, len(ids), 1000):  # bound the statement's parameters
+                found.update(session.scalars(select(Job.id).where(
+                    Job.id.in_(ids[start:start + 1000]))))
+        return found
+
+    gone = prune_runs(settings.tensorboard_dir, existing)
+    if gone:
+        log.info("removed the TensorBoard runs of %d deleted job(s): %s", len(gone),
+                 ", ".join(folder.name for folder in gone))
+    return gone
 
 
 class ReaperThread:
@@ -62,9 +88,10 @@ class ReaperThread:
 
     def _run(self) -> None:
         while True:  # a pass at start too: jobs handed back by a worker stopped before
-            try:
-                reap_once(self.settings)
-            except Exception as exc:  # e.g. the database is restarting
-                log.warning("reaper pass failed: %s", str(exc).splitlines()[0][:200])
+            for task in (reap_once, prune_tensorboard):
+                try:
+                    task(self.settings)
+                except Exception as exc:  # e.g. the database is restarting
+                    log.warning("reaper pass failed: %s", str(exc).splitlines()[0][:200])
             if self._done.wait(self.settings.reaper_interval_seconds):
                 return

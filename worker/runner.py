@@ -24,6 +24,7 @@ from core.artifacts import get_store, resume_key
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import FieldError
+from core.files import NoSpaceLeft
 from core.imagedata import ImageDataset
 from core.init_from import load_init_from
 from core.jobspec import Hyperparameters
@@ -130,8 +131,8 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
                      len(dataset.classes))
             model = models.build(spec["model"], dataset.shape, len(dataset.classes))
             resume, resume_file = load_resume_state(job_id, spec, model, store, reporter)
-            reporter.tensorboard = TensorBoardLog(
-                settings.tensorboard_dir / job_id,
+            reporter.tensorboard = TensorBoardLog.for_job(
+                settings.tensorboard_dir, job_id, spec.get("name", ""),
                 purge_step=resume["step"] + 1 if resume is not None else None)
             if resume is None and spec.get("init_from"):
                 load_initial_weights(model, spec, dataset, store, owner)
@@ -182,7 +183,8 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
         log.exception("job %s failed", job_id)
         _keep_logged_points(reporter)
         return _finish(job_id, attempt, JobStatus.failed, redis_client, settings,
-                       error=f"{type(exc).__name__}: {exc}")
+                       error=str(exc) if isinstance(exc, NoSpaceLeft)
+                       else f"{type(exc).__name__}: {exc}")
     except BaseException:
         # A stop we did not arrange (SystemExit, KeyboardInterrupt): hand the job back; it
         # resumes from its latest checkpoint. Then let the process go down as asked.

@@ -35,6 +35,7 @@ from core.routing import job_queue
 from core.states import JobStatus
 from core.tables import Job
 from core.tenancy import Tenant, visible
+from core.tensorboard_runs import remove_job_runs
 from core.text import echo, storable_problem
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,17 @@ def delete_job(job: JobDep, session: SessionDep) -> Response:
     session.commit()
     get_store().delete_prefix(job_prefix(job_id))
     drop_event_stream(job_id)
+    drop_tensorboard_runs(job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def drop_tensorboard_runs(job_id: str) -> None:
+    """The job's TensorBoard run, where this API shares the worker's data dir; workers on
+    disks of their own remove theirs in the reaper's pass (worker.reaper)."""
+    try:
+        remove_job_runs(get_settings().tensorboard_dir, job_id)
+    except OSError as exc:  # the workers' pass removes it later
+        log.warning("job %s: could not delete its TensorBoard run: %s", job_id, exc)
 
 
 def drop_event_stream(job_id: str) -> None:

@@ -239,6 +239,9 @@ def test_delete_finished_job_removes_everything_and_running_is_409(stack):
     assert wait_status(base, job["id"])["status"] == "succeeded"
     artifacts = stack["tmp"] / "data" / "artifacts" / "jobs" / job["id"]
     assert len(list((artifacts / "checkpoints").glob("*.pt"))) == 2
+    # The TensorBoard run is named after the job (mlp-digits); this API shares the data dir.
+    run = stack["tmp"] / "data" / "tensorboard" / f"mlp-digits-{job['id'][:8]}"
+    assert any(run.glob("events.out.tfevents.*"))
 
     long = submit(base, {"model": "lenet", "dataset": "fake",
                          "hyperparameters": {"epochs": 500, "log_every": 25}})
@@ -251,7 +254,7 @@ def test_delete_finished_job_removes_everything_and_running_is_409(stack):
     assert httpx.delete(f"{base}/jobs/{job['id']}").status_code == 204
     assert httpx.get(f"{base}/jobs/{job['id']}").status_code == 404
     assert httpx.get(f"{base}/jobs/{job['id']}/metrics").status_code == 404
-    assert not artifacts.exists()
+    assert not artifacts.exists() and not run.exists()
     import psycopg
 
     with psycopg.connect(stack["db_url"]) as conn:

@@ -142,14 +142,19 @@ def test_train_download_predict_and_fine_tune_with_nothing_shared_but_the_bucket
     for name in WORKERS:
         worker_files = files_under(data_dirs[name])
         assert not [f for f in worker_files if f.startswith(("artifacts", "tmp/"))], worker_files
-    assert {f.split("/")[1] for f in files_under(data_dirs[done["worker"]])
-            if f.startswith("tensorboard/")} == {first["id"]}
-    assert {f.split("/")[1] for f in files_under(data_dirs[tuned["worker"]])
-            if f.startswith("tensorboard/")} == {second["id"]}
+    for job, worker in ((first, done["worker"]), (second, tuned["worker"])):
+        runs = {f.split("/")[1] for f in files_under(data_dirs[worker])
+                if f.startswith("tensorboard/")}
+        assert runs == {f"{job['name']}-{job['id'][:8]}"}, runs
 
     # Deleting a job deletes its objects, and only its.
     assert httpx.delete(f"{base}/jobs/{first['id']}").status_code == 204
     keys = s3.keys(bucket)
     assert not [k for k in keys if k.startswith(f"{PREFIX}/jobs/{first['id']}/")]
     assert f"{PREFIX}/jobs/{second['id']}/checkpoints/epoch-0001.pt" in keys
+    # The API cannot see a worker's disk: the worker's reaper pass removes the run there.
+    assert httpx.delete(f"{base}/jobs/{second['id']}").status_code == 204
+    assert not [k for k in s3.keys(bucket) if k.startswith(f"{PREFIX}/jobs/{second['id']}/")]
+    tensorboard = data_dirs[tuned["worker"]] / "tensorboard"
+    wait_until(lambda: not any(tensorboard.iterdir()), timeout=60)
     print(f"object store acceptance: {time.monotonic() - started:.1f}s after start-up")

@@ -70,3 +70,31 @@ def test_presence_beats_from_its_thread_and_deletes_its_row_on_leave():
         presence.leave()
     assert name not in names()
     presence.leave()  # twice is harmless
+
+
+def test_presence_leaves_and_stops_the_worker_once_its_data_folder_is_unwritable(tmp_path,
+                                                                                 caplog):
+    """The folder turns read-only under a running worker (a disk remounted read-only after
+    errors): it leaves GET /workers and asks its worker to stop, rather than take jobs."""
+    from tests.mounts import make_read_only, tmpfs
+
+    name = f"w-{uuid.uuid4().hex[:6]}@test"
+    stopped = []
+    with tmpfs(tmp_path / "data", 1 << 20) as data:
+        settings = get_settings().model_copy(update={"worker_heartbeat_seconds": 0.05,
+                                                     "data_dir": data})
+        presence = Presence(settings, name, ["th"], concurrency=1,
+                            on_unwritable=lambda: stopped.append(True))
+        presence.start()
+        try:
+            deadline = time.monotonic() + 10
+            while name not in names() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert name in names() and not stopped
+            make_read_only(data)
+            presence._thread.join(timeout=10)
+        finally:
+            presence.leave()
+    assert stopped == [True] and name not in names()
+    assert f"cannot write to {data} (Read-only file system): this worker takes no more " \
+           "jobs and stops" in caplog.text

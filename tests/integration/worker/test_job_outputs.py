@@ -12,6 +12,7 @@ from core import jobs
 from core.config import get_settings
 from core.db import session_scope, upgrade_schema
 from core.jobspec import JobSpec
+from core.tensorboard_runs import job_runs
 from worker.runner import run
 
 HP = {"epochs": 2, "batch_size": 64, "log_every": 5}
@@ -71,7 +72,9 @@ def test_tensorboard_event_files_hold_every_loss_point():
 
     job_id = new_job()
     assert run(job_id, "tb-worker") == "succeeded"
-    folder = get_settings().tensorboard_dir / job_id
+    root = get_settings().tensorboard_dir
+    folder = root / f"mlp-digits-{job_id[:8]}"  # the run is named after the job
+    assert job_runs(root, job_id) == [folder]
     acc = EventAccumulator(str(folder))
     acc.Reload()
     loss = acc.Scalars("loss")

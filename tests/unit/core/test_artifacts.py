@@ -151,3 +151,43 @@ def test_artifact_urls(url, bucket, prefix):
     from core.s3store import parse_url
 
     assert parse_url(url) == (bucket, prefix)
+
+
+# ---- a full disk ---------------------------------------------------------------------------
+
+def test_a_checkpoint_on_a_full_disk_fails_naming_the_file_and_leaves_no_temporary(tmp_path):
+    """torch.save on a full device raises `RuntimeError: ... unexpected pos`, the ENOSPC only
+    in its chain: the store says what and where instead (a real full tmpfs)."""
+    import torch
+
+    from core.files import NoSpaceLeft
+    from tests.mounts import tmpfs
+
+    with tmpfs(tmp_path / "small", 64 * 1024) as folder:
+        store = LocalArtifactStore(folder)
+        key = checkpoint_key("a" * 32, 1)
+        with pytest.raises(NoSpaceLeft) as caught:  # 400 kB into 64 kB
+            store.save(key, lambda f: torch.save({"w": torch.zeros(100_000)}, f))
+        assert str(caught.value) == f"no space left on device: {folder / key}"
+        assert isinstance(caught.value, OSError) and all_files(folder) == []
+
+
+# ---- an unwritable data folder ---------------------------------------------------------------
+
+@pytest.mark.parametrize("read_only", ["", "tensorboard", "cache"])
+def test_an_unwritable_data_folder_is_one_line_naming_it(settings_env, tmp_path, capsys,
+                                                         read_only):
+    """A read-only mount (root writes through any permission bits, so chmod proves nothing):
+    the data folder itself, or one of its folders mounted on its own."""
+    from tests.mounts import make_read_only, tmpfs
+
+    settings_env()
+    data = (tmp_path / "data").resolve()
+    with tmpfs(data / read_only if read_only else data, 1 << 20) as mount:
+        assert artifacts.check_store() == f"artifacts in {data / 'artifacts'}"
+        make_read_only(mount)
+        with pytest.raises(SystemExit) as stopped:
+            artifacts.check_store_or_exit()
+        assert stopped.value.code == 1
+        assert capsys.readouterr().err == (f"error: TRAINHUB_DATA_DIR={str(data)!r}: cannot "
+                                           f"write to {mount} (Read-only file system)\n")
