@@ -23,7 +23,7 @@ def _measure(model_name: str, batch_size: int, steps: int, repeats: int, progres
     from core.jobspec import Hyperparameters
     from core.imagedata import ImageDataset, Split
     from worker.checkpoints import ResumeWriter
-    from worker.loop import make_criterion, new_state
+    from worker.recipe import make_criterion, new_state
 
     shape, classes = (3, 32, 32), [str(i) for i in range(10)]
     g = torch.Generator().manual_seed(0)

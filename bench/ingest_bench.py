@@ -77,7 +77,7 @@ def _sink_run(n: int, with_redis: bool) -> float:
     from core.db import session_scope
     from core.jobspec import JobSpec
     from core.tables import MetricPoint
-    from worker.loop import Metric
+    from worker.reporting import Metric
     from worker.sink import JobReporter
 
     settings = get_settings()

@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     from core.artifacts import get_store
     from core.config import get_settings
     from core.jobspec import Hyperparameters
+    from worker.control import RunControl
     from worker.data import read_dataset
-    from worker.loop import NullReporter, fit, resolve_device
+    from worker.loop import fit
+    from worker.recipe import resolve_device
+    from worker.reporting import NullReporter
     from worker.runner import dataset_source
 
     started = time.perf_counter()
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(job.get("device", "auto"))
     reporter = NullReporter()
     fit_started = time.perf_counter()
-    result = fit(model, dataset, hp, device, reporter)
+    result = fit(model, dataset, hp, device, RunControl(reporter))
     finished = time.perf_counter()
     if result.stopped:
         raise SystemExit(f"fit stopped early: {result.stop_reason}")

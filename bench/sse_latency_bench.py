@@ -103,7 +103,7 @@ def _measure(base: str, n_points: int, n_watchers: int, progress, auth: dict) ->
     from core.db import session_scope
     from core.jobspec import JobSpec
     from core.states import JobStatus
-    from worker.loop import Metric
+    from worker.reporting import Metric
     from worker.sink import JobReporter
 
     settings = get_settings()

@@ -34,12 +34,13 @@ def create_job(session: Session, spec: dict, max_attempts: int = 4) -> Job:
 
 def transition(session: Session, job_id: str, target: JobStatus,
                from_states: frozenset[JobStatus] | None = None, attempt: int | None = None,
-               **fields: Any) -> Job:
+               unless_cancel_requested: bool = False, **fields: Any) -> Job:
     """Move a job to target if its current state allows it, atomically; else InvalidTransition.
 
     The WHERE clause carries the allowed source states, so two processes racing on one
     job cannot both win, and no terminal state is ever left. from_states narrows the sources;
-    attempt, when given, makes the change only if that attempt still holds the job.
+    attempt, when given, makes the change only if that attempt still holds the job;
+    unless_cancel_requested, only if nobody asked to cancel it (CancelRequested if so).
     """
     sources = [s.value for s, targets in ALLOWED.items()
                if target in targets and (from_states is None or s in from_states)]
@@ -51,6 +52,8 @@ def transition(session: Session, job_id: str, target: JobStatus,
     conditions = [Job.id == job_id, Job.status.in_(sources)]
     if attempt is not None:
         conditions.append(Job.attempts == attempt)
+    if unless_cancel_requested:
+        conditions.append(Job.cancel_requested.is_(False))
     result = session.execute(update(Job).where(*conditions).values(**values)
                              .execution_options(synchronize_session=False))
     job = session.get(Job, job_id, populate_existing=True)
@@ -58,22 +61,44 @@ def transition(session: Session, job_id: str, target: JobStatus,
         raise LookupError(job_id)
     if result.rowcount == 0:
         check_transition(JobStatus(job.status), target)  # raises with the current state
+        if (unless_cancel_requested and job.cancel_requested
+                and (attempt is None or job.attempts == attempt)):
+            raise CancelRequested(JobStatus(job.status), target)
         raise InvalidTransition(JobStatus(job.status), target)
     return job
+
+
+class CancelRequested(InvalidTransition):
+    """The transition was refused because the job's cancel was requested."""
+
+
+def _cancel_instead(session: Session, job_id: str, attempt: int | None, source: JobStatus,
+                    **fields: Any) -> Job:
+    """A job whose cancel was requested ends `cancelled` rather than run (again)."""
+    return transition(session, job_id, JobStatus.cancelled, from_states=frozenset({source}),
+                      attempt=attempt, **fields)
 
 
 def claim(session: Session, job_id: str, worker: str, device: str,
           lease_seconds: int) -> Job:
     """queued -> running for this worker, as a new attempt; InvalidTransition if the job is
-    not queued (running under someone's lease, finished, or cancelled)."""
+    not queued (running under someone's lease, finished, or cancelled). A queued job whose
+    cancel was requested (while it was being handed back) is cancelled instead."""
     job = session.get(Job, job_id)
     attempts = (job.attempts if job else 0) + 1
     now = utcnow()
-    return transition(session, job_id, JobStatus.running,
-                      from_states=frozenset({JobStatus.queued}), worker=worker,
-                      device=device, started_at=(job.started_at if job else None) or now,
-                      attempts=attempts, resumed_from=None, finished_at=None,
-                      lease_expires_at=now + timedelta(seconds=lease_seconds))
+    try:
+        return transition(session, job_id, JobStatus.running,
+                          from_states=frozenset({JobStatus.queued}),
+                          unless_cancel_requested=True, worker=worker, device=device,
+                          started_at=(job.started_at if job else None) or now,
+                          attempts=attempts, resumed_from=None, finished_at=None,
+                          lease_expires_at=now + timedelta(seconds=lease_seconds))
+    except CancelRequested:
+        cancelled = _cancel_instead(session, job_id, None, JobStatus.queued)
+        session.commit()  # the cancel stands, though the claim raises (and its scope rolls back)
+        log.info("job %s: cancelled (its cancel was requested before it could resume)", job_id)
+        raise InvalidTransition(JobStatus(cancelled.status), JobStatus.running) from None
 
 
 def _held(job_id: str, attempt: int):
@@ -104,20 +129,30 @@ def record_progress(session: Session, job_id: str, epoch: int, step: int, total_
     return result.rowcount == 1
 
 
-def set_resumed_from(session: Session, job_id: str, attempt: int, epoch: int,
-                     step: int) -> None:
+def set_resumed_from(session: Session, job_id: str, attempt: int, epoch: int, step: int,
+                     progress_epoch: int) -> None:
+    """The attempt resumes in `epoch` at `step`; its progress shows `progress_epoch` (the
+    epoch before, when it resumes at an epoch's first mini-batch)."""
     session.execute(update(Job).where(_held(job_id, attempt))
-                    .values(resumed_from={"epoch": epoch, "step": step}, epoch=epoch,
+                    .values(resumed_from={"epoch": epoch, "step": step}, epoch=progress_epoch,
                             step=step).execution_options(synchronize_session=False))
 
 
 def requeue(session: Session, job_id: str, attempt: int | None, graceful: bool,
-            reason: str) -> Job:
-    """running -> queued, to be resumed from its latest checkpoint by whoever claims it next.
-    A graceful stop does not use up one of the job's max_attempts."""
+            reason: str, final_metrics: dict | None = None) -> Job:
+    """running -> queued, to be resumed from its latest checkpoint by whoever claims it next;
+    or -> cancelled when its cancel was requested (the returned job says which). A graceful
+    stop does not use up one of the job's max_attempts."""
     extra = {"graceful_stops": Job.graceful_stops + 1} if graceful else {}
-    job = transition(session, job_id, JobStatus.queued, attempt=attempt, worker=None,
-                     enqueued_at=None, **extra)
+    try:
+        job = transition(session, job_id, JobStatus.queued, attempt=attempt,
+                         unless_cancel_requested=True, worker=None, enqueued_at=None, **extra)
+    except CancelRequested:
+        job = _cancel_instead(session, job_id, attempt, JobStatus.running,
+                              final_metrics=final_metrics)
+        log.info("job %s: cancelled, not requeued (%s; its cancel was requested)", job_id,
+                 reason)
+        return job
     log.info("job %s: back to queued (%s)", job_id, reason)
     return job
 
@@ -131,29 +166,31 @@ def mark_enqueued(session: Session, job_id: str) -> None:
 
 def request_cancel(session: Session, job_id: str) -> Job:
     """A queued job is cancelled at once; a running one is flagged for its loop to see, or
-    cancelled at once when its lease has expired (its worker is gone)."""
-    try:
-        return transition(session, job_id, JobStatus.cancelled,
-                          from_states=frozenset({JobStatus.queued}))
-    except InvalidTransition as exc:
-        if exc.current is not JobStatus.running:
-            raise
-    lapsed = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value,
-                          or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()))
-        .values(status=JobStatus.cancelled.value, cancel_requested=True, updated_at=utcnow(),
-                finished_at=utcnow(), lease_expires_at=None,
-                error="cancelled while its worker was unreachable")
-        .execution_options(synchronize_session=False))
-    if lapsed.rowcount == 0:
-        session.execute(
-            update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value)
-            .values(cancel_requested=True, updated_at=utcnow())
+    cancelled at once when its lease has expired (its worker is gone). A job that goes
+    from running back to queued meanwhile (handed back) is cancelled as a queued one."""
+    while True:
+        try:
+            return transition(session, job_id, JobStatus.cancelled,
+                              from_states=frozenset({JobStatus.queued}))
+        except InvalidTransition as exc:
+            if exc.current is not JobStatus.running:
+                raise
+        running = (Job.id == job_id, Job.status == JobStatus.running.value)
+        lapsed = session.execute(
+            update(Job).where(*running, or_(Job.lease_expires_at.is_(None),
+                                            Job.lease_expires_at < utcnow()))
+            .values(status=JobStatus.cancelled.value, cancel_requested=True,
+                    updated_at=utcnow(), finished_at=utcnow(), lease_expires_at=None,
+                    error="cancelled while its worker was unreachable")
             .execution_options(synchronize_session=False))
-    job = session.get(Job, job_id, populate_existing=True)
-    if job.status != JobStatus.running.value and not lapsed.rowcount:
-        raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled)  # it just ended
-    return job
+        flagged = lapsed.rowcount or session.execute(
+            update(Job).where(*running).values(cancel_requested=True, updated_at=utcnow())
+            .execution_options(synchronize_session=False)).rowcount
+        job = session.get(Job, job_id, populate_existing=True)
+        if flagged:
+            return job
+        if job.status != JobStatus.queued.value:
+            raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled)  # it ended
 
 
 def cancel_requested(session: Session, job_id: str) -> bool:
@@ -165,6 +202,7 @@ def cancel_requested(session: Session, job_id: str) -> bool:
 class Reaped:
     requeued: list[str] = field(default_factory=list)  # lease expired: to resume
     failed: list[str] = field(default_factory=list)  # lease expired past max_attempts
+    cancelled: list[str] = field(default_factory=list)  # lease expired, cancel requested
     unsent: list[str] = field(default_factory=list)  # queued, no record of a message
 
 
@@ -181,21 +219,26 @@ def reap(session: Session, enqueue_grace_seconds: float, now: datetime | None = 
         if not got:
             return outcome  # another worker is reaping right now
     expired = session.execute(
-        select(Job.id, Job.attempts, Job.graceful_stops, Job.max_attempts, Job.worker)
+        select(Job.id, Job.attempts, Job.graceful_stops, Job.max_attempts, Job.worker,
+               Job.cancel_requested)
         .where(Job.status == JobStatus.running.value, Job.lease_expires_at < now)).all()
     for job in expired:
         lost = job.attempts - job.graceful_stops
         try:
-            if lost >= job.max_attempts:
+            if job.cancel_requested:  # its worker is gone: nothing is left to stop
+                _cancel_instead(session, job.id, job.attempts, JobStatus.running)
+                outcome.cancelled.append(job.id)
+            elif lost >= job.max_attempts:
                 transition(session, job.id, JobStatus.failed, attempt=job.attempts,
                            error=f"its worker was lost {lost} times (max_attempts "
                                  f"{job.max_attempts}); last on {job.worker}")
                 outcome.failed.append(job.id)
             else:
-                requeue(session, job.id, job.attempts, graceful=False,
-                        reason=f"lease expired on {job.worker}; resuming from the latest "
-                               "checkpoint")
-                outcome.requeued.append(job.id)
+                after = requeue(session, job.id, job.attempts, graceful=False,
+                                reason=f"lease expired on {job.worker}; resuming from the "
+                                       "latest checkpoint")
+                (outcome.requeued if after.status == JobStatus.queued.value
+                 else outcome.cancelled).append(job.id)
         except InvalidTransition:
             pass  # it changed under us: its worker came back, or it was cancelled
     cutoff = now - timedelta(seconds=enqueue_grace_seconds)

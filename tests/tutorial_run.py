@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 REFERENCE = Path(__file__).with_name("data") / "tutorial_reference.json"
 TUTORIAL_HP = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
                "momentum": 0.9, "log_every": 2000, "seed": 0}
@@ -24,8 +22,9 @@ def cifar10():
     from core.imagedata import build_dataset
     from core.uploads.archives import Limits
     from core.uploads.materialize import UploadOptions, materialize
+    from tests.procs import shared_dir
 
-    result = materialize(ARCHIVE, UploadOptions(), Limits(250_000, 4 * 1024**3, 16_000_000))
+    result = materialize(shared_dir() / "datasets" / "cifar10-jpg.tar.gz", UploadOptions(), Limits(250_000, 4 * 1024**3, 16_000_000))
     return build_dataset("cifar10", result.classes, result.train, result.test)
 
 
@@ -35,14 +34,16 @@ def run() -> dict:
 
     import models
     from core.jobspec import Hyperparameters
-    from worker.loop import NullReporter, fit
+    from worker.control import RunControl
+    from worker.loop import fit
+    from worker.reporting import NullReporter
 
     dataset = cifar10()
     hp = Hyperparameters(**TUTORIAL_HP)
     torch.manual_seed(hp.seed)
     model = models.build("lenet", dataset.shape, len(dataset.classes))
     reporter = NullReporter()
-    fit(model, dataset, hp, torch.device("cpu"), reporter)
+    fit(model, dataset, hp, torch.device("cpu"), RunControl(reporter))
     loss = [[p.epoch, p.batch, p.step, float(p.value).hex()]
             for p in reporter.points if p.name == "loss"]
     epochs: dict[int, dict[str, str]] = {}

@@ -28,6 +28,7 @@ from core.jobspec import Hyperparameters
 from worker.checkpoints import training_state_of
 from worker.data import read_dataset
 from worker.distributed import join, leave
+from worker.control import RunControl
 from worker.loop import fit
 from worker.ranks import HOST, START_TIMEOUT_S, group_store, ready_key
 
@@ -86,8 +87,9 @@ def main(config: dict) -> None:
     store.set(ready_key(rank), "1")
     group = join(rank, world_size, device, group_store(store))
     try:
-        result = fit(model, dataset, hp, device, SilentReporter(), resume_from=resume,
-                     dist=group, device_dataset_fraction=settings.device_dataset_fraction)
+        control = RunControl(SilentReporter(), dist=group,
+                             device_dataset_fraction=settings.device_dataset_fraction)
+        result = fit(model, dataset, hp, device, control, resume_from=resume)
     finally:
         leave()
     log.info("finished at step %d", result.step)

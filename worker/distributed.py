@@ -101,12 +101,14 @@ class Distributed:
         else:
             state.start_accumulators(self.device)
 
-    def agree(self, step: int, wanted: str | None, save_wanted: bool) -> tuple[str | None, bool]:
+    def agree(self, step: int, wanted: str | None, save_wanted: bool,
+              force: bool = False) -> tuple[str | None, bool]:
         """(stop reason, checkpoint now?) as rank 0 decided, the same on every rank: at sync
-        steps; (None, False) between them, while rank 0's wishes wait for the next one."""
+        steps, and whenever every rank asks with force (an epoch's end); (None, False)
+        between them, while rank 0's wishes wait for the next one."""
         self._wanted = self._wanted or wanted
         self._save_wanted = self._save_wanted or save_wanted
-        if step < self.next_sync:
+        if step < self.next_sync and not force:
             return None, False
         verdict = torch.zeros(3, dtype=torch.int64)
         if self.is_main:

@@ -7,7 +7,7 @@ import threading
 
 from core import jobs
 from core.db import session_scope
-from worker.loop import StopFlag
+from worker.control import StopFlag
 
 log = logging.getLogger(__name__)
 

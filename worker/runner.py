@@ -36,7 +36,10 @@ from worker.checkpoints import CheckpointWriter, ResumeWriter, training_state_of
 from worker.data import DatasetUnavailable, read_dataset
 from worker.heartbeat import LeaseHeartbeat
 from worker.joblog import job_logging
-from worker.loop import CheckpointPolicy, FitResult, Metric, StopFlag, fit, resolve_device
+from worker.control import CheckpointPolicy, RunControl, StopFlag, progress_epoch
+from worker.loop import FitResult, fit
+from worker.recipe import resolve_device
+from worker.reporting import Metric
 from worker.ranks import process_group, rank_devices
 from worker.sink import DatabaseOutage, JobReporter, is_outage
 from worker.tensorboard import TensorBoardLog
@@ -95,12 +98,15 @@ def run(job_id: str, worker_name: str) -> str:
                                                    "status": JobStatus.running.value,
                                                    "worker": worker_name,
                                                    "device": str(device), "attempt": attempt}])
-    reporter = JobReporter(job_id, settings, redis_client, attempt=attempt, spec=spec)
+    # Set by SIGTERM, the lease's heartbeat, or the reporter's poll of the cancel flag.
+    stop = StopFlag()
+    reporter = JobReporter(job_id, settings, redis_client, attempt=attempt, spec=spec,
+                           stop=stop)
     with job_logging(job_id, attempt) as log_capture:
         reporter.log_capture = log_capture
         try:
             return _run_attempt(job_id, attempt, spec, devices, worker_name, settings,
-                                redis_client, reporter)
+                                redis_client, reporter, stop)
         finally:
             reporter.close()  # its background writer thread ends with the job
             try:  # the last log lines (how it ended); never wait on a database outage
@@ -110,11 +116,10 @@ def run(job_id: str, worker_name: str) -> str:
 
 
 def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_name: str,
-                 settings, redis_client, reporter: JobReporter) -> str:
+                 settings, redis_client, reporter: JobReporter, stop: StopFlag) -> str:
     device = devices[0]
     log.info("job %s: attempt %d claimed by %s on device %s", job_id, attempt, worker_name,
              device)
-    stop = StopFlag()
     store = get_store()
     result: FitResult | None = None
     try:
@@ -139,7 +144,8 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
             elif resume is not None:
                 with session_scope() as session:
                     jobs.set_resumed_from(session, job_id, attempt, resume["epoch"],
-                                          resume["step"])
+                                          resume["step"],
+                                          progress_epoch(resume["epoch"], resume["batch"]))
                 log.info("job %s: resuming at epoch %d, step %d", job_id, resume["epoch"],
                          resume["step"])
             resume_writer = ResumeWriter(job_id, spec, dataset, store, reporter.pending_points)
@@ -147,15 +153,16 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
             ranks = (process_group(job_id, hp, devices, spec, source, resume_file)
                      if hp.world_size > 1 else nullcontext(None))
             with ranks as dist:
-                result = fit(model, dataset, hp, device, reporter,
-                             settings.cancel_check_seconds,
-                             on_epoch_end=CheckpointWriter(job_id, spec, dataset, store,
-                                                           reporter.record_checkpoint),
-                             resume_from=resume, stop=stop, checkpoint=resume_writer,
-                             policy=CheckpointPolicy(settings.checkpoint_every_steps,
-                                                     settings.checkpoint_every_seconds),
-                             max_seconds=spec.get("max_runtime_seconds"), dist=dist,
-                             device_dataset_fraction=settings.device_dataset_fraction)
+                control = RunControl(
+                    reporter, check_every_s=settings.cancel_check_seconds, stop=stop,
+                    checkpoint=resume_writer,
+                    policy=CheckpointPolicy(settings.checkpoint_every_steps,
+                                            settings.checkpoint_every_seconds),
+                    on_epoch_end=CheckpointWriter(job_id, spec, dataset, store,
+                                                  reporter.record_checkpoint),
+                    max_seconds=spec.get("max_runtime_seconds"), dist=dist,
+                    device_dataset_fraction=settings.device_dataset_fraction)
+                result = fit(model, dataset, hp, device, control, resume_from=resume)
             if result.stop_reason in ("preempt", "db_outage"):
                 resume_writer(result.state)
             if result.stop_reason != "db_outage":
@@ -189,7 +196,8 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
         # A stop we did not arrange (SystemExit, KeyboardInterrupt): hand the job back; it
         # resumes from its latest checkpoint. Then let the process go down as asked.
         _keep_logged_points(reporter)
-        _requeue(job_id, attempt, "interrupted: the worker shut down while it ran")
+        _requeue(job_id, attempt, "interrupted: the worker shut down while it ran",
+                 redis_client, settings)
         raise
     finally:
         if reporter.tensorboard is not None:
@@ -210,7 +218,8 @@ def _conclude(job_id: str, attempt: int, result: FitResult, redis_client, settin
                        final_metrics=result.final_metrics,
                        error="stopped: it ran longer than max_runtime_seconds")
     if reason == "preempt":
-        return _requeue(job_id, attempt, "graceful stop: the worker is shutting down")
+        return _requeue(job_id, attempt, "graceful stop: the worker is shutting down",
+                        redis_client, settings, result.final_metrics)
     if reason == "db_outage":
         log.error("job %s: the database was unreachable for more than %gs; stopped with a "
                   "resume checkpoint (and its unwritten points) for a later attempt", job_id,
@@ -308,14 +317,18 @@ def load_initial_weights(model, spec: dict, dataset: ImageDataset, store,
     log.info("initialised from job %s epoch %d", spec["init_from"]["job_id"], row.epoch)
 
 
-def _requeue(job_id: str, attempt: int, reason: str) -> str:
-    """Hand the job back (queued) for any worker to resume. Its message is not sent from
-    here: this worker is going down and, with a broker like the embedded one, could take
-    the message itself. A reaper (of this worker's successor or of any other) re-sends it
-    once enqueue_grace_seconds have passed."""
+def _requeue(job_id: str, attempt: int, reason: str, redis_client, settings,
+             final_metrics: dict | None = None) -> str:
+    """Hand the job back (queued) for any worker to resume, or end it `cancelled` when its
+    cancel was requested meanwhile. Its message is not sent from here: this worker is going
+    down and, with a broker like the embedded one, could take the message itself. A reaper
+    (of this worker's successor or of any other) re-sends it once enqueue_grace_seconds
+    have passed."""
+    final = finite_values(final_metrics) if final_metrics else None
     try:
         with session_scope() as session:
-            jobs.requeue(session, job_id, attempt, graceful=True, reason=reason)
+            status_now = jobs.requeue(session, job_id, attempt, graceful=True, reason=reason,
+                                      final_metrics=final).status
     except InvalidTransition as exc:
         log.info("job %s: not requeued (%s)", job_id, exc)
         return exc.current.value
@@ -327,7 +340,12 @@ def _requeue(job_id: str, attempt: int, reason: str) -> str:
         log.warning("job %s: could not hand it back (database unreachable); a reaper "
                     "requeues it once its lease expires", job_id)
         return "interrupted"
-    return JobStatus.queued.value
+    if status_now == JobStatus.cancelled.value:
+        log.info("job %s: cancelled", job_id)
+        events.publish_or_warn(redis_client, job_id, [{"type": "status", "status": status_now,
+                                                       "error": None, "final_metrics": final}],
+                               expire_seconds=settings.events_ttl_seconds)
+    return status_now
 
 
 def _finish(job_id: str, attempt: int | None, status: JobStatus, redis_client, settings,

@@ -36,7 +36,8 @@ from core.config import Settings
 from core.db import is_outage, session_scope
 from core.metrics import finite, finite_values
 from core.tables import Checkpoint, JobLog, utcnow
-from worker.loop import Metric
+from worker.control import StopFlag
+from worker.reporting import Metric
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class JobReporter:
     def __init__(self, job_id: str, settings: Settings, redis_client=None,
                  flush_every_s: float = 0.5, max_buffer: int = 500, attempt: int | None = None,
                  spec: dict | None = None, max_pending: int = 1_000_000,
-                 max_queue: int = 200_000):
+                 max_queue: int = 200_000, stop: StopFlag | None = None):
         self.job_id = job_id
         self.settings = settings
         self.redis = redis_client
@@ -144,6 +145,10 @@ class JobReporter:
         self.retry_at = 0.0
         self.backoff = 1.0
         self.lost: str | None = None  # "cancel" or "lease_lost" once the row says so
+        # Set as soon as `lost` is: the loop reads it after every mini-batch, so a cancel
+        # lands within one poll (cancel_check_seconds) and a step of its request.
+        self.stop = stop
+        self._cancel_read_at = 0.0
         self.events_down_since: float | None = None
         self.events_retry_at = 0.0
         self.events_backoff = 1.0
@@ -302,14 +307,20 @@ class JobReporter:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._wake or self._closing,
-                                    timeout=self.flush_every_s)
+                                    timeout=min(self.flush_every_s,
+                                                self.settings.cancel_check_seconds))
                 self._wake = False
                 if self._closing:
                     return
                 check_cancel, self._check_cancel = self._check_cancel, False
+            # Asked (should_stop), or on its own every cancel_check_seconds: a loop whose
+            # epochs and log intervals are short asks rarely, or never between epochs.
+            check_cancel = check_cancel or (time.monotonic() - self._cancel_read_at
+                                            >= self.settings.cancel_check_seconds)
             try:
                 written = self._try_write()
                 if written and check_cancel and self.lost is None:
+                    self._cancel_read_at = time.monotonic()
                     self._read_cancel()
             except BaseException as exc:  # a statement the database rejected: the loop's
                 log.exception("job %s: the metric writer failed", self.job_id)
@@ -322,7 +333,7 @@ class JobReporter:
         try:
             with session_scope() as session:
                 if jobs.cancel_requested(session, self.job_id):
-                    self.lost = "cancel"
+                    self._lose("cancel")
         except DBAPIError as exc:
             # The database can go down between the write and this read: that is an
             # outage like any other (buffer and train on), not a reason to fail the job.
@@ -330,6 +341,12 @@ class JobReporter:
                 raise
             with self._write_lock:
                 self._outage(exc)
+
+    def _lose(self, reason: str) -> None:
+        """The job is no longer this attempt's to train: cancelled, or its lease lost."""
+        self.lost = self.lost or reason
+        if self.stop is not None:
+            self.stop.set(self.lost)
 
     def _raise_writer_error(self) -> None:
         if self._error is not None:
@@ -367,7 +384,7 @@ class JobReporter:
             if progress is not None and not jobs.record_progress(
                     session, self.job_id, *progress, self.settings.lease_seconds,
                     attempt=self.attempt):
-                self.lost = self.lost or "lease_lost"
+                self._lose("lease_lost")
             for row in rows:
                 self._store_checkpoint_row(session, row)
         # Committed: only now forget them (only this writer removes, from the front).

@@ -1,11 +1,13 @@
 """A job outlives its worker (distributed mode, real processes): SIGKILL of the whole worker
-mid-epoch, again and again, and SIGTERM to the worker's main process alone."""
+mid-epoch, again and again, and SIGTERM to the worker's main process alone; and a cancel or
+max_runtime_seconds stops it however short its epochs, or while it is being handed back."""
 from __future__ import annotations
 
 import os
 import signal
 import time
 import uuid
+from datetime import datetime
 
 import httpx
 import pytest
@@ -43,15 +45,15 @@ def stack(tmp_path_factory):
         return proc
 
     try:
-        yield {"base": base, "new_worker": new_worker}
+        yield {"base": base, "new_worker": new_worker, "workers": workers}
     finally:
         api.stop()
         for proc in workers:
             proc.stop()
 
 
-def submit(base: str) -> str:
-    resp = httpx.post(f"{base}/jobs", json=JOB, timeout=30)
+def submit(base: str, spec: dict = JOB) -> str:
+    resp = httpx.post(f"{base}/jobs", json=spec, timeout=30)
     assert resp.status_code == 201, resp.text
     return resp.json()["id"]
 
@@ -124,3 +126,66 @@ def test_r1b_sigterm_to_the_main_process_hands_the_job_back(stack):
     assert final["attempts"] == 2
     steps = [p["step"] for p in loss_points(base, job_id)]
     assert steps == sorted(set(steps)) and len(steps) == 3 * (STEPS_PER_EPOCH // 50)
+
+
+CANCEL_CHECK_S = 0.5  # the stack's TRAINHUB_CANCEL_CHECK_SECONDS
+# Epochs of 360 mini-batches (a few tenths of a second) and no loss point in any of them
+# (log_every 2000): the loop used to ask about cancellation only at log points or after
+# the check interval within one epoch, so a job like this never asked.
+SHORT_EPOCHS = {"model": "lenet", "dataset": "digits",
+                "hyperparameters": {"epochs": 200, "batch_size": 4}}
+
+
+def only_worker(stack) -> Proc:
+    """A fresh worker, and no other: the job goes to the one the test signals."""
+    for proc in stack["workers"]:
+        if proc.popen.poll() is None:
+            proc.stop()
+    return stack["new_worker"]()
+
+
+def at(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+def test_r5_a_cancel_lands_within_the_check_interval_though_epochs_are_shorter(stack):
+    base = stack["base"]
+    only_worker(stack)
+    job_id = submit(base, SHORT_EPOCHS)
+    wait_step(base, job_id, 360 * 3 + 100)  # a few epochs in
+    asked = time.time()
+    resp = httpx.post(f"{base}/jobs/{job_id}/cancel", timeout=10)
+    assert resp.status_code == 202 and resp.json()["cancel_requested"], resp.text
+    final = wait_status(base, job_id, timeout=60)
+    assert final["status"] == "cancelled", final
+    one_step = 4 / final["metrics"]["samples_per_second"]
+    took = at(final["finished_at"]) - asked
+    assert took <= CANCEL_CHECK_S + 1.0 + one_step, (took, one_step)
+    assert final["progress"]["step"] < 200 * 360
+
+
+def test_r6_max_runtime_seconds_fails_the_job_within_seconds(stack):
+    base = stack["base"]
+    only_worker(stack)
+    job_id = submit(base, {**SHORT_EPOCHS, "max_runtime_seconds": 2})
+    final = wait_status(base, job_id, timeout=60)
+    assert final["status"] == "failed", final
+    assert "max_runtime_seconds" in final["error"]
+    assert at(final["finished_at"]) - at(final["started_at"]) <= 5.0, final
+
+
+def test_r7_a_cancel_during_a_graceful_hand_back_ends_the_job_cancelled(stack):
+    base = stack["base"]
+    worker = only_worker(stack)
+    job_id = submit(base)
+    wait_step(base, job_id, 300)
+    os.kill(worker.popen.pid, signal.SIGTERM)  # the worker hands the job back...
+    resp = httpx.post(f"{base}/jobs/{job_id}/cancel", timeout=10)  # ...as the user cancels
+    assert resp.status_code == 202, resp.text
+    worker.popen.wait(timeout=GRACEFUL_STOP_BOUND_S + 5)
+    stack["new_worker"]()  # a worker that would resume it if it were queued
+    final = wait_status(base, job_id, timeout=30)
+    assert final["status"] == "cancelled", final
+    time.sleep(5)  # past the reaper's re-send of a queued job (1 s passes, 2 s grace)
+    again = job(base, job_id)
+    assert again["status"] == "cancelled" and again["attempts"] == 1, again

@@ -166,3 +166,47 @@ def test_claim_is_idempotent_for_duplicate_messages():
     with pytest.raises(InvalidTransition), session_scope() as session:
         jobs.claim(session, job_id, f"w-{uuid.uuid4().hex[:4]}@test", "cpu", 60)
     assert row(job_id).attempts == 1
+
+
+def request_cancel(job_id: str) -> Job:
+    with session_scope() as session:
+        return jobs.request_cancel(session, job_id)
+
+
+def test_a_job_handed_back_after_its_cancel_was_requested_ends_cancelled():
+    job_id = new_job()
+    attempt = claim(job_id)
+    assert request_cancel(job_id).status == "running"  # flagged for its loop
+    with session_scope() as session:
+        job = jobs.requeue(session, job_id, attempt, graceful=True, reason="test",
+                           final_metrics={"eval_accuracy": 0.5})
+    assert job.status == "cancelled"
+    stored = row(job_id)
+    assert stored.status == "cancelled" and stored.final_metrics == {"eval_accuracy": 0.5}
+    assert stored.finished_at is not None and stored.lease_expires_at is None
+    with pytest.raises(InvalidTransition):
+        claim(job_id)  # never run again
+
+
+def test_a_queued_job_whose_cancel_was_requested_is_cancelled_when_claimed():
+    job_id = new_job()
+    claim(job_id)
+    with session_scope() as session:  # the race: the flag lands between the check and
+        session.execute(update(Job).where(Job.id == job_id)  # the hand-back's update
+                        .values(status="queued", cancel_requested=True))
+    with pytest.raises(InvalidTransition) as refused:
+        claim(job_id, "w2@test")
+    assert refused.value.current is JobStatus.cancelled
+    assert row(job_id).status == "cancelled" and row(job_id).attempts == 1
+
+
+def test_the_reaper_cancels_a_lost_job_whose_cancel_was_requested():
+    job_id, spent = new_job(), new_job(max_attempts=1)
+    for each in (job_id, spent):
+        claim(each)
+        request_cancel(each)
+        expire(each)
+    outcome = reap()
+    assert {job_id, spent} <= set(outcome.cancelled)
+    assert job_id not in outcome.requeued and spent not in outcome.failed
+    assert row(job_id).status == row(spent).status == "cancelled"

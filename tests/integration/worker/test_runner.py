@@ -176,7 +176,7 @@ def preempt_when(monkeypatch, logged=lambda points: True) -> None:
     """The runner's graceful stop, in process: set its StopFlag (what SIGTERM sets) once
     the reporter is handed points that `logged` accepts; monkeypatch.undo() ends it."""
     import worker.runner as runner
-    from worker.loop import StopFlag
+    from worker.control import StopFlag
 
     flags: list[StopFlag] = []
 
@@ -212,3 +212,56 @@ def test_a_sigterm_hands_the_job_back_with_a_resume_checkpoint(monkeypatch):
     assert job.resumed_from["step"] >= 5
     steps = [p.step for p in points(job_id) if p.name == "loss"]
     assert steps == sorted(set(steps))
+
+
+def test_a_cancel_requested_while_the_job_is_handed_back_ends_it_cancelled(monkeypatch):
+    from core.artifacts import resume_key
+
+    job_id = create_job()
+
+    def cancel_then_preempt(pts) -> bool:
+        with session_scope() as session:  # the user's cancel lands just as SIGTERM does
+            jobs.request_cancel(session, job_id)
+        return True
+
+    preempt_when(monkeypatch, cancel_then_preempt)
+    assert run(job_id, "test-worker") == "cancelled"
+    monkeypatch.undo()
+    job = load_job(job_id)
+    assert job.status == "cancelled" and job.attempts == 1 and job.error is None
+    assert get_store().exists(resume_key(job_id))  # what it trained is kept
+    assert run(job_id, "test-worker") == "skipped"  # a stray message runs nothing
+    assert load_job(job_id).attempts == 1
+    assert [e["status"] for e in stream_events(job_id) if e["type"] == "status"][-1] == \
+        "cancelled"
+
+
+def test_a_cancel_reaches_a_loop_whose_epochs_are_shorter_than_the_check(monkeypatch):
+    """No loss point (log_every past the epoch) and epochs far shorter than the check
+    interval: the reporter's own poll of the cancel flag stops it."""
+    import time
+
+    monkeypatch.setenv("TRAINHUB_CANCEL_CHECK_SECONDS", "0.5")
+    get_settings.cache_clear()
+    spec = JobSpec(model="mlp", dataset="digits", device="cpu", hyperparameters={
+        "epochs": 1000, "batch_size": 64, "log_every": 2000}).resolved()
+    with session_scope() as session:
+        job_id = jobs.create_job(session, spec).id
+    cancelled_at = []
+
+    def cancel_later():
+        time.sleep(1.5)
+        with session_scope() as session:
+            jobs.request_cancel(session, job_id)
+        cancelled_at.append(time.monotonic())
+
+    import threading
+    threading.Thread(target=cancel_later, daemon=True).start()
+    try:
+        assert run(job_id, "test-worker") == "cancelled"
+        took = time.monotonic() - cancelled_at[0]
+    finally:
+        get_settings.cache_clear()
+    job = load_job(job_id)
+    assert job.status == "cancelled" and 0 < job.epoch < 1000
+    assert took < 0.5 + 1.0, took

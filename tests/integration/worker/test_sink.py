@@ -15,7 +15,7 @@ from core.config import get_settings
 from core.db import session_scope, upgrade_schema
 from core.jobspec import JobSpec
 from core.tables import Job, MetricPoint
-from worker.loop import Metric
+from worker.reporting import Metric
 from worker.sink import JobReporter
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1

@@ -14,7 +14,7 @@ from core.config import get_settings
 from core.db import get_engine, session_scope, upgrade_schema
 from core.jobspec import JobSpec
 from core.tables import MetricPoint
-from worker.loop import Metric
+from worker.reporting import Metric
 from worker.sink import JobReporter
 
 pytestmark = pytest.mark.skipif(not get_settings().resolved_database_url.startswith(

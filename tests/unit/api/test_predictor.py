@@ -25,7 +25,8 @@ from core.jobspec import Hyperparameters, JobSpec
 from tests.unit.factories import one_torch_thread
 from worker.checkpoints import build
 from worker.data import _load_digits, digits_split
-from worker.loop import NullReporter, fit
+from worker.control import RunControl
+from worker.loop import fit
 
 MAX_PIXELS = 64_000_000  # core.config's default predict_max_pixels
 
@@ -402,7 +403,7 @@ def checkpoint_blobs():
         files.append(buf.getvalue())
 
     fit(model, dataset, Hyperparameters(**spec["hyperparameters"]), torch.device("cpu"),
-        NullReporter(), on_epoch_end=on_epoch_end)
+        RunControl(on_epoch_end=on_epoch_end))
     return dataset, files
 
 

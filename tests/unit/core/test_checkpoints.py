@@ -25,7 +25,10 @@ from core.imagedata import ImageDataset
 from core.jobspec import Hyperparameters, JobSpec
 from tests.unit.factories import one_torch_thread, synthetic_dataset
 from worker.checkpoints import build
-from worker.loop import EpochEnd, NullReporter, fit, make_optimizer, make_scheduler
+from worker.control import RunControl
+from worker.loop import EpochEnd, fit
+from worker.recipe import make_optimizer, make_scheduler
+from worker.reporting import NullReporter
 
 CPU = torch.device("cpu")
 EPOCHS = 2
@@ -98,7 +101,7 @@ def trained(model_name: str, optimizer: str, scheduler: str, val: float) -> Trai
         g.set_state(end.generator.get_state())
         perms.append(torch.randperm(n_train, generator=g))
 
-    result = fit(model, dataset, hp, CPU, NullReporter(), on_epoch_end=on_epoch_end)
+    result = fit(model, dataset, hp, CPU, RunControl(on_epoch_end=on_epoch_end))
     assert result.epochs_completed == EPOCHS and len(files) == EPOCHS
     last = ends[-1]
     return Trained(model_name, dataset, spec, hp, result.step, files, ends, rands, perms,

@@ -23,7 +23,9 @@ from tests.unit.worker.test_resume import params as resume_params
 from tests.unit.worker.test_resume import run_with_stops
 from worker.accel import Accel, augment_batch
 from worker.data import load_dataset
-from worker.loop import NullReporter, fit
+from worker.control import RunControl
+from worker.loop import fit
+from worker.reporting import NullReporter
 
 CPU = torch.device("cpu")
 TIMING = {"samples_per_second"}
@@ -39,7 +41,8 @@ def run(dataset, params, model=None, on_epoch_end=None):
     model = model if model is not None else models.build("lenet", dataset.shape,
                                                          len(dataset.classes))
     reporter = NullReporter()
-    result = fit(model, dataset, params, CPU, reporter, 1e9, on_epoch_end=on_epoch_end)
+    result = fit(model, dataset, params, CPU,
+                 RunControl(reporter, check_every_s=1e9, on_epoch_end=on_epoch_end))
     points = [(p.name, p.epoch, p.step, p.value) for p in reporter.points
               if p.name not in TIMING]
     return points, result, model

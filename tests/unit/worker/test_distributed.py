@@ -15,7 +15,9 @@ from worker import distributed
 from worker.checkpoints import build_blob, training_state_of
 from worker.data import batches, shard_order
 from worker.distributed import Distributed, join, leave
-from worker.loop import NullReporter, StopFlag, fit
+from worker.control import RunControl, StopFlag
+from worker.loop import fit
+from worker.reporting import NullReporter
 
 CPU = torch.device("cpu")
 TIMING = {"samples_per_second"}
@@ -79,7 +81,8 @@ def train(dataset, hp, dist=None, stop_at=None, resume=None):
                 stop.set("preempt")
 
     reporter = Reporter()
-    result = fit(model, dataset, hp, CPU, reporter, 1e9, stop=stop, dist=dist,
+    result = fit(model, dataset, hp, CPU, RunControl(reporter, check_every_s=1e9, stop=stop,
+                                                     dist=dist),
                  resume_from=training_state_of(resume) if resume else None)
     return reporter.points, result
 
@@ -140,7 +143,7 @@ def test_one_rank_under_nccl_trains_like_the_plain_loop_on_the_gpu():
     torch.manual_seed(hp.seed)
     plain_model = models.build("lenet", dataset.shape, len(dataset.classes))
     plain = NullReporter()
-    fit(plain_model, dataset, hp, cuda, plain, 1e9)
+    fit(plain_model, dataset, hp, cuda, RunControl(plain, check_every_s=1e9))
     store = TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
     group = join(0, 1, cuda, store)
     try:
@@ -148,7 +151,8 @@ def test_one_rank_under_nccl_trains_like_the_plain_loop_on_the_gpu():
         torch.manual_seed(hp.seed)
         model = models.build("lenet", dataset.shape, len(dataset.classes))
         reporter = NullReporter()
-        result = fit(model, dataset, hp, cuda, reporter, 1e9, dist=group)
+        result = fit(model, dataset, hp, cuda, RunControl(reporter, check_every_s=1e9,
+                                                          dist=group))
     finally:
         leave()
     assert result.step == num_batches(64, 4) * 2 and not result.stopped
@@ -177,8 +181,8 @@ def test_no_host_sync_per_batch_on_the_distributed_path(one_rank, monkeypatch):
         calls.clear()
         monkeypatch.setattr(torch.Tensor, "item", counting_item)
         try:
-            result = fit(model, dataset, hp, CPU, NullReporter(), 1e9,
-                         dist=Distributed(0, 1, CPU))
+            result = fit(model, dataset, hp, CPU, RunControl(check_every_s=1e9,
+                                                             dist=Distributed(0, 1, CPU)))
         finally:
             monkeypatch.undo()
         assert result.step == n

@@ -14,7 +14,9 @@ from core.jobspec import Hyperparameters
 from tests.unit.factories import synthetic_dataset
 from worker.data import batches
 from worker.feed import DeviceFeed, dataset_bytes, fits_on_device, place
-from worker.loop import NullReporter, fit
+from worker.control import RunControl
+from worker.loop import fit
+from worker.reporting import NullReporter
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # only compared and passed along: no CUDA call is made
@@ -88,8 +90,8 @@ def _train(dataset, fraction: float, **hp):
     torch.manual_seed(params.seed)
     model: nn.Module = models.build("lenet", dataset.shape, len(dataset.classes))
     reporter = NullReporter()
-    result = fit(model, dataset, params, CPU, reporter, 1e9,
-                 device_dataset_fraction=fraction)
+    result = fit(model, dataset, params, CPU,
+                 RunControl(reporter, check_every_s=1e9, device_dataset_fraction=fraction))
     points = [(p.name, p.epoch, p.step, p.value) for p in reporter.points
               if p.name != "samples_per_second"]
     return points, result

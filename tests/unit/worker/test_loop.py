@@ -15,17 +15,10 @@ from core.imagedata import ImageDataset, Split
 from core.jobspec import Hyperparameters
 from tests.unit.factories import synthetic_dataset
 from worker.data import load_dataset, split_validation
-from worker.loop import (
-    FitResult,
-    Metric,
-    NullReporter,
-    evaluate,
-    fit,
-    make_criterion,
-    make_optimizer,
-    make_scheduler,
-    resolve_device,
-)
+from worker.control import RunControl
+from worker.loop import FitResult, evaluate, fit
+from worker.recipe import make_criterion, make_optimizer, make_scheduler, resolve_device
+from worker.reporting import Metric, NullReporter
 
 CPU = torch.device("cpu")
 EPOCH_METRICS = {"train_loss", "train_accuracy", "eval_loss", "eval_accuracy",
@@ -77,7 +70,7 @@ def run_fit(dataset, params: Hyperparameters, reporter=None, model=None,
     torch.manual_seed(params.seed)  # as worker/runner.py does before building the model
     model = model if model is not None else tiny_model(dataset)
     reporter = reporter if reporter is not None else RecordingReporter()
-    result = fit(model, dataset, params, CPU, reporter, check_every_s)
+    result = fit(model, dataset, params, CPU, RunControl(reporter, check_every_s=check_every_s))
     return result, reporter, model
 
 
@@ -93,7 +86,7 @@ def normalise(split: Split, dataset: ImageDataset) -> torch.Tensor:
     (50, 4, 3, 2),    # 13 batches (last one short), 4 log points per epoch
     (50, 7, 1, 3),    # log every batch
     (48, 4, 4, 2),    # log point on the epoch's last batch
-    (10, 4, 5, 2),    # fewer batches than log_every: no loss points at all
+    (10, 4, 5, 2),    # fewer batches than log_every: one at each epoch's end
     (5, 8, 1, 3),     # batch larger than the split: one short batch per epoch
 ])
 def test_loss_and_epoch_points_follow_the_contract(n, b, k, epochs):
@@ -103,9 +96,11 @@ def test_loss_and_epoch_points_follow_the_contract(n, b, k, epochs):
     per_epoch = math.ceil(n / b)
     per_epoch_points = per_epoch // k
     loss = rep.named("loss")
-    assert len(loss) == per_epoch_points * epochs
-    expected = [(e, j * k, (e - 1) * per_epoch + j * k)
-                for e in range(1, epochs + 1) for j in range(1, per_epoch_points + 1)]
+    if per_epoch < k:  # the mean of all the epoch's mini-batches, at its end
+        expected = [(e, per_epoch, e * per_epoch) for e in range(1, epochs + 1)]
+    else:
+        expected = [(e, j * k, (e - 1) * per_epoch + j * k)
+                    for e in range(1, epochs + 1) for j in range(1, per_epoch_points + 1)]
     assert [(p.epoch, p.batch, p.step) for p in loss] == expected
     assert all(math.isfinite(p.value) and p.value > 0 for p in loss)
 
@@ -228,7 +223,7 @@ def _count_items(monkeypatch, n: int, log_every: int, epochs: int) -> tuple[int,
     rep = RecordingReporter()
     monkeypatch.setattr(torch.Tensor, "item", counting_item)
     try:
-        result = fit(model, dataset, params, CPU, rep, NEVER)
+        result = fit(model, dataset, params, CPU, RunControl(rep, check_every_s=NEVER))
     finally:
         monkeypatch.undo()
     return calls[0], len(rep.named("loss")), result.step
@@ -314,7 +309,7 @@ def test_shuffle_order_comes_from_the_seed_alone():
             torch.manual_seed(rng_noise)  # the global RNG must not pick the order
         rep = RecordingReporter()
         fit(model, dataset, hp(epochs=2, batch_size=4, log_every=1, seed=seed, lr=0.05), CPU,
-            rep, NEVER)
+            RunControl(rep, check_every_s=NEVER))
         return [p.value for p in rep.named("loss")]
 
     assert losses(1) == losses(1, rng_noise=123)
@@ -499,10 +494,11 @@ def test_should_stop_is_consulted_at_every_log_point():
 def test_should_stop_is_consulted_by_time_between_log_points():
     dataset = make_dataset(40, 8)
     rep = RecordingReporter(stop_when=lambda points: False)
-    # log_every larger than an epoch: no log points; check_every_s=0: check every batch
+    # log_every larger than an epoch: no log points (only each epoch's end point);
+    # check_every_s=0: check every batch
     result, rep, _ = run_fit(dataset, hp(epochs=2, batch_size=4, log_every=1000),
                              reporter=rep, check_every_s=0.0)
-    assert not rep.named("loss")
+    assert [(p.batch, p.step) for p in rep.named("loss")] == [(10, 10), (10, 20)]
     assert len(rep.stop_checks) == result.step == 20
     stopping = RecordingReporter(stop_when=lambda points: True)
     result, _, _ = run_fit(dataset, hp(epochs=2, batch_size=4, log_every=1000),
@@ -533,7 +529,7 @@ def test_lenet_learns_digits(tmp_path):
     torch.manual_seed(params.seed)
     model = models.build("lenet", dataset.shape, len(dataset.classes))
     rep = RecordingReporter()
-    result = fit(model, dataset, params, CPU, rep, NEVER)
+    result = fit(model, dataset, params, CPU, RunControl(rep, check_every_s=NEVER))
     assert not result.stopped and result.epochs_completed == 3
     assert result.step == 3 * 360  # 1437 samples at batch 4
     loss = rep.named("loss")
@@ -561,3 +557,18 @@ def test_onecycle_keeps_the_momentum_the_job_asked_for(optimizer, key, value):
         opt.step()
         sched.step()
         assert opt.param_groups[0][key] == value
+
+
+def test_the_readme_default_job_on_digits_draws_a_loss_curve(tmp_path):
+    """{"model": "lenet", "dataset": "digits"}: 360 mini-batches an epoch against the
+    tutorial's log_every 2000, so each epoch ends with the mean of its 360 as its point."""
+    dataset = load_dataset("digits", tmp_path / "datasets", tmp_path / "cache",
+                           allow_download=False)
+    params = Hyperparameters()  # the tutorial's defaults: 2 epochs, batch 4, log_every 2000
+    torch.manual_seed(params.seed)
+    rep = RecordingReporter()
+    fit(models.build("lenet", dataset.shape, len(dataset.classes)), dataset, params, CPU,
+        RunControl(rep, check_every_s=NEVER))
+    loss = rep.named("loss")
+    assert [(p.epoch, p.batch, p.step) for p in loss] == [(1, 360, 360), (2, 360, 720)]
+    assert loss[1].value < loss[0].value

@@ -12,7 +12,9 @@ from core import checkpoints as ckpt
 from core.jobspec import Hyperparameters
 from tests.unit.factories import one_torch_thread, synthetic_dataset
 from worker.checkpoints import build_blob, training_state_of
-from worker.loop import CheckpointPolicy, NullReporter, StopFlag, fit
+from worker.control import CheckpointPolicy, RunControl, StopFlag
+from worker.loop import fit
+from worker.reporting import NullReporter
 
 CPU = torch.device("cpu")
 SPEC = {"model": "lenet", "dataset": "synthetic", "hyperparameters": {}}
@@ -53,7 +55,7 @@ def run_with_stops(dataset, hp, stop_steps: list[int]):
         reporter = StopAtStep(stop, stop_step) if stop_step else NullReporter()
         if resume is not None:
             model.load_state_dict(resume["model_state"])
-        result = fit(model, dataset, hp, CPU, reporter, 1e9, stop=stop,
+        result = fit(model, dataset, hp, CPU, RunControl(reporter, check_every_s=1e9, stop=stop),
                      resume_from=training_state_of(resume) if resume else None)
         points.extend(reporter.points)
         if stop_step is None:
@@ -95,9 +97,10 @@ def test_checkpoint_policy_hands_the_state_over_every_n_steps():
     seen = []
     with one_torch_thread():
         model = models.build("mlp", dataset.shape, len(dataset.classes))
-        fit(model, dataset, params(epochs=2, log_every=100), CPU, NullReporter(), 1e9,
+        fit(model, dataset, params(epochs=2, log_every=100), CPU, RunControl(
+            check_every_s=1e9,
             checkpoint=lambda state: seen.append((state.epoch, state.batch, state.step)),
-            policy=CheckpointPolicy(every_steps=4))
+            policy=CheckpointPolicy(every_steps=4)))
     assert [s for _, _, s in seen] == [4, 8, 12, 16, 20]
     assert seen[2] == (2, 2, 12)  # 10 batches an epoch: step 12 is batch 2 of epoch 2
 
@@ -105,8 +108,8 @@ def test_checkpoint_policy_hands_the_state_over_every_n_steps():
 def test_max_seconds_stops_with_timeout():
     dataset = synthetic_dataset(40, 8, (1, 4, 4), 3, seed=0)
     model = models.build("mlp", dataset.shape, len(dataset.classes))
-    result = fit(model, dataset, params(epochs=1000, log_every=100), CPU, NullReporter(), 0.0,
-                 max_seconds=0.2)
+    result = fit(model, dataset, params(epochs=1000, log_every=100), CPU,
+                 RunControl(check_every_s=0.0, max_seconds=0.2))
     assert result.stopped and result.stop_reason == "timeout"
     # It trained, and stopped long before the end (a loaded machine may not finish even
     # the first epoch in 0.2 s, so the count of whole epochs is not the measure).

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from core import jobs
 from core.jobspec import JobSpec
 from core.tables import Base, MetricPoint
-from worker.loop import Metric
+from worker.reporting import Metric
 from worker.sink import copy_text, insert_points
 
 

@@ -8,7 +8,9 @@ import models
 from core.imagedata import ImageDataset, Split
 from core.jobspec import Hyperparameters
 from worker import loop
-from worker.loop import NullReporter, fit
+from worker.control import RunControl
+from worker.loop import fit
+from worker.reporting import NullReporter
 from worker.tuning import NATIVE_CONV_MAX_MACS, conv_macs, cpu_kernels, use_onednn
 
 
@@ -69,7 +71,7 @@ def test_fit_trains_lenet_at_batch_4_with_native_convolutions(monkeypatch):
     dataset = ImageDataset("t", [str(i) for i in range(10)], split, split, [0.5] * 3, [0.25] * 3)
     before = torch.backends.mkldnn.enabled, torch.get_num_threads()
     fit(models.build("lenet", (3, 32, 32), 10), dataset, Hyperparameters(epochs=2, batch_size=4),
-        torch.device("cpu"), NullReporter())
+        torch.device("cpu"), RunControl(NullReporter()))
     assert seen == [(False, 1), (False, 1)]  # native kernels, one thread
     # Evaluation and later jobs: unchanged.
     assert (torch.backends.mkldnn.enabled, torch.get_num_threads()) == before
