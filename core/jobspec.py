@@ -128,14 +128,24 @@ class Hyperparameters(BaseModel):
         return value
 
 
+def _epoch_as_text(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 class InitFrom(BaseModel):
     """Start from another job's weights (fine-tuning); the optimizer starts fresh."""
 
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(pattern=ID_REGEX)
-    checkpoint: str = Field("best", pattern=REF_REGEX,
-                            description="latest, best or an epoch number")
+    # An epoch may be given as the number it is (7) as well as text ("7"); stored as text.
+    checkpoint: Annotated[str, BeforeValidator(_epoch_as_text), WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": REF_REGEX},
+                   {"type": "integer", "minimum": 0, "maximum": 999_999}],
+         "default": "best", "description": "latest, best or an epoch number"})] = Field(
+        "best", pattern=REF_REGEX)
 
 
 class JobSpec(BaseModel):

@@ -271,3 +271,20 @@ def test_every_amp_is_valid_on_every_device(device):
                                        "hyperparameters": {"amp": amp, "compile": True,
                                                            "channels_last": True}})
         assert spec.hyperparameters.amp == amp and spec.hyperparameters.compile
+
+
+@pytest.mark.parametrize("given, stored", [(7, "7"), ("7", "7"), (0, "0"), ("best", "best"),
+                                           ("latest", "latest")])
+def test_init_from_checkpoint_takes_an_epoch_as_a_number_or_text(given, stored):
+    job_id = "a" * 32
+    spec = JobSpec(model="lenet", dataset="digits",
+                   init_from={"job_id": job_id, "checkpoint": given}).resolved()
+    assert spec["init_from"] == {"job_id": job_id, "checkpoint": stored}
+
+
+@pytest.mark.parametrize("bad", [-1, 10**6, True, 1.5, "first"])
+def test_init_from_checkpoint_refuses_what_is_not_latest_best_or_an_epoch(bad):
+    with pytest.raises(ValidationError) as refused:
+        JobSpec(model="lenet", dataset="digits",
+                init_from={"job_id": "a" * 32, "checkpoint": bad})
+    assert refused.value.errors()[0]["loc"] == ("init_from", "checkpoint")
