@@ -1,6 +1,7 @@
 """Datasets as uint8 tensors: splits, per-channel statistics, the tensor file format."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +39,29 @@ class ImageDataset:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
 
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
-    x = images.to(torch.float64).div_(255).transpose(0, 1).reshape(images.shape[1], -1)
-    std = x.std(dim=1).clamp_min(1e-6)
-    return x.mean(dim=1).tolist(), std.tolist()
+def channel_stats(images: torch.Tensor, chunk_bytes: int = 4 * 2**20
+                  ) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std of uint8 images scaled to [0, 1].
+
+    From each channel's histogram of byte values, counted a slice of images at a time: a
+    float64 copy of the whole set takes 8 times its memory, and more for the transposed copy
+    and the deviations (a 1 GB upload took the process to 9 GB). The sums are exact."""
+    channels = images.shape[1]
+    histograms = torch.zeros(channels, 256, dtype=torch.int64, device=images.device)
+    rows = max(1, chunk_bytes // max(1, images.shape[1:].numel()))
+    for start in range(0, images.shape[0], rows):
+        part = images[start:start + rows]
+        for c in range(channels):
+            histograms[c] += torch.bincount(part[:, c].reshape(-1), minlength=256)
+    values = torch.arange(256, dtype=torch.int64, device=images.device)
+    means, stds = [], []
+    for histogram in histograms:
+        count = int(histogram.sum())
+        s1, s2 = int((histogram * values).sum()), int((histogram * values * values).sum())
+        means.append(s1 / (count * 255))  # int / int: correctly rounded
+        spread = count * s2 - s1 * s1  # count**2 * variance * 255**2, exactly
+        stds.append(max(math.sqrt(spread / (count * max(count - 1, 1) * 255**2)), 1e-6))
+    return means, stds
 
 
 def build_dataset(name: str, classes: list[str], train: Split, test: Split) -> ImageDataset:
