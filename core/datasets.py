@@ -1,5 +1,4 @@
-"""One view of every trainable dataset (the built-ins and the ready uploads), and how many
-mini-batches an epoch of it has: the loop and the API's progress count alike."""
+"""One view of every trainable dataset (the built-ins and the ready uploads)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,17 +48,3 @@ def resolve(session: Session, ref: str, tenant: Tenant = LOCAL_ADMIN) -> Dataset
         raise DatasetNotUsable(f"dataset {ref} is {row.status}{why}")
     return DatasetView(ref, row.name, tuple(row.shape), tuple(row.classes),
                        sum(row.counts["train"].values()), False, row.cache_key)
-
-
-def validation_size(n: int, fraction: float) -> int:
-    """Images held out of n for validation: round(n * fraction), at least one when asked."""
-    return max(1, int(round(n * fraction))) if fraction > 0 else 0
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
-
-
-def steps_per_epoch(train_size: int, batch_size: int, validation_fraction: float) -> int:
-    """Mini-batches per epoch, counted as the loop counts them."""
-    return num_batches(train_size - validation_size(train_size, validation_fraction), batch_size)

@@ -37,3 +37,16 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int):
     module_name, func_name = info.builder.split(":")
     builder: Callable = getattr(import_module(module_name), func_name)
     return builder(tuple(input_shape), int(num_classes))
+
+
+def set_mode(net, training: bool) -> None:
+    """Train or eval mode, the one way the loop switches: a model that cannot take
+    nn.Module.train() (a pair of exported programs, say) defines `set_mode(training)` of its
+    own; reached through a DDP wrapper too (its `module`), which keeps its own flag."""
+    model = getattr(net, "module", net)
+    own = getattr(model, "set_mode", None)
+    if own is None:
+        net.train(training)
+        return
+    own(training)
+    net.training = training

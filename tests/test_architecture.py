@@ -153,6 +153,63 @@ def test_importing_the_api_builds_no_worker_and_no_worker_celery_app():
     assert result.stdout.startswith("ok")
 
 
+# The training loop and what it calls know no I/O of the service: no database, no broker,
+# no Celery, no worker process lifecycle. DDP (worker.ddp) sits on top of the loop.
+TRAINING_CORE = ("worker.loop", "worker.control", "worker.recipe", "worker.reporting",
+                 "worker.state", "worker.accel", "worker.feed", "worker.data",
+                 "worker.tuning")
+# The worker process around a job (Celery, the runner and its threads): DDP's ranks run
+# the loop under the runner, never the other way round.
+WORKER_PROCESS = ("worker.runner", "worker.sink", "worker.celery_app", "worker.tasks",
+                  "worker.heartbeat", "worker.presence", "worker.reaper", "worker.joblog")
+SERVICE_SIDE = WORKER_PROCESS + ("worker.checkpoints", "worker.tensorboard", "core.db",
+                                 "core.tables", "core.jobs", "core.queue", "core.events",
+                                 "sqlalchemy", "celery", "redis")
+
+
+def test_the_training_loop_imports_nothing_of_the_service_and_ddp_sits_on_top():
+    violations = []
+    for path in python_files(REPO):
+        relpath = path.relative_to(REPO).as_posix()
+        module = module_name(relpath)
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=relpath)
+        imported = [(line, name) for line, name in
+                    imported_names(tree, module, relpath.endswith("/__init__.py"))]
+        if module in TRAINING_CORE:
+            violations += [f"{relpath}:{line}: {name}" for line, name in imported
+                           if name.startswith(SERVICE_SIDE)
+                           or (name.startswith("worker.ddp") and not _type_only(tree, line))]
+        if module.startswith("worker.ddp"):
+            violations += [f"{relpath}:{line}: {name}" for line, name in imported
+                           if name.startswith(WORKER_PROCESS)]
+    assert not violations, "\n".join(violations)
+
+
+def _type_only(tree: ast.AST, line: int) -> bool:
+    """Whether the import at `line` sits under `if TYPE_CHECKING:` (annotations only)."""
+    return any(isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+               and node.lineno <= line <= node.end_lineno for node in ast.walk(tree))
+
+
+def test_importing_the_training_loop_imports_no_sqlalchemy():
+    script = ("import sys, worker.loop\n"
+              "leaked = sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('sqlalchemy', 'celery', 'redis', 'psycopg'))\n"
+              "assert not leaked, leaked[:5]\nprint('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stdout + result.stderr
+
+
+def test_the_loop_s_functions_take_at_most_six_parameters():
+    import inspect
+
+    from worker import loop
+
+    for function in (loop.train_one_epoch, loop.fit):
+        assert len(inspect.signature(function).parameters) <= 6, function.__name__
+
+
 # ---- the checker itself -----------------------------------------------------------------
 
 def test_checker_catches_a_function_level_worker_import_in_an_api_module():

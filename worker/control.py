@@ -13,7 +13,7 @@ from worker.reporting import Metric, NullReporter, Reporter
 from worker.state import TrainState
 
 if TYPE_CHECKING:
-    from worker.distributed import Distributed
+    from worker.ddp.group import Distributed
     from worker.loop import EpochEnd
 
 

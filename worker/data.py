@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from core.catalog import BUILTIN_DATASETS, DatasetInfo
-from core.datasets import validation_size
+from core.epochs import validation_size
 from core.imagedata import (
     ImageDataset,
     Split,

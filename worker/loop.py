@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
-from core.datasets import num_batches
+from core.epochs import num_batches
+from models import set_mode
 from core.imagedata import ImageDataset, Split
 from worker.accel import Accel
 from worker.control import RunControl
@@ -23,7 +24,7 @@ from worker.state import TrainState
 from worker.tuning import cpu_kernels, use_onednn
 
 if TYPE_CHECKING:
-    from worker.distributed import Distributed
+    from worker.ddp.group import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def train_one_epoch(state: TrainState, batches: Iterator[tuple[torch.Tensor, tor
     the ranks at log points."""
     optimizer, scaler, dist = state.optimizer, state.scaler, control.dist
     batch_scheduler = state.scheduler if state.scheduler_per_batch else None
-    accel.net.train()
+    set_mode(accel.net, training=True)
     control.start_epoch()
     reason = None
 
@@ -143,7 +144,7 @@ def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tens
     forward, and the shares' batch counts may differ) and the sums are added up.
 
     accel: evaluation under the job's autocast and memory format, eager, never augmented."""
-    model.eval()
+    set_mode(model, training=False)
     autocast = accel.autocast if accel is not None else nullcontext
     device = mean.device  # where the batches are made (the split may be in host memory)
     total_loss = torch.zeros((), device=device, dtype=torch.float64)

@@ -40,7 +40,7 @@ from worker.control import CheckpointPolicy, RunControl, StopFlag, progress_epoc
 from worker.loop import FitResult, fit
 from worker.recipe import resolve_device
 from worker.reporting import Metric
-from worker.ranks import process_group, rank_devices
+from worker.ddp.launch import process_group, rank_devices
 from worker.sink import DatabaseOutage, JobReporter, is_outage
 from worker.tensorboard import TensorBoardLog
 

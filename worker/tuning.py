@@ -22,6 +22,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from models import set_mode
+
 # Up to this many convolution multiply-adds per batch the native kernels are faster.
 NATIVE_CONV_MAX_MACS = 5_000_000
 
@@ -41,12 +43,12 @@ def conv_macs(model: nn.Module, inputs: torch.Tensor) -> int:
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
     was_training = model.training
     try:
-        model.eval()
+        set_mode(model, training=False)
         if hooks:
             with torch.no_grad():
                 model(inputs)
     finally:
-        model.train(was_training)
+        set_mode(model, training=was_training)
         for hook in hooks:
             hook.remove()
     return macs

@@ -26,6 +26,7 @@ from core import checkpoints as ckpt
 from core import datasets, events, jobs, quotas, workers
 from core.artifacts import get_store, job_prefix
 from core.config import get_settings
+from core.epochs import steps_per_epoch
 from core.errors import Conflict
 from core.ids import is_id
 from core.init_from import load_init_from
@@ -129,7 +130,7 @@ def _prepare(session, spec: JobSpec, tenant: Tenant, idempotency_key: str | None
     if spec.name is None and not view.builtin:
         resolved["name"] = f"{spec.model}-{view.name}"
     hp = spec.hyperparameters
-    total_steps = hp.epochs * datasets.steps_per_epoch(view.train_size, hp.batch_size,
+    total_steps = hp.epochs * steps_per_epoch(view.train_size, hp.batch_size,
                                                        hp.validation_fraction)
     session.rollback()  # read only: its connection goes back while the request waits its turn
     return _Submission(resolved, total_steps, digest)

@@ -66,7 +66,7 @@ def log_lines(job_id: str) -> list[str]:
 
 
 def helper_pids() -> list[int]:
-    """This process's children running worker.ddp_rank."""
+    """This process's children running worker.ddp.rank."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -76,7 +76,7 @@ def helper_pids() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == os.getpid() and b"worker.ddp_rank" in cmdline:
+        if ppid == os.getpid() and b"worker.ddp.rank" in cmdline:
             pids.append(int(entry.name))
     return pids
 
@@ -112,7 +112,7 @@ def test_two_cpu_ranks_train_digits_like_one_and_write_each_point_once(caplog):
 def test_a_preempted_ddp_job_resumes_from_its_checkpoint_without_duplicate_points(monkeypatch,
                                                                                   caplog):
     """The runner's graceful stop (what SIGTERM sets), agreed by both ranks mid-epoch."""
-    from worker import distributed
+    from worker.ddp import group as distributed
 
     preempt_when(monkeypatch, lambda pts: any(p.name == "loss" and p.step >= 20 for p in pts))
     # Rank 0 paces the ranks' stop verdicts (about a quarter second apart): here at every
@@ -183,7 +183,7 @@ def test_a_cuda_job_with_more_ranks_than_gpus_fails_before_claiming(monkeypatch)
 
 def test_a_helper_rank_that_cannot_start_fails_the_start_with_its_error():
     from core.jobspec import Hyperparameters
-    from worker.ranks import RankFailed, process_group
+    from worker.ddp.launch import RankFailed, process_group
 
     spec = JobSpec(model="mlp", dataset="digits", device="cpu",
                    hyperparameters={**HP, "world_size": 2}).resolved()

@@ -12,7 +12,7 @@ from core import events, jobs
 from core.artifacts import checkpoint_key, get_store
 from core.catalog import BUILTIN_DATASETS
 from core.config import get_settings
-from core.datasets import steps_per_epoch
+from core.epochs import steps_per_epoch
 from core.db import session_scope, upgrade_schema
 from core.ids import new_id
 from core.jobspec import JobSpec

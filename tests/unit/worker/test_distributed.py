@@ -7,14 +7,14 @@ import torch
 from torch.distributed import TCPStore
 
 import models
-from core.datasets import num_batches
+from core.epochs import num_batches
 from core.imagedata import Split
 from core.jobspec import Hyperparameters
 from tests.unit.factories import one_torch_thread, synthetic_dataset
-from worker import distributed
+from worker.ddp import group as distributed
 from worker.checkpoints import build_blob, training_state_of
 from worker.data import batches, shard_order
-from worker.distributed import Distributed, join, leave
+from worker.ddp.group import Distributed, join, leave
 from worker.control import RunControl, StopFlag
 from worker.loop import fit
 from worker.reporting import NullReporter
@@ -191,31 +191,31 @@ def test_no_host_sync_per_batch_on_the_distributed_path(one_rank, monkeypatch):
 
 
 def test_a_helper_rank_trains_through_the_group_and_writes_nothing(caplog):
-    """worker.ddp_rank's main(), here as the only rank of a group, in this process."""
+    """worker.ddp.rank's main(), here as the only rank of a group, in this process."""
     import logging
 
     from core.config import get_settings
-    from worker import ddp_rank
-    from worker.ranks import parse_record, ready_key
+    from worker.ddp import rank as ddp_rank
+    from worker.ddp.launch import parse_record, ready_key
 
     artifacts = get_settings().artifacts_dir
     before = sorted(artifacts.rglob("*")) if artifacts.exists() else []
     store = TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
     spec = {"model": "mlp", "hyperparameters": {"epochs": 1, "batch_size": 64,
                                                 "log_every": 5}}
-    with one_torch_thread(), caplog.at_level(logging.INFO, logger="worker.ddp_rank"):
+    with one_torch_thread(), caplog.at_level(logging.INFO, logger="worker.ddp.rank"):
         ddp_rank.main({"rank": 0, "world_size": 1, "device": "cpu", "threads": 1,
                        "port": store.port, "spec": spec, "dataset": {"builtin": "digits"},
                        "resume_key": None})
-    records = [r for r in caplog.records if r.name == "worker.ddp_rank"]
+    records = [r for r in caplog.records if r.name == "worker.ddp.rank"]
     assert store.get(ready_key(0)) == b"1"
     assert (sorted(artifacts.rglob("*")) if artifacts.exists() else []) == before
     messages = [r.getMessage() for r in records]
     assert messages[0].startswith("started on cpu") and messages[-1] == "finished at step 23"
     # What rank 0 reads back of each record, and of a line that is not one.
     line = ddp_rank.JsonLines().format(records[0])
-    assert parse_record(line) == (logging.INFO, "worker.ddp_rank", messages[0])
-    assert parse_record("[W gloo] a warning\n") == (logging.WARNING, "worker.ddp_rank",
+    assert parse_record(line) == (logging.INFO, "worker.ddp.rank", messages[0])
+    assert parse_record("[W gloo] a warning\n") == (logging.WARNING, "worker.ddp.rank",
                                                     "[W gloo] a warning")
 
 
@@ -228,7 +228,7 @@ def test_a_helper_rank_trains_through_the_group_and_writes_nothing(caplog):
     ("cuda", 0, "world_size 2 needs 2 CUDA devices on one worker; this worker has 0"),
 ])
 def test_each_rank_gets_a_gpu_of_its_own_or_the_cpu(monkeypatch, requested, gpus, expected):
-    from worker.ranks import rank_devices
+    from worker.ddp.launch import rank_devices
 
     # The one mock the rules allow: the GPUs this machine would have.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)

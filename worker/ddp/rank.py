@@ -1,5 +1,5 @@
-"""A helper rank of a DDP job: `python -m worker.ddp_rank '<json config>'`, started by
-worker.ranks for ranks 1..N-1 (rank 0 is the runner itself).
+"""A helper rank of a DDP job: `python -m worker.ddp.rank '<json config>'`, started by
+worker.ddp.launch for ranks 1..N-1 (rank 0 is the runner itself).
 
 It trains exactly as rank 0 does (same dataset, model, seed and resume state) but writes
 nothing: no metric, no checkpoint, no database row. Its log records go to stdout as JSON
@@ -26,13 +26,13 @@ from core.artifacts import get_store
 from core.config import get_settings
 from core.jobspec import Hyperparameters
 from worker.checkpoints import training_state_of
-from worker.data import read_dataset
-from worker.distributed import join, leave
 from worker.control import RunControl
+from worker.data import read_dataset
+from worker.ddp.group import join, leave
+from worker.ddp.launch import HOST, START_TIMEOUT_S, group_store, ready_key
 from worker.loop import fit
-from worker.ranks import HOST, START_TIMEOUT_S, group_store, ready_key
 
-log = logging.getLogger("worker.ddp_rank")
+log = logging.getLogger("worker.ddp.rank")
 
 
 class JsonLines(logging.Formatter):

@@ -3,7 +3,7 @@ them while the job trains.
 
 Rank 0 stays in the runner's own process (the Celery pool child), so the lease heartbeat,
 the reporter, checkpoints, resume, stop flags and the job log work as for any job; only
-rank 0 writes. The helpers are plain subprocesses (`python -m worker.ddp_rank`): a Celery
+rank 0 writes. The helpers are plain subprocesses (`python -m worker.ddp.rank`): a Celery
 prefork child is daemonic and may not start multiprocessing children, but it may Popen.
 They load the same dataset and resume checkpoint read-only, run the same fit() with a
 reporter that writes nothing, and print their log records as JSON lines, which a thread
@@ -31,7 +31,7 @@ from typing import Iterator
 import torch
 from torch.distributed import PrefixStore, TCPStore
 
-from worker.distributed import Distributed, join, leave
+from worker.ddp.group import Distributed, join, leave
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,12 @@ def group_store(store) -> PrefixStore:
 
 def parse_record(line: str) -> tuple[int, str, str]:
     """(level, logger name, message) of a line a helper printed: one of its log records as
-    worker.ddp_rank writes them, or else (output of C++ code) a warning as it stands."""
+    worker.ddp.rank writes them, or else (output of C++ code) a warning as it stands."""
     try:
         record = json.loads(line)
         level, source, message = record["level"], record["source"], record["message"]
     except (ValueError, KeyError, TypeError):
-        return logging.WARNING, "worker.ddp_rank", line.rstrip()
+        return logging.WARNING, "worker.ddp.rank", line.rstrip()
     levelno = logging.getLevelName(level)
     return (levelno if isinstance(levelno, int) else logging.WARNING), source, message
 
@@ -84,7 +84,7 @@ class Helper:
         self.rank, self.world_size = rank, world_size
         self.last_error: str | None = None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.ddp_rank", json.dumps(config)],
+            [sys.executable, "-m", "worker.ddp.rank", json.dumps(config)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             # Its own session: a terminal's Ctrl-C reaches the worker, never the helper
             # directly; rank 0 decides when every rank stops.
