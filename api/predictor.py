@@ -4,16 +4,22 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+import numpy as np
 import torch
 from PIL import Image
 
 import models
 from core import checkpoints as ckpt
 from core.artifacts import ArtifactStore
-from core.images import normalize, to_tensor
+from core.images import load_image, normalize, release_freed_memory, to_uint8
+
+# Decoding this many pixels in a request leaves enough freed memory to hand back at its end;
+# fewer (the usual small images) leave too little to be worth it.
+RELEASE_AFTER_PIXELS = 1_000_000
 
 
 @dataclass
@@ -69,9 +75,31 @@ class Predictor:
         return Predictor.ranked(loaded, probs, top_k)
 
     @staticmethod
-    def tensors(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
+    def tensors(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
         """uint8 (N, C, H, W) in the model's stored shape."""
-        return torch.stack([to_tensor(im, loaded.shape) for im in images])
+        batch = torch.empty((len(images), *loaded.shape), dtype=torch.uint8)
+        for row, image in zip(batch.numpy(), images):
+            row[...] = _in_shape(image, loaded.shape)
+        return batch
+
+    @staticmethod
+    def decode(loaded: LoadedModel, opened: Sequence[tuple[str, Image.Image]]) -> torch.Tensor:
+        """tensors() of (name, image) pairs opened but not decoded (core.images.open_image):
+        each is decoded, converted and closed before the next is decoded, so that the
+        pixels of one image at most are held at a time, whatever the request holds."""
+        batch = torch.empty((len(opened), *loaded.shape), dtype=torch.uint8)
+        pixels = 0
+        try:
+            for row, (name, image) in zip(batch.numpy(), opened):
+                pixels += image.width * image.height
+                try:
+                    row[...] = _in_shape(load_image(image, name), loaded.shape)
+                finally:
+                    image.close()  # its pixels go now (leaving a `with` block keeps them)
+        finally:
+            if pixels >= RELEASE_AFTER_PIXELS:
+                release_freed_memory()
+        return batch
 
     @staticmethod
     def probabilities(loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
@@ -85,6 +113,11 @@ class Predictor:
         return [[{"label": loaded.classes[i], "index": i, "probability": p}
                  for p, i in zip(vals.tolist(), idxs.tolist())]
                 for vals, idxs in zip(values, indices)]
+
+
+def _in_shape(image: Image.Image, shape: tuple[int, int, int]) -> np.ndarray:
+    channels, height, width = shape
+    return to_uint8(image, channels, (width, height))
 
 
 class Arrivals:

@@ -18,7 +18,8 @@ from cli import output
 from cli.client import Api, CliError, KeyOption, UrlOption
 
 CHUNK = 1 << 20
-# Uploads up to the API's inline limit are decoded within the request: wait for it.
+# The API reads an upload's headers before it answers (a worker decodes it later): a large
+# one takes a while.
 UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 POLL_S = 1.0
 
@@ -162,8 +163,9 @@ def upload(
     resize: Annotated[str | None, typer.Option(help="HxW: resize every image")] = None,
     channels: Annotated[int | None, typer.Option(help="1 or 3: convert every image")] = None,
     wait: Annotated[bool, typer.Option(
-        "--wait/--no-wait", help="for a large upload the worker decodes: wait until ready")]
-    = False,
+        "--wait/--no-wait", help="wait until a worker has decoded it (ready), or return once "
+                                 "the API has accepted it")]
+    = True,
     url: UrlOption = None, key: KeyOption = None,
 ) -> None:
     """Upload a dataset; prints a summary, then its id alone on the last line."""
@@ -179,6 +181,8 @@ def upload(
             dataset = api.post("/datasets", content=iter(body), headers={
                 "Content-Type": body.content_type, "Content-Length": str(len(body))})
         if dataset["status"] == "processing" and wait:
+            output.line(f"dataset {dataset['name']} ({dataset['id']}) was accepted; waiting "
+                        "for a worker to decode it", err=True)
             dataset = wait_ready(api, dataset)
     if dataset["status"] == "ready":
         output.line(f"dataset {dataset['name']} is ready: {shape(dataset)}, "

@@ -47,17 +47,20 @@ class Settings(BaseSettings):
     queue: str = "trainhub"
     # Checkpoints kept per job besides `best` (the newest ones).
     checkpoint_keep: int = Field(3, ge=1)
-    # /predict limits: bytes per image, decoded pixels per image, images per request.
+    # /predict limits: bytes per image, decoded pixels per image, images per request, and
+    # pixels per request (all its images together; each is decoded on its own).
     predict_max_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     predict_max_pixels: int = Field(64_000_000, ge=1)
     predict_max_images: int = Field(64, ge=1)
-    # Uploaded datasets: caps (the defaults admit the full CIFAR-10 and more), and the upload
-    # size under which the API processes it in the request instead of the worker.
+    predict_max_request_pixels: int = Field(64_000_000, ge=1)
+    # Uploaded datasets (a worker decodes them; the API checks their headers): caps (the
+    # defaults admit the full CIFAR-10 and more), and the memory decoding one may take,
+    # estimated from its headers before any is spent.
     dataset_max_upload_bytes: int = Field(2 * 1024**3, ge=1024)
     dataset_max_entries: int = Field(250_000, ge=1)
     dataset_max_unpacked_bytes: int = Field(4 * 1024**3, ge=1024)
     dataset_max_image_pixels: int = Field(16_000_000, ge=1)
-    dataset_inline_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    dataset_max_decoded_bytes: int = Field(512 * 1024**2, ge=1024)
     # Trained models held in the API process for /predict (least recently used leave).
     predict_cache_size: int = Field(8, ge=1)
     # /predict micro-batching: concurrent requests for one model share a forward pass of at

@@ -1,7 +1,9 @@
 """Images for training and serving alike: safe decoding, uint8 (C, H, W), normalisation."""
 from __future__ import annotations
 
+import ctypes
 import io
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -21,10 +23,11 @@ class ImageTooLarge(TooLarge):
     """An image with more pixels than the limit (checked before it is decoded)."""
 
 
-def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Image:
-    """Open bytes with Pillow; the pixel count is checked before anything is decoded."""
+def open_image(source: bytes | BinaryIO, max_pixels: int, name: str = "image") -> Image.Image:
+    """Pillow's lazy image: the header is read and the pixel count checked, nothing decoded
+    yet (load_image decodes it). A file given must stay open until then."""
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{name}: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError):
@@ -33,6 +36,11 @@ def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Ima
     if width * height > max_pixels:
         raise ImageTooLarge(f"{name} is {width}x{height} = {width * height} pixels; "
                             f"the limit is {max_pixels} pixels")
+    return image
+
+
+def load_image(image: Image.Image, name: str = "image") -> Image.Image:
+    """Decode an open_image() result (its pixel count was checked when it was opened)."""
     try:
         image.load()
     except Image.DecompressionBombError as exc:
@@ -40,6 +48,29 @@ def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Ima
     except Exception:
         raise NotAnImage(f"{name} is not an image: not decodable (truncated or corrupt)") from None
     return image
+
+
+def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Image.Image:
+    """Open bytes with Pillow; the pixel count is checked before anything is decoded."""
+    return load_image(open_image(data, max_pixels, name), name)
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by this thread back to the system. glibc keeps what a thread freed
+    in that thread's arena, and a large image leaves tens of MB behind that the process
+    would hold long after the request; to be called from the thread that decoded."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def channels_of(image: Image.Image) -> int:

@@ -1,4 +1,5 @@
-"""Datasets: the built-ins, and uploads (ImageFolder archives or .npz) turned into tensors."""
+"""Datasets: the built-ins, and uploads (ImageFolder archives or .npz) that a worker turns into
+tensors."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from api.auth import TenantDep
@@ -24,7 +26,9 @@ from core.states import DatasetStatus, JobStatus
 from core.tables import Dataset, Job
 from core.tenancy import Tenant, get_owned, visible
 from core.text import storable, storable_problem
-from core.uploads.ingest import process
+from core.uploads.archives import UploadRejected
+from core.uploads.ingest import limits_from_settings, upload_options
+from core.uploads.materialize import check_headers
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -81,10 +85,15 @@ def read_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Dat
     return upload_public(get_owned(session, Dataset, dataset_id, tenant))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,
-             responses={202: {"model": DatasetPublic,
-                              "description": "accepted; the worker is processing it"},
-                        **responses(409, 413, 422, 429, 503)},
+def _form_number(value):
+    """A multipart field arrives as text: '3' must meet Literal[1, 3] as the number 3."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=DatasetPublic,
+             responses=responses(409, 413, 422, 429, 503),
              dependencies=[rate_limited("datasets")])
 def upload_dataset(
     session: SessionDep,
@@ -98,24 +107,45 @@ def upload_dataset(
                                                                    "tree")] = 0.1,
     resize: Annotated[str | None, Form(pattern=r"^[1-9][0-9]{0,3}x[1-9][0-9]{0,3}$",
                                        description="HxW every image is resized to")] = None,
-    channels: Annotated[Literal[1, 3] | None, Form(description="convert every image to 1 "
-                                                               "(L) or 3 (RGB) channels")] = None,
+    channels: Annotated[Literal[1, 3] | None, BeforeValidator(_form_number),
+                        Form(description="convert every image to 1 (L) or 3 (RGB) "
+                                         "channels")] = None,
 ) -> Response:
-    """Small uploads are processed now (201, ready); large ones by the worker (202)."""
+    """Accepted, `processing` (202): a worker decodes it, and GET /datasets/{id} says when it
+    is ready or why it failed. Here only its headers are read, so that what they show wrong
+    (the kind, a .zip's or .npz's entries, layout, classes, memory budget) is a 422 at once:
+    decoding takes memory the API process must not spend."""
     storable("name", name)
     filename = _checked_filename(file.filename)
-    cap = get_settings().tenant_max_stored_bytes
-    quotas.check_stored_bytes(session, tenant, cap)
+    settings = get_settings()
+    quotas.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes)
+    options = {"test_fraction": test_fraction, "channels": channels,
+               "resize": [int(v) for v in resize.split("x")] if resize else None}
+    _check_upload(file, options)
     dataset_id = new_id()
     try:
-        return _ingest(session, tenant, dataset_id, file, filename, name, {
-            "test_fraction": test_fraction, "channels": channels,
-            "resize": [int(v) for v in resize.split("x")] if resize else None})
+        return _accept(session, tenant, dataset_id, file, filename, name, options)
     except BaseException:
-        # Whatever went wrong after the upload started to be saved (a rejected archive, the
-        # database or the broker down, a bug), none of its files stay behind.
+        # Whatever went wrong once the upload started to be saved (the database or the
+        # broker down, a bug), none of its files stay behind.
         _discard(session, dataset_id)
         raise
+
+
+def _too_large() -> TooLarge:
+    limit = get_settings().dataset_max_upload_bytes
+    return TooLarge(f"upload is larger than {limit} bytes (TRAINHUB_DATASET_MAX_UPLOAD_BYTES)")
+
+
+def _check_upload(file: UploadFile, options: dict) -> None:
+    """The upload's size and headers, read from the request's spooled copy before anything
+    is stored: TooLarge, or FieldError naming `file`."""
+    if file.size is not None and file.size > get_settings().dataset_max_upload_bytes:
+        raise _too_large()
+    try:
+        check_headers(file.file, upload_options(options), limits_from_settings())
+    except UploadRejected as exc:
+        raise FieldError("file", f"dataset rejected: {exc}") from None
 
 
 def _checked_filename(filename: str | None) -> str | None:
@@ -148,16 +178,16 @@ def _discard(session, dataset_id: str) -> None:
         log.error("dataset %s: could not drop its row: %s", dataset_id, exc)
 
 
-def _ingest(session, tenant: Tenant, dataset_id: str, file: UploadFile, filename: str | None,
+def _accept(session, tenant: Tenant, dataset_id: str, file: UploadFile, filename: str | None,
             name: str | None, options: dict) -> Response:
     settings = get_settings()
     store = get_store()
+    file.file.seek(0)
     try:
         size = store.save_stream(dataset_upload_key(dataset_id), file.file,
                                  settings.dataset_max_upload_bytes)
     except TooLarge:
-        raise TooLarge(f"upload is larger than {settings.dataset_max_upload_bytes} bytes "
-                       "(TRAINHUB_DATASET_MAX_UPLOAD_BYTES)") from None
+        raise _too_large() from None
     quotas.lock_tenant(session, tenant)  # until the row is committed, below
     quotas.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes, adding=size)
     default_name = (filename or "upload").split(".")[0][:MAX_NAME] or "upload"
@@ -168,18 +198,6 @@ def _ingest(session, tenant: Tenant, dataset_id: str, file: UploadFile, filename
                   progress_done=0)
     session.add(row)
     session.commit()
-    headers = {"Location": f"/datasets/{dataset_id}"}
-    if size <= settings.dataset_inline_max_bytes:
-        outcome = process(dataset_id)
-        session.refresh(row)
-        if outcome == DatasetStatus.failed.value:
-            reason = row.error
-            session.delete(row)
-            session.commit()
-            store.delete_prefix(dataset_prefix(dataset_id))
-            raise FieldError("file", f"dataset rejected: {reason}")
-        return JSONResponse(upload_public(row).model_dump(mode="json"), status_code=201,
-                            headers=headers)
     try:
         enqueue(PROCESS_DATASET_TASK, dataset_id)
     except BrokerUnavailable as exc:
@@ -189,7 +207,7 @@ def _ingest(session, tenant: Tenant, dataset_id: str, file: UploadFile, filename
         raise BrokerUnavailable(f"broker unavailable; dataset {dataset_id} was not queued "
                                 "for processing") from exc
     return JSONResponse(upload_public(row).model_dump(mode="json"), status_code=202,
-                        headers=headers)
+                        headers={"Location": f"/datasets/{dataset_id}"})
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,

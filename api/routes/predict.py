@@ -5,6 +5,7 @@ from functools import lru_cache
 from typing import Annotated
 
 import torch
+from PIL import Image
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +19,7 @@ from core import checkpoints as ckpt
 from core.artifacts import get_store
 from core.config import get_settings
 from core.errors import Conflict, FieldError, TooLarge
-from core.images import decode_image
+from core.images import open_image
 from core.text import ECHO_LIMIT, safe
 
 router = APIRouter(tags=["predict"])
@@ -81,17 +82,11 @@ async def predict(
 def _prepare(session, tenant, image: list[UploadFile], job_id: str, checkpoint: str,
              top_k: int):
     """The job, its checkpoint row, the loaded model and the images as uint8 tensors; every
-    error a request can have is raised here, before it joins a batch."""
-    settings = get_settings()
+    error a request can have is raised here, before it joins a batch. Every image's header
+    is read (and its limits checked) before any is decoded."""
     job = load_job(session, job_id, tenant)
     row = ckpt.find(session, job, checkpoint, none_yet=Conflict)
-    decoded = []
-    for position, upload in enumerate(image):
-        name = f"image {position + 1} ({safe((upload.filename or 'unnamed')[:ECHO_LIMIT])})"
-        if upload.size is not None and upload.size > settings.predict_max_bytes:
-            raise TooLarge(f"{name} is {upload.size} bytes; the limit is "
-                           f"{settings.predict_max_bytes}")
-        decoded.append(decode_image(upload.file.read(), settings.predict_max_pixels, name))
+    opened = _open_images(image)
     predictor = get_predictor()
     try:
         loaded = predictor.get(job.id, row.storage_key, row.sha256)
@@ -100,4 +95,25 @@ def _prepare(session, tenant, image: list[UploadFile], job_id: str, checkpoint: 
     if top_k > len(loaded.classes):
         raise FieldError("top_k", f"top_k must be between 1 and the number of classes "
                                   f"({len(loaded.classes)})")
-    return job, row, loaded, Predictor.tensors(loaded, decoded)
+    return job, row, loaded, Predictor.decode(loaded, opened)
+
+
+def _open_images(image: list[UploadFile]) -> list[tuple[str, Image.Image]]:
+    """(name, image) per upload, headers read, nothing decoded: TooLarge when an image's
+    bytes or pixels, or all of the request's pixels together, are over their limits."""
+    settings = get_settings()
+    opened, pixels = [], 0
+    for position, upload in enumerate(image):
+        name = f"image {position + 1} ({safe((upload.filename or 'unnamed')[:ECHO_LIMIT])})"
+        if upload.size is not None and upload.size > settings.predict_max_bytes:
+            raise TooLarge(f"{name} is {upload.size} bytes; the limit is "
+                           f"{settings.predict_max_bytes}")
+        header = open_image(upload.file, settings.predict_max_pixels, name)
+        opened.append((name, header))
+        pixels += header.width * header.height
+    if pixels > settings.predict_max_request_pixels:
+        raise TooLarge(f"image: {pixels} pixels in {len(image)} image"
+                       f"{'s' if len(image) != 1 else ''}; a request may hold at most "
+                       f"{settings.predict_max_request_pixels} pixels in all "
+                       "(TRAINHUB_PREDICT_MAX_REQUEST_PIXELS)")
+    return opened

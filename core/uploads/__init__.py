@@ -1,2 +1,2 @@
-"""Uploaded datasets: safe archive reading, decoding into tensors, and the ingest step that
-the API runs for small uploads and the worker for large ones."""
+"""Uploaded datasets: safe archive reading, the header checks the API runs before it accepts
+an upload, and the decoding into tensors that the worker runs."""

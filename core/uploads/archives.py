@@ -2,7 +2,9 @@
 
 Refused: absolute paths, `..`, links, devices, more entries or more unpacked bytes than
 the caps allow (zip and tar bombs). Nothing is ever extracted to disk: entries are read
-into memory one at a time, each bounded by the size its header declares.
+into memory one at a time, each bounded by the size its header declares. The upload is a
+path (the worker) or an open binary file (the API's spooled upload, checked before it is
+stored).
 """
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 
 class UploadRejected(Exception):
     """The upload cannot become a dataset; the message names the problem."""
+
+
+Source = Path | BinaryIO
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,9 @@ class Limits:
     max_entries: int
     max_unpacked_bytes: int
     max_image_pixels: int
+    # The memory decoding may take (core.uploads.materialize's estimate, checked before any
+    # of it is spent); TRAINHUB_DATASET_MAX_DECODED_BYTES's default.
+    max_decoded_bytes: int = 512 * 2**20
 
 
 @dataclass
@@ -32,21 +40,41 @@ class Entry:
     path: str  # normalised, relative, '/'-separated
     size: int
     read: Callable[[], bytes]
+    open: Callable[[], BinaryIO]  # a stream of the entry: a header is read without the rest
 
 
-def detect_kind(path: Path) -> str:
+def _rewound(source: Source) -> Source:
+    if not isinstance(source, Path):
+        source.seek(0)
+    return source
+
+
+def open_zip(source: Source) -> zipfile.ZipFile:
+    return zipfile.ZipFile(_rewound(source))
+
+
+def open_tar(source: Source) -> tarfile.TarFile:
+    if isinstance(source, Path):
+        return tarfile.open(source, "r:*")
+    return tarfile.open(fileobj=_rewound(source), mode="r:*")
+
+
+def detect_kind(source: Source) -> str:
     """'zip', 'tar' or 'npz', from the file's content (names can lie)."""
-    with open(path, "rb") as f:
-        magic = f.read(2)
+    if isinstance(source, Path):
+        with open(source, "rb") as f:
+            magic = f.read(2)
+    else:
+        magic = _rewound(source).read(2)
     # is_zipfile alone also accepts a tar whose last member is a zip.
-    if magic == b"PK" and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
+    if magic == b"PK" and zipfile.is_zipfile(_rewound(source)):
+        with open_zip(source) as zf:
             names = zf.namelist()
         return "npz" if names and all(n.endswith(".npy") for n in names) else "zip"
     try:
-        with tarfile.open(path, "r:*"):
+        with open_tar(source):
             return "tar"
-    except tarfile.TarError:
+    except (tarfile.TarError, EOFError, zlib.error, OSError):
         pass
     raise UploadRejected("the upload is not a .tar, .tar.gz, .zip or .npz file")
 
@@ -76,14 +104,14 @@ CORRUPT = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
 @contextmanager
-def open_entries(path: Path, kind: str, limits: Limits) -> Iterator[list[Entry]]:
+def open_entries(source: Source, kind: str, limits: Limits) -> Iterator[list[Entry]]:
     """The archive's regular files, after every entry passed the checks."""
     try:
         if kind in ("zip", "npz"):
-            with zipfile.ZipFile(path) as zf:
+            with open_zip(source) as zf:
                 yield _zip_entries(zf, limits)
         else:
-            with tarfile.open(path, "r:*") as tf:
+            with open_tar(source) as tf:
                 yield _tar_entries(tf, limits)
     except CORRUPT as exc:
         raise UploadRejected(f"the archive is damaged ({type(exc).__name__}: {exc})") from None
@@ -100,7 +128,8 @@ def _zip_entries(zf: zipfile.ZipFile, limits: Limits) -> list[Entry]:
             raise UploadRejected(f"archive entry {info.filename!r} is a symbolic link")
         if info.is_dir() or not name:
             continue
-        entries.append(Entry(name, info.file_size, _zip_reader(zf, info)))
+        entries.append(Entry(name, info.file_size, _zip_reader(zf, info),
+                             lambda info=info: zf.open(info)))
     return entries
 
 
@@ -115,6 +144,13 @@ def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], byte
             raise UploadRejected(f"archive entry {info.filename!r} is corrupt "
                                  f"({type(exc).__name__}: {exc})") from None
     return read
+
+
+def _tar_stream(tf: tarfile.TarFile, member: tarfile.TarInfo) -> BinaryIO:
+    f = tf.extractfile(member)
+    if f is None:
+        raise UploadRejected(f"archive entry {member.name!r} is not a regular file")
+    return f
 
 
 def _tar_entries(tf: tarfile.TarFile, limits: Limits) -> list[Entry]:
@@ -132,7 +168,8 @@ def _tar_entries(tf: tarfile.TarFile, limits: Limits) -> list[Entry]:
             continue
         if not member.isfile():
             raise UploadRejected(f"archive entry {member.name!r} is not a regular file")
-        entries.append(Entry(name, member.size, _tar_reader(tf, member)))
+        entries.append(Entry(name, member.size, _tar_reader(tf, member),
+                             lambda member=member: _tar_stream(tf, member)))
     return entries
 
 

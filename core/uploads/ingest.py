@@ -1,7 +1,8 @@
 """Processing an uploaded dataset: validate, decode, store the tensor file, record the result.
 
-Runs in the worker (the `trainhub.process_dataset` task) for large uploads and in the API
-request for small ones; both call process().
+Runs in the worker (the `trainhub.process_dataset` task), never in the API: decoding takes
+memory, and a worker's pool process is where that may be spent (within
+TRAINHUB_DATASET_MAX_DECODED_BYTES). The API only checks the headers (check_headers).
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import time
 
 import torch
 
-from core.artifacts import dataset_tensors_key, dataset_upload_key, get_store
+from core.artifacts import dataset_prefix, dataset_tensors_key, dataset_upload_key, get_store
 from core.config import get_settings
 from core.db import session_scope
 from core.imagedata import build_dataset, tensor_file_contents
+from core.images import release_freed_memory
 from core.states import DatasetStatus
 from core.tables import Dataset, utcnow
 from core.uploads.archives import Limits, UploadRejected
@@ -24,7 +26,15 @@ log = logging.getLogger(__name__)
 
 def limits_from_settings() -> Limits:
     s = get_settings()
-    return Limits(s.dataset_max_entries, s.dataset_max_unpacked_bytes, s.dataset_max_image_pixels)
+    return Limits(s.dataset_max_entries, s.dataset_max_unpacked_bytes, s.dataset_max_image_pixels,
+                  s.dataset_max_decoded_bytes)
+
+
+def upload_options(stored: dict) -> UploadOptions:
+    """A dataset row's `options` (the form's fields) as materialize() takes them."""
+    return UploadOptions(test_fraction=stored.get("test_fraction", 0.1),
+                         resize=tuple(stored["resize"]) if stored.get("resize") else None,
+                         channels=stored.get("channels"))
 
 
 def process(dataset_id: str) -> str:
@@ -35,9 +45,7 @@ def process(dataset_id: str) -> str:
         if row is None or row.status != DatasetStatus.processing:
             log.info("dataset %s: nothing to process", dataset_id)
             return "skipped"
-        options = UploadOptions(test_fraction=row.options.get("test_fraction", 0.1),
-                                resize=tuple(row.options["resize"]) if row.options.get("resize") else None,
-                                channels=row.options.get("channels"))
+        options = upload_options(row.options)
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
@@ -47,27 +55,35 @@ def process(dataset_id: str) -> str:
         log.info("dataset %s: decoded %d/%d images", dataset_id, done, total)
 
     try:
-        with store.local_file(dataset_upload_key(dataset_id)) as upload:
-            result = materialize(upload, options, limits_from_settings(), progress)
-        dataset = build_dataset(dataset_id, result.classes, result.train, result.test)
-        key = dataset_tensors_key(dataset_id)
-        contents = tensor_file_contents(dataset)
-        stored_bytes, _sha = store.save(key, lambda f: torch.save(contents, f))
+        fields = _decode_and_store(dataset_id, options, progress)
     except UploadRejected as exc:
-        return _finish(dataset_id, DatasetStatus.failed, error=str(exc))
+        return _finish(dataset_id, DatasetStatus.failed, error=str(exc), stored_bytes=0)
     except Exception as exc:
         log.exception("dataset %s: processing failed", dataset_id)
-        return _finish(dataset_id, DatasetStatus.failed,
+        return _finish(dataset_id, DatasetStatus.failed, stored_bytes=0,
                        error=f"processing failed: {type(exc).__name__}: {exc}")
     finally:
         store.delete(dataset_upload_key(dataset_id))  # the tensor file is what jobs read
+        release_freed_memory()  # the decoded tensors are gone: the pool process shrinks back
+    log.info("dataset %s: ready in %.1fs, %s", dataset_id, time.monotonic() - started,
+             {k: sum(v.values()) for k, v in fields["counts"].items()})
+    return _finish(dataset_id, DatasetStatus.ready, **fields)
+
+
+def _decode_and_store(dataset_id: str, options: UploadOptions, progress) -> dict:
+    """The upload decoded and its tensor file stored; the row's fields that describe it."""
+    store = get_store()
+    with store.local_file(dataset_upload_key(dataset_id)) as upload:
+        result = materialize(upload, options, limits_from_settings(), progress)
+    dataset = build_dataset(dataset_id, result.classes, result.train, result.test)
+    key = dataset_tensors_key(dataset_id)
+    contents = tensor_file_contents(dataset)
+    stored_bytes, _sha = store.save(key, lambda f: torch.save(contents, f))
     counts = {split: _counts(labels, result.classes)
               for split, labels in (("train", result.train.labels), ("test", result.test.labels))}
-    log.info("dataset %s: ready in %.1fs, %s", dataset_id, time.monotonic() - started,
-             {k: sum(v.values()) for k, v in counts.items()})
-    return _finish(dataset_id, DatasetStatus.ready, layout=result.layout, classes=result.classes,
-                   counts=counts, shape=list(dataset.shape), mean=dataset.mean, std=dataset.std,
-                   cache_key=key, stored_bytes=stored_bytes)
+    return dict(layout=result.layout, classes=result.classes, counts=counts,
+                shape=list(dataset.shape), mean=dataset.mean, std=dataset.std, cache_key=key,
+                stored_bytes=stored_bytes)
 
 
 def _counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
@@ -85,4 +101,8 @@ def _finish(dataset_id: str, status: DatasetStatus, **fields) -> str:
             setattr(row, name, value)
     if status is DatasetStatus.failed:
         log.info("dataset %s: failed: %s", dataset_id, fields.get("error"))
+        try:  # the row keeps the reason; nothing of it stays in the store
+            get_store().delete_prefix(dataset_prefix(dataset_id))
+        except Exception as exc:
+            log.error("dataset %s: could not delete its files: %s", dataset_id, exc)
     return status.value

@@ -23,9 +23,7 @@ def running_stack(tmp, worker_name: str, *, extra_workers: tuple[str, ...] = (),
     db_url = create_database("trainhub_dist")
     env = env_with(TRAINHUB_DATABASE_URL=db_url, TRAINHUB_DATA_DIR=str(tmp / "data"),
                    TRAINHUB_QUEUE=f"test-{uuid.uuid4().hex[:8]}",
-                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5",
-                   # Uploads over 200 kB go to the worker.
-                   TRAINHUB_DATASET_INLINE_MAX_BYTES=str(200_000), **settings)
+                   TRAINHUB_CANCEL_CHECK_SECONDS="0.5", **settings)
     names = [worker_name, *extra_workers]
     data_dirs = {"api": tmp / "data", **{name: tmp / "data" for name in names}}
     if own_data_dirs:

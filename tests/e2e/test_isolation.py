@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from tests.images import crafted_png
-from tests.procs import wait_status
+from tests.procs import wait_status, wait_until
 from tests.tenants import admin_cli, client, make_tenant
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,10 @@ def tenant_resources(c: httpx.Client, label: str, seed: int, key: str, base: str
     marker = f"{label}-{uuid.uuid4().hex}"
     ds = c.post("/datasets", files={"file": ("d.npz", npz_dataset(seed))},
                 data={"name": f"{marker}-dataset"})
-    assert ds.status_code == 201, ds.text
+    assert ds.status_code == 202, ds.text
+    ready = wait_until(lambda: (d := c.get(f"/datasets/{ds.json()['id']}").json())
+                       ["status"] != "processing" and d, timeout=120)
+    assert ready["status"] == "ready", ready
     job = c.post("/jobs", json={"name": f"{marker}-job", "model": "mlp",
                                 "dataset": ds.json()["id"],
                                 "hyperparameters": {"epochs": 2, "batch_size": 8,

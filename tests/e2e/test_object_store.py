@@ -41,8 +41,7 @@ def submit(base: str, body: dict) -> dict:
 
 
 def digits_npz() -> bytes:
-    """digits as an .npz upload, its train split three times over: past the stack's 200 kB
-    inline limit, so a worker processes it."""
+    """digits as an .npz upload, its train split three times over, for a worker to process."""
     x_train, x_test, y_train, y_test = digits_split()
     scale = lambda x: np.rint(x.reshape(-1, 8, 8) * (255 / 16)).astype(np.uint8)  # noqa: E731
     buf = io.BytesIO()

@@ -1,4 +1,4 @@
-"""Small builders shared by the unit tests: synthetic datasets, archives, thread settings."""
+"""Small builders shared by the tests: synthetic datasets, archives and uploads, thread settings."""
 from __future__ import annotations
 
 import io
@@ -7,6 +7,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.imagedata import ImageDataset, Split, channel_stats
@@ -52,3 +53,15 @@ def write_tar(path: Path, files: dict[str, bytes], mode: str) -> Path:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
+
+
+def npz_bytes(n_train: int = 20, n_test: int = 6, image_shape=(8, 8), num_classes: int = 2,
+              seed: int = 0) -> bytes:
+    """An .npz upload: random uint8 images, labels cycling through the classes."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=rng.integers(0, 256, (n_train, *image_shape), dtype=np.uint8),
+             y_train=np.arange(n_train) % num_classes,
+             x_test=rng.integers(0, 256, (n_test, *image_shape), dtype=np.uint8),
+             y_test=np.arange(n_test) % num_classes)
+    return buffer.getvalue()

@@ -24,6 +24,7 @@ from core.ids import ID_REGEX
 from models import MODEL_NAMES
 from tests.conftest import BROKER_DB, REDIS_BASE, create_database
 from tests.procs import env_with, free_port, start_api
+from tests.unit.factories import npz_bytes
 
 VALID = {"model": "mlp", "dataset": "digits", "hyperparameters": {"epochs": 1}}
 MAX_UPLOAD = 100_000  # TRAINHUB_DATASET_MAX_UPLOAD_BYTES of the API under test
@@ -387,12 +388,12 @@ def test_an_unexpected_error_after_saving_deletes_the_upload_and_its_row(client,
     from core.db import new_session
     from core.tables import Dataset
 
-    def boom(_dataset_id):
-        raise RuntimeError("a bug in processing")
+    def boom(*_args):
+        raise RuntimeError("a bug in queueing")
 
-    monkeypatch.setattr(route, "process", boom)
+    monkeypatch.setattr(route, "enqueue", boom)
     before = _upload_dirs()
-    resp = client.post("/datasets", files={"file": ("d.zip", b"whatever")})
+    resp = client.post("/datasets", files={"file": ("d.npz", npz_bytes())})
     assert resp.status_code == 500 and resp.json() == {"detail": "internal error"}
     new = _upload_dirs() - before
     assert not new, new
@@ -400,27 +401,22 @@ def test_an_unexpected_error_after_saving_deletes_the_upload_and_its_row(client,
         assert session.query(Dataset).filter(Dataset.status == "processing").count() == 0
 
 
-def test_a_broker_outage_for_a_large_upload_keeps_the_failed_row_but_no_file(client,
-                                                                              monkeypatch):
+def test_a_broker_outage_keeps_the_failed_row_but_no_file(client, monkeypatch):
     from api.routes import datasets as route
-    from core.config import get_settings
     from core.db import new_session
     from core.queue import BrokerUnavailable
     from core.tables import Dataset
-
-    settings = get_settings().model_copy(update={"dataset_inline_max_bytes": 0})
-    monkeypatch.setattr(route, "get_settings", lambda: settings)
 
     def down(*_args):
         raise BrokerUnavailable("connection refused")
 
     monkeypatch.setattr(route, "enqueue", down)
     before = _upload_dirs()
-    resp = client.post("/datasets", files={"file": ("d.zip", b"whatever")})
+    resp = client.post("/datasets", files={"file": ("d.npz", npz_bytes())})
     assert resp.status_code == 503 and isinstance(resp.json()["detail"], str)
     assert _upload_dirs() - before == set()
     with new_session() as session:
-        row = session.query(Dataset).filter(Dataset.source_filename == "d.zip",
+        row = session.query(Dataset).filter(Dataset.source_filename == "d.npz",
                                             Dataset.status == "failed").first()
         assert row is not None and "broker" in row.error
 

@@ -82,7 +82,9 @@ def test_concurrent_clients_get_what_sequential_requests_get(base, trained_job, 
             resp = post(client, trained_job, [data], k)
             assert resp.status_code == 200, resp.text
             sequential.append(resp.json())
-    batcher = next(m for m in get_predictor()._cache.values() if m.batcher).batcher
+    # This job's model (other modules' jobs may be cached beside it).
+    batcher = next(m.batcher for (key, _sha), m in get_predictor()._cache.items()
+                   if key == checkpoint_key(trained_job, 2))
     passes_before, requests_before = batcher.passes, batcher.requests
 
     # Each forward pass takes a little longer, so that concurrent requests surely queue

@@ -3,6 +3,7 @@ advances the upload bar, the API's refusals as one line."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -60,19 +61,38 @@ def test_the_body_is_generated_chunk_by_chunk_and_parses_as_multipart(tmp_path):
 
 
 def test_upload_an_npz_then_list_and_show_it(cli, tmp_path):
+    # No worker here: --no-wait returns once the API has accepted it (202, processing);
+    # tests/e2e/test_cli.py waits for a worker to make one ready.
     path = tmp_path / "pairs.npz"
     write_npz(path)
-    run = cli("datasets", "upload", str(path), "--name", "pairs-cli")
+    run = cli("datasets", "upload", str(path), "--name", "pairs-cli", "--no-wait")
     assert run.exit_code == 0, run.stderr
     dataset_id = run.lines[-1]
     assert len(dataset_id) == 32
-    assert "dataset pairs-cli is ready: 1x8x8, 2 classes, train 40, test 10" in run.stderr
+    assert "dataset pairs-cli is processing (a worker decodes it" in run.stderr
     listing = cli("datasets", "list").stdout
     assert dataset_id in listing and "pairs-cli" in listing and "digits" in listing
     shown = cli("datasets", "show", dataset_id).stdout
-    assert "even, odd" in shown and "train 40, test 10" in shown
+    assert "processing" in shown and "pairs-cli" in shown
     job = cli("submit", "--model", "mlp", "--dataset", dataset_id)
-    assert job.exit_code == 0, job.stderr
+    assert_one_error_line(job, f"error: 422 dataset: dataset {dataset_id} is processing")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_reach_the_api_as_the_number(cli, tmp_path, channels):
+    path = tmp_path / "pairs.npz"
+    write_npz(path)
+    run = cli("datasets", "upload", str(path), "--channels", str(channels), "--no-wait")
+    assert run.exit_code == 0, run.stderr
+    shown = json.loads(cli("datasets", "show", run.lines[-1], "--json").stdout)
+    assert shown["options"]["channels"] == channels
+
+
+def test_channels_other_than_1_or_3_are_the_apis_422(cli, tmp_path):
+    path = tmp_path / "pairs.npz"
+    write_npz(path)
+    assert_one_error_line(cli("datasets", "upload", str(path), "--channels", "2"),
+                          "error: 422 channels: Input should be 1 or 3")
 
 
 def test_a_rejected_upload_is_one_line(cli, tmp_path):

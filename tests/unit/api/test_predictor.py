@@ -20,8 +20,17 @@ import models
 from api.predictor import LoadedModel, Predictor
 from core.artifacts import LocalArtifactStore, checkpoint_key
 from core.imagedata import ImageDataset, Split, channel_stats
-from core.images import ImageTooLarge, NotAnImage, decode_image, normalize, to_tensor
+from core.images import (
+    ImageTooLarge,
+    NotAnImage,
+    decode_image,
+    normalize,
+    open_image,
+    to_tensor,
+)
 from core.jobspec import Hyperparameters, JobSpec
+from tests.images import zeros_png
+from tests.memory import MB, Peak
 from tests.unit.factories import one_torch_thread
 from worker.checkpoints import build
 from worker.data import _load_digits, digits_split
@@ -371,6 +380,41 @@ def test_predict_does_not_change_the_model():
     Predictor.predict(loaded, random_images(3), top_k=2)
     after = loaded.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ---- a request's images: opened first, then decoded one at a time ----------------------------
+
+def test_decode_gives_what_tensors_gives_for_the_same_images():
+    loaded = loaded_model((3, 16, 16))
+    data = [encode(image, "PNG") for image in random_images(6, seed=2)]
+    opened = [(f"image {i + 1}", open_image(io.BytesIO(d), MAX_PIXELS)) for i, d in enumerate(data)]
+    expected = Predictor.tensors(loaded, [decode_image(d, MAX_PIXELS) for d in data])
+    assert torch.equal(Predictor.decode(loaded, opened), expected)
+
+
+def test_decode_holds_one_image_at_a_time_and_gives_the_memory_back():
+    # Four 4000x4000 RGB images: Pillow holds each in 64 MB (4 bytes a pixel), 256 MB if
+    # they were all decoded before any was converted.
+    loaded = loaded_model((1, 8, 8))
+    png = zeros_png(4000, 4000)
+    opened = [(f"image {i + 1}", open_image(io.BytesIO(png), MAX_PIXELS)) for i in range(4)]
+    Predictor.decode(loaded, [("warm-up", open_image(io.BytesIO(png), MAX_PIXELS))])
+    with Peak() as memory:
+        batch = Predictor.decode(loaded, opened)
+    assert tuple(batch.shape) == (4, 1, 8, 8) and int(batch.max()) == 0
+    assert memory.rise < 110 * MB, str(memory)
+    assert memory.after < memory.before + 16 * MB, str(memory)
+
+
+def test_decode_names_the_image_that_cannot_be_decoded():
+    loaded = loaded_model((1, 8, 8))
+    good = encode(Image.new("L", (8, 8), 9), "PNG")
+    cut = encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)),
+                 "PNG")
+    opened = [(name, open_image(io.BytesIO(data), MAX_PIXELS))
+              for name, data in (("image 1 (a.png)", good), ("image 2 (b.png)", cut[:200]))]
+    with pytest.raises(NotAnImage, match=r"image 2 \(b.png\)"):
+        Predictor.decode(loaded, opened)
 
 
 # ---- the model cache -------------------------------------------------------------------------

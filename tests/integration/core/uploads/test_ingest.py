@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from core.artifacts import dataset_tensors_key, dataset_upload_key, get_store
+from core.artifacts import dataset_prefix, dataset_tensors_key, dataset_upload_key, get_store
 from core.db import session_scope, upgrade_schema
 from core.ids import new_id
 from core.imagedata import read_tensor_file
 from core.states import DatasetStatus
 from core.tables import Dataset
 from core.uploads.ingest import process
-from tests.unit.factories import write_zip
+from tests.images import zeros_npz
+from tests.memory import MB, Peak
+from tests.unit.factories import write_tar, write_zip
 
 OPTIONS = {"test_fraction": 0.1, "channels": None, "resize": None}  # the API's defaults
 
@@ -39,17 +42,27 @@ def image_folder(classes: tuple[str, ...], per_class: int) -> dict[str, bytes]:
             for k, cls in enumerate(classes) for i in range(per_class)}
 
 
-def upload(tmp_path, files: dict[str, bytes], status: str = "processing") -> str:
-    """Stores the zip where the API puts an upload, and the row the API inserts beside it."""
+def upload(tmp_path, files: dict[str, bytes] | Path, status: str = "processing",
+           **options) -> str:
+    """Stores the upload (a zip of `files`, or that file) where the API puts one, and the
+    row the API inserts beside it."""
     dataset_id = new_id()
-    archive = write_zip(tmp_path / "upload.zip", files, zipfile.ZIP_DEFLATED)
+    archive = (files if isinstance(files, Path)
+               else write_zip(tmp_path / "upload.zip", files, zipfile.ZIP_DEFLATED))
     with open(archive, "rb") as f:
         size = get_store().save_stream(dataset_upload_key(dataset_id), f, 10 * 1024 * 1024)
     with session_scope() as session:
         session.add(Dataset(id=dataset_id, name="pets", status=status,
-                            source_filename="pets.zip", upload_key=dataset_upload_key(dataset_id),
-                            upload_bytes=size, options=dict(OPTIONS), progress_done=0))
+                            source_filename=archive.name,
+                            upload_key=dataset_upload_key(dataset_id), upload_bytes=size,
+                            stored_bytes=size, options={**OPTIONS, **options},
+                            progress_done=0))
     return dataset_id
+
+
+def left_in_store(dataset_id: str) -> list[str]:
+    folder = get_store().path(dataset_prefix(dataset_id))
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
 
 
 def row(dataset_id: str) -> Dataset:
@@ -96,6 +109,33 @@ def test_a_rejected_archive_fails_with_the_reason(tmp_path):
     assert failed.cache_key is None and failed.classes is None
     assert not store.exists(dataset_upload_key(dataset_id))
     assert not store.exists(dataset_tensors_key(dataset_id))
+    assert not store.path(dataset_prefix(dataset_id)).exists()
+    assert failed.stored_bytes == 0  # nothing is stored: the tenant's allowance is not used
+
+
+@pytest.mark.parametrize("case", ["1 GB of zeros in a 1 MB .npz", "six 8x8 PNGs resized to "
+                                  "9999x9999 (.zip)", "the same in a .tar.gz"])
+def test_an_upload_over_the_memory_budget_fails_before_the_memory_is_spent(tmp_path, case):
+    # The uploads of issue 19 that took the API to 9 and 2.8 GB: a worker (this process
+    # here) must not be taken down by them either. The default budget is 512 MiB.
+    if case.endswith(".npz"):
+        path, options = tmp_path / "zeros.npz", {}
+        zeros_npz(path)
+    else:
+        files = {f"{cls}/{i}.png": png(10 * k + i) for k, cls in enumerate(("cat", "dog"))
+                 for i in range(3)}
+        path = (write_zip(tmp_path / "six.zip", files, zipfile.ZIP_DEFLATED)
+                if "zip" in case else write_tar(tmp_path / "six.tar.gz", files, "w:gz"))
+        options = {"resize": [9999, 9999]}
+    dataset_id = upload(tmp_path, path, **options)
+
+    with Peak() as memory:
+        assert process(dataset_id) == "failed"
+
+    failed = row(dataset_id)
+    assert "TRAINHUB_DATASET_MAX_DECODED_BYTES" in failed.error, failed.error
+    assert memory.rise < 64 * MB, str(memory)
+    assert left_in_store(dataset_id) == [] and failed.stored_bytes == 0
 
 
 @pytest.mark.parametrize("status", ["ready", "failed"])

@@ -333,20 +333,27 @@ def test_zip_bomb_is_rejected_from_its_header_in_bounded_memory(tmp_path, nothin
     assert peak < 2 * MB, peak  # the 50 MB entry is never inflated
 
 
-def _under_declared_zip(path: Path, real_size: int, declared: int, fix_crc: bool) -> Path:
-    """A zip with one deflated entry of real_size zeros whose headers claim `declared` bytes."""
+def _under_declared_zip(path: Path, real_size: int, declared: int, fix_crc: bool,
+                        before: dict[str, bytes] | None = None) -> Path:
+    """A zip with one deflated entry of real_size zeros whose headers claim `declared` bytes
+    (after the entries of `before`)."""
+    name = "train/cat/a.png"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("train/cat/a.png", "w") as f:
+        for other, data in (before or {}).items():
+            zf.writestr(other, data)
+        with zf.open(name, "w") as f:
             for start in range(0, real_size, MB):
                 f.write(bytes(min(MB, real_size - start)))
+        local = zf.getinfo(name).header_offset
     raw = bytearray(path.read_bytes())
-    assert raw[:4] == b"PK\x03\x04"
-    central = raw.find(b"PK\x01\x02")
-    struct.pack_into("<I", raw, 22, declared)  # local header: uncompressed size
+    assert raw[local:local + 4] == b"PK\x03\x04"
+    central = raw.rfind(name.encode()) - 46  # its central directory record, name last
+    assert raw[central:central + 4] == b"PK\x01\x02"
+    struct.pack_into("<I", raw, local + 22, declared)  # local header: uncompressed size
     struct.pack_into("<I", raw, central + 24, declared)  # central directory: uncompressed size
     if fix_crc:  # the CRC of what a reader stopping at `declared` bytes sees
         crc = zlib.crc32(bytes(declared)) & 0xFFFFFFFF
-        struct.pack_into("<I", raw, 14, crc)
+        struct.pack_into("<I", raw, local + 14, crc)
         struct.pack_into("<I", raw, central + 16, crc)
     path.write_bytes(bytes(raw))
     return path
@@ -381,8 +388,12 @@ def test_an_under_declared_zip_entry_fails_in_bounded_memory(tmp_path):
 
 
 def test_an_under_declared_zip_entry_is_an_upload_rejected(tmp_path):
-    path = _under_declared_zip(tmp_path / "liar.zip", 20 * MB, 100, fix_crc=False)
-    assert "train/cat/a.png" in rejected(path)
+    # Valid images first (the plan reads the first one's header), so that the liar is
+    # reached when the images are decoded.
+    path = _under_declared_zip(tmp_path / "liar.zip", 20 * MB, 100, fix_crc=False,
+                               before=image_folder())
+    message = rejected(path)
+    assert "train/cat/a.png" in message and "corrupt" in message
 
 
 def test_a_truncated_tar_gz_is_an_upload_rejected(tmp_path):

@@ -15,7 +15,12 @@ import torch
 from PIL import Image
 
 from core.uploads.archives import Limits, UploadRejected
-from core.uploads.materialize import UploadOptions, _stratified_split, materialize
+from core.uploads.materialize import (
+    UploadOptions,
+    _stratified_split,
+    check_headers,
+    materialize,
+)
 from tests.images import crafted_png
 from tests.unit import factories
 
@@ -673,3 +678,177 @@ def test_npz_with_a_non_numpy_entry_is_rejected(tmp_path):
     arrays: dict = npz_arrays()
     arrays["classes"] = b"this is not a numpy file"
     assert "classes.npy" in rejected(write_npz(tmp_path / "d.npz", arrays))
+
+
+# ---- the memory budget: checked from the headers, before anything is decoded ---------------
+
+def budget(max_decoded_bytes: int, max_unpacked_bytes: int = 64 * MB) -> Limits:
+    return Limits(max_entries=10_000, max_unpacked_bytes=max_unpacked_bytes,
+                  max_image_pixels=1_000_000, max_decoded_bytes=max_decoded_bytes)
+
+
+def no_decoding(monkeypatch) -> None:
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("an image was decoded")
+    monkeypatch.setattr("core.uploads.materialize.decode_image", refuse)
+
+
+def test_a_resize_over_the_budget_is_refused_before_any_image_is_decoded(tmp_path,
+                                                                         monkeypatch):
+    # Six 8x8 PNGs asking for 600x600: 6 x 3 x 600 x 600 = 6.48 MB of images decoded.
+    files = {f"{c}/{i}.png": encode(pattern(i, 8, 8)) for c in ("cat", "dog") for i in range(3)}
+    path = write_zip(tmp_path / "d.zip", files)
+    options = UploadOptions(test_fraction=0.34, resize=(600, 600))
+    no_decoding(monkeypatch)
+    message = rejected(path, options, budget(6 * MB))
+    assert "6 images of 3x600x600" in message and "6480000" in message
+    assert "TRAINHUB_DATASET_MAX_DECODED_BYTES" in message and str(6 * MB) in message
+
+
+def test_declared_channels_count_in_the_budget(tmp_path):
+    files = {f"{c}/{i}.png": encode(pattern(i, 8, 8)) for c in ("cat", "dog") for i in range(3)}
+    path = write_zip(tmp_path / "d.zip", files)
+    gray = UploadOptions(test_fraction=0.34, resize=(600, 600), channels=1)
+    result = materialize(path, gray, budget(3 * MB))  # 2.16 MB of images plus an entry
+    assert tuple(result.train.images.shape[1:]) == (1, 600, 600)
+    assert "3x600x600" in rejected(path, UploadOptions(test_fraction=0.34, resize=(600, 600)),
+                                   budget(3 * MB))
+
+
+def test_without_a_resize_the_first_images_header_sizes_the_budget(tmp_path, monkeypatch):
+    files = {f"{c}/{i}.png": encode(pattern(i, 300, 200)) for c in ("cat", "dog")
+             for i in range(3)}
+    path = write_zip(tmp_path / "d.zip", files)
+    no_decoding(monkeypatch)
+    assert "6 images of 3x300x200" in rejected(path, UploadOptions(test_fraction=0.34),
+                                               budget(MB))
+
+
+def test_an_upload_just_within_the_budget_is_decoded(tmp_path):
+    files = {f"{c}/{i}.png": encode(pattern(i, 8, 8)) for c in ("cat", "dog") for i in range(3)}
+    path = write_zip(tmp_path / "d.zip", files)
+    biggest = max(len(data) for data in files.values())
+    need = 6 * 3 * 40 * 40 + biggest
+    options = UploadOptions(test_fraction=0.34, resize=(40, 40))
+    result = materialize(path, options, budget(need))
+    assert len(result.train) + len(result.test) == 6
+    assert "TRAINHUB_DATASET_MAX_DECODED_BYTES" in rejected(path, options, budget(need - 1))
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_decoding_holds_about_the_budgets_estimate(tmp_path, fmt):
+    # 60 images of 3x256x256 (11.8 MB): decoded in place, never stacked or split by copies.
+    files = {f"{c}/{i}.png": encode(pattern(i, 16, 16)) for c in ("cat", "dog")
+             for i in range(30)}
+    path = (write_zip(tmp_path / "d.zip", files) if fmt == "zip"
+            else write_tar(tmp_path / "d.tar.gz", files))
+    images = 60 * 3 * 256 * 256
+    tracemalloc.start()
+    try:
+        result = materialize(path, UploadOptions(resize=(256, 256)), budget(images + MB))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(result.train) + len(result.test) == 60
+    assert peak < images + 3 * MB, peak
+
+
+def test_an_npz_over_the_budget_is_refused_before_it_is_loaded(tmp_path, monkeypatch):
+    arrays: dict = npz_arrays((6, 1, 100, 100))
+    arrays["x_train"] = npy_header((1000, 1, 100, 100)) + bytes(64)  # claims 10 MB
+    arrays["y_train"] = npy_header((1000,), "<i8") + bytes(64)
+    path = write_npz(tmp_path / "d.npz", arrays)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("np.load was called")
+
+    monkeypatch.setattr("core.uploads.materialize.np.load", no_load)
+    message = rejected(path, limits=budget(8 * MB))
+    assert "as stored" in message and "TRAINHUB_DATASET_MAX_DECODED_BYTES" in message
+
+
+@pytest.mark.parametrize("images, copied", [
+    (lambda n: np.zeros((n, 1, 32, 32), np.uint8), 0),  # N, C, H, W bytes: used as they are
+    (lambda n: np.zeros((n, 32, 32), np.uint8), 0),  # N, H, W: a view adds the channel
+    (lambda n: np.zeros((n, 32, 32, 3), np.uint8), 3 * 32 * 32),  # channels last: reordered
+    (lambda n: np.zeros((n, 1, 32, 32), np.float32), 32 * 32),  # floats: scaled into bytes
+    (lambda n: np.asfortranarray(np.zeros((n, 1, 32, 32), np.uint8)), 32 * 32),
+], ids=["nchw-uint8", "nhw-uint8", "nhwc-uint8", "float32", "fortran-order"])
+def test_an_npz_budget_counts_the_arrays_and_their_conversion_copies(tmp_path, images,
+                                                                     copied):
+    arrays = {"x_train": images(100), "y_train": np.arange(100) % 2,
+              "x_test": images(4), "y_test": np.arange(4) % 2}
+    path = write_npz(tmp_path / "d.npz", arrays)
+    stored = sum(a.nbytes for a in arrays.values())
+    need = stored + 104 * copied + 8 * 104  # the labels become int64
+    result = materialize(path, UploadOptions(), budget(need))
+    assert (len(result.train), len(result.test)) == (100, 4)
+    message = rejected(path, limits=budget(need - 1))
+    assert f"about {need} bytes" in message
+
+
+def test_npz_floats_are_converted_a_slice_at_a_time(tmp_path):
+    # 24 MB of float32 images: whole-array temporaries (x * 255, its rint, the finite
+    # check) would take three times that again.
+    x_train = np.random.default_rng(0).random((6000, 1, 32, 32), np.float32)
+    arrays = {"x_train": x_train, "y_train": np.arange(6000) % 2,
+              "x_test": x_train[:10], "y_test": np.arange(10) % 2}
+    path = write_npz(tmp_path / "d.npz", arrays)
+    tracemalloc.start()
+    try:
+        result = materialize(path, UploadOptions(), budget(64 * MB))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(result.train.images.numpy(), np.rint(x_train * 255).astype(np.uint8))
+    assert peak < x_train.nbytes + x_train.size + 16 * MB, peak
+
+
+# ---- check_headers: what the API reads before it accepts an upload ----------------------------
+
+def spooled(path: Path) -> io.BytesIO:
+    """The upload as the API holds it: an open file, not a path."""
+    return io.BytesIO(path.read_bytes())
+
+
+def test_check_headers_refuses_what_the_headers_show_wrong(tmp_path, monkeypatch):
+    no_decoding(monkeypatch)
+    files = {f"{c}/{i}.png": encode(pattern(i, 8, 8)) for c in ("cat", "dog") for i in range(3)}
+    zipped = spooled(write_zip(tmp_path / "d.zip", files))
+    assert check_headers(zipped, UploadOptions(test_fraction=0.34), budget(MB)) == "zip"
+    with pytest.raises(UploadRejected, match="TRAINHUB_DATASET_MAX_DECODED_BYTES"):
+        check_headers(zipped, UploadOptions(resize=(9999, 9999)), budget(512 * MB))
+    one_class = spooled(write_zip(tmp_path / "one.zip", {"cat/0.png": files["cat/0.png"]}))
+    with pytest.raises(UploadRejected, match="at least 2 classes"):
+        check_headers(one_class, UploadOptions(), LIMITS)
+    with pytest.raises(UploadRejected, match="not a .tar"):
+        check_headers(io.BytesIO(b"just text"), UploadOptions(), LIMITS)
+
+
+def test_check_headers_refuses_an_npz_over_the_budget_without_loading_it(tmp_path,
+                                                                         monkeypatch):
+    arrays: dict = npz_arrays((6, 1, 1000, 1000))
+    npz = spooled(write_npz(tmp_path / "d.npz", arrays))
+    assert check_headers(npz, UploadOptions(), LIMITS) == "npz"
+    monkeypatch.setattr("core.uploads.materialize.np.load", None)  # never called here
+    arrays["x_train"] = npy_header((1000, 1, 1000, 1000)) + bytes(64)  # claims 1 GB
+    arrays["y_train"] = npy_header((1000,), "<i8") + bytes(64)
+    with pytest.raises(UploadRejected, match="TRAINHUB_DATASET_MAX_DECODED_BYTES"):
+        check_headers(spooled(write_npz(tmp_path / "big.npz", arrays)), UploadOptions(),
+                      budget(512 * MB, max_unpacked_bytes=4096 * MB))  # the defaults
+
+
+def test_check_headers_leaves_a_tars_entries_to_the_worker(tmp_path, monkeypatch):
+    files = {"cat/0.png": encode(pattern(0)), "cat/1.png": encode(pattern(1))}  # one class
+    tar = spooled(write_tar(tmp_path / "d.tar.gz", files))
+    monkeypatch.setattr("core.uploads.materialize.open_entries", None)  # never walked
+    assert check_headers(tar, UploadOptions(), LIMITS) == "tar"
+
+
+def test_check_headers_calls_a_damaged_zip_damaged(tmp_path):
+    files = {f"{c}/{i}.png": encode(pattern(i)) for c in ("cat", "dog") for i in range(3)}
+    raw = bytearray(write_zip(tmp_path / "d.zip", files).read_bytes())
+    central = raw.find(b"PK\x01\x02")
+    raw[central + 42:central + 46] = (10**6).to_bytes(4, "little")  # a local header nowhere
+    with pytest.raises(UploadRejected, match="damaged|corrupt|not an image"):
+        check_headers(io.BytesIO(bytes(raw)), UploadOptions(), LIMITS)
