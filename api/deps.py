@@ -1,11 +1,12 @@
-"""Request-scoped dependencies: a database session per request, and a job by path id,
-loaded for the caller (another tenant's job is a missing one)."""
+"""Request-scoped dependencies: a database session per request, a job by path id, loaded
+for the caller (another tenant's job is a missing one), and the lists' query checks."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, AsyncIterator
 
 import anyio.to_thread
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
@@ -65,3 +66,24 @@ def _query_names(dependant):
     yield from (param.alias for param in dependant.query_params)
     for sub in dependant.dependencies:
         yield from _query_names(sub)
+
+
+ID_PREFIX = re.compile(r"[0-9a-f]{1,32}")  # the start of an id (core.ids: 32 hex digits)
+
+
+def id_prefix(id_prefix: Annotated[str | None, Query(
+        description="only those whose id starts with these 1 to 32 hex digits (how the CLI "
+                    "turns `trainhub show 8c7a` into one job)", examples=["8c7a"])] = None
+              ) -> str | None:
+    """The id_prefix filter, lowercased; a 422 naming it for anything but hex digits."""
+    if id_prefix is None:
+        return None
+    prefix = id_prefix.lower()
+    if ID_PREFIX.fullmatch(prefix) is None:
+        raise RequestValidationError([{
+            "loc": ("query", "id_prefix"), "type": "value_error",
+            "msg": "expected 1 to 32 hex digits (0-9, a-f): the start of an id"}])
+    return prefix
+
+
+IdPrefixDep = Annotated[str | None, Depends(id_prefix)]

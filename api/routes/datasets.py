@@ -11,7 +11,7 @@ from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from api.auth import TenantDep
-from api.deps import SessionDep
+from api.deps import IdPrefixDep, SessionDep
 from api.quota import rate_limited
 from api.errors import responses
 from api.schemas import DatasetList, DatasetPublic, Normalization, UploadProgress
@@ -69,12 +69,17 @@ def upload_public(row: Dataset) -> DatasetPublic:
         created_at=row.created_at, finished_at=row.finished_at)
 
 
-@router.get("", response_model=DatasetList)
-def list_datasets(session: SessionDep, tenant: TenantDep) -> DatasetList:
-    """The built-ins, then the caller's uploads (an admin's: everyone's), newest first."""
-    uploads = session.scalars(visible(select(Dataset), Dataset, tenant)
-                              .order_by(Dataset.created_at.desc())).all()
-    return DatasetList(datasets=[builtin_public(i) for i in BUILTIN_DATASETS.values()]
+@router.get("", response_model=DatasetList, responses=responses(422))
+def list_datasets(session: SessionDep, tenant: TenantDep,
+                  id_prefix: IdPrefixDep = None) -> DatasetList:
+    """The built-ins, then the caller's uploads (an admin's: everyone's), newest first; with
+    id_prefix, only the uploads whose id starts with it (a built-in's id is its name)."""
+    query = visible(select(Dataset), Dataset, tenant)
+    if id_prefix is not None:
+        query = query.where(Dataset.id.startswith(id_prefix))
+    uploads = session.scalars(query.order_by(Dataset.created_at.desc())).all()
+    builtins = [] if id_prefix is not None else BUILTIN_DATASETS.values()
+    return DatasetList(datasets=[builtin_public(i) for i in builtins]
                        + [upload_public(r) for r in uploads])
 
 

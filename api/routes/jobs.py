@@ -17,7 +17,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from api.auth import TenantDep
-from api.deps import JobDep, SessionDep, load_job
+from api.deps import IdPrefixDep, JobDep, SessionDep, load_job
 from api.quota import rate_limited, tenant_turn
 from api.reads import run_read
 from api.errors import responses
@@ -212,12 +212,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 def list_jobs(session: SessionDep, tenant: TenantDep,
               status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: str | None = None) -> JobList:
+              cursor: str | None = None, id_prefix: IdPrefixDep = None) -> JobList:
     """The caller's jobs (an admin's: everyone's), newest first; pass next_cursor back as
     cursor for the next page."""
     query = visible(select(Job), Job, tenant)
     if status_filter is not None:
         query = query.where(Job.status == status_filter.value)
+    if id_prefix is not None:
+        query = query.where(Job.id.startswith(id_prefix))
     if cursor:
         created, job_id = _decode_cursor(cursor)
         query = query.where(or_(Job.created_at < created,
