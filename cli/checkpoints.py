@@ -7,7 +7,6 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
 
 import typer
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
@@ -15,6 +14,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
 
 from cli import output
 from cli.client import Api, CliError, KeyOption, UrlOption
+from cli.ids import job_id as resolve_job, job_path
 from cli.jobs import JobArg
 
 REF = re.compile(r"^(best|latest|[0-9]{1,6})$")  # core.checkpoints.REF_PATTERN
@@ -29,14 +29,15 @@ def register(app: typer.Typer) -> None:
 def checkpoints(job_id: JobArg, url: UrlOption = None, key: KeyOption = None) -> None:
     """A job's checkpoints, newest first, with their metrics, size and sha256."""
     with Api(url, key) as api:
-        listing = api.get(f"/jobs/{quote(job_id, safe='')}/checkpoints")
+        listing = api.get(job_path(api, job_id, "/checkpoints"))
     rows = sorted(listing["checkpoints"], key=lambda row: row["epoch"], reverse=True)
     if not rows:
         output.line(f"job {listing['job_id']} has no checkpoint yet (one is written at the end "
                     "of each epoch)")
         return
     best_metric = listing.get("best_metric") or "eval_accuracy"
-    t = output.table("epoch", "", "step", best_metric, "metrics", "size", "sha256", "created")
+    t = output.table("epoch", "tags", "step", best_metric, "metrics", "size", "sha256",
+                     "created", whole=("created",))
     for row in rows:
         tags = [tag for tag in ("latest", "best") if listing.get(tag) == row["epoch"]]
         metrics = row.get("metrics") or {}
@@ -63,8 +64,8 @@ def download(
     if not REF.match(checkpoint):
         raise CliError(f"--checkpoint {checkpoint!r}: expected best, latest or an epoch number")
     with Api(url, key) as api:
-        path = f"/jobs/{quote(job_id, safe='')}/checkpoints/{checkpoint}"
-        with api.stream("GET", path) as resp:
+        job_id = resolve_job(api, job_id)
+        with api.stream("GET", job_path(api, job_id, f"/checkpoints/{checkpoint}")) as resp:
             epoch = resp.headers.get("x-checkpoint-epoch", checkpoint)
             expected = resp.headers.get("x-checkpoint-sha256")
             target = out or Path(f"{job_id}-epoch{epoch}.pt")

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cli import output
 from cli.client import Api, CliError, KeyOption, UrlOption
+from cli.ids import dataset_id
 
 CHUNK = 1 << 20
 # The API reads an upload's headers before it answers (a worker decodes it later): a large
@@ -200,7 +201,8 @@ def list_datasets(url: UrlOption = None, key: KeyOption = None) -> None:
     """The built-in datasets, then the uploads, newest first."""
     with Api(url, key) as api:
         datasets = api.get("/datasets")["datasets"]
-    t = output.table("name", "id", "source", "status", "shape", "classes", "train", "test")
+    t = output.table("name", "id", "source", "status", "shape", "classes", "train", "test",
+                     whole=("id",))
     for d in datasets:
         t.add_row(escape(d["name"]), "" if d["source"] == "builtin" else d["id"], d["source"],
                   output.status(d["status"]), shape(d), str(d.get("num_classes") or "-"),
@@ -210,11 +212,12 @@ def list_datasets(url: UrlOption = None, key: KeyOption = None) -> None:
 
 @app.command("show")
 def show(dataset: Annotated[str, typer.Argument(metavar="DATASET",
-                                                help="a built-in's name or an upload's id",
+                                                help="a built-in's name, or an upload's id "
+                                                     "or the start of it that names one",
                                                 show_default=False)],
          as_json: Annotated[bool, typer.Option("--json", help="as the API returns it")] = False,
          url: UrlOption = None, key: KeyOption = None) -> None:
     """One dataset: status, shape, classes, counts (and why it failed)."""
     with Api(url, key) as api:
-        d = api.get(f"/datasets/{quote(dataset, safe='')}")
+        d = api.get(f"/datasets/{quote(dataset_id(api, dataset), safe='')}")
     output.show_resource(d, as_json, details)

@@ -1,4 +1,5 @@
-"""`trainhub list`, `show` and `cancel`: jobs as a table, one job in full, a cancel request."""
+"""`trainhub list`, `show` and `cancel`: jobs as a table, one job in full, a cancel request;
+an upload is shown by its name."""
 import json
 from typing import Annotated, Any
 
@@ -8,10 +9,12 @@ from rich.table import Table
 
 from cli import output
 from cli.client import Api, KeyOption, UrlOption
+from cli.ids import FULL_ID, job_path
 
 PAGE_MAX = 500  # GET /jobs' largest limit
 
-JobArg = Annotated[str, typer.Argument(metavar="JOB", help="the job's id", show_default=False)]
+JobArg = Annotated[str, typer.Argument(
+    metavar="JOB", help="the job's id, or the start of it that names one job", show_default=False)]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,19 +40,37 @@ def list_jobs(
             cursor = page.get("next_cursor")
             if not cursor:
                 break
-    t = output.table("id", "name", "status", "model", "dataset", "progress", "created")
+        if not jobs:
+            output.line("no jobs" + (f" with status {status}" if status else ""))
+            return
+        names = dataset_names(api, jobs)
+    t = output.table("id", "name", "status", "model", "dataset", "progress", "created",
+                     whole=("id", "status", "created"))
     for job in jobs:
         t.add_row(job["id"], escape(job["name"]), output.status(job["status"]), job["model"],
-                  escape(job["dataset"]), output.progress(job), output.when(job["created_at"]))
-    if not jobs:
-        output.line("no jobs" + (f" with status {status}" if status else ""))
-        return
+                  escape(names.get(job["dataset"], job["dataset"])), output.progress(job),
+                  output.when(job["created_at"]))
     output.show(t)
     if cursor:
         output.line(f"(more jobs: --limit {limit * 2})", err=True)
 
 
-def job_details(job: dict[str, Any]) -> Table:
+def dataset_names(api: Api, jobs: list[dict[str, Any]]) -> dict[str, str]:
+    """The names of the jobs' uploaded datasets by id (a built-in's id is its name): one
+    GET /datasets when some job trains on an upload. A deleted upload has none."""
+    if not any(FULL_ID.fullmatch(job["dataset"]) for job in jobs):
+        return {}
+    return {d["id"]: d["name"] for d in api.get("/datasets")["datasets"]
+            if d["source"] == "upload"}
+
+
+def dataset_label(job: dict[str, Any], names: dict[str, str]) -> str:
+    """An upload as `name (id)`, a built-in by its name."""
+    ref = job["dataset"]
+    return f"{names[ref]} ({ref})" if ref in names else ref
+
+
+def job_details(job: dict[str, Any], names: dict[str, str] | None = None) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -59,6 +80,7 @@ def job_details(job: dict[str, Any]) -> Table:
     grid.add_row("id", job["id"])
     grid.add_row("name", escape(job["name"]))
     grid.add_row("status", status)
+    grid.add_row("dataset", escape(dataset_label(job, names or {})))
     grid.add_row("progress", output.progress(job))
     attempt = f"{job.get('attempts', 0)} of at most {job.get('max_attempts', '?')}"
     if job.get("worker"):
@@ -89,14 +111,15 @@ def show(job_id: JobArg,
          url: UrlOption = None, key: KeyOption = None) -> None:
     """Show one job: status, progress, spec, final metrics, error."""
     with Api(url, key) as api:
-        job = api.get(f"/jobs/{job_id}")
-    output.show_resource(job, as_json, job_details)
+        job = api.get(job_path(api, job_id))
+        names = {} if as_json else dataset_names(api, [job])
+    output.show_resource(job, as_json, lambda j: job_details(j, names))
 
 
 def cancel(job_id: JobArg, url: UrlOption = None, key: KeyOption = None) -> None:
     """Cancel a job: a queued one at once, a running one at its next check."""
     with Api(url, key) as api:
-        job = api.post(f"/jobs/{job_id}/cancel")
+        job = api.post(job_path(api, job_id, "/cancel"))
     if job["status"] == "cancelled":
         output.line(f"job {job['id']} cancelled")
     else:

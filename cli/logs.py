@@ -6,6 +6,8 @@ import typer
 
 from cli import output
 from cli.client import Api, KeyOption, UrlOption
+from cli.ids import job_path
+from cli.jobs import JobArg
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 FOLLOW_POLL_S = 1.0
@@ -16,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def logs(
-    job: Annotated[str, typer.Argument(metavar="JOB", help="the job's id", show_default=False)],
+    job: JobArg,
     follow: Annotated[bool, typer.Option("--follow", "-f",
                                          help="keep printing new lines until the job ends")]
     = False,
@@ -25,8 +27,9 @@ def logs(
     """Print the job's log lines (claim, dataset, epochs, warnings, the error), oldest first."""
     since = 0
     with Api(url, key) as api:
+        path = job_path(api, job, "/logs")
         while True:
-            page = api.get(f"/jobs/{job}/logs", since=since, limit=1000)
+            page = api.get(path, since=since, limit=1000)
             for line in page["lines"]:
                 stamp = line["time"].replace("T", " ")[:23]
                 output.line(f"{stamp} {line['level']:<7} {line['message']}")

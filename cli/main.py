@@ -15,9 +15,28 @@ from cli.client import CliError
 from cli.output import error_line
 
 
+def untyped_flags(command, ctx: typer.Context, help_option=None) -> None:
+    """typer shows every option's type in help, a flag's too (`--help -h <bool>`, `--json
+    <bool>`), as if it took a value: a flag takes none, so it shows none (its metavar, which
+    help prints instead of the type, set empty). For the command and all under it."""
+    help_option = help_option or command.get_help_option(ctx)
+    for param in [*command.params, help_option]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        untyped_flags(sub, ctx)
+
+
 class Group(TyperGroup):
     """The top-level group: turns a CliError from any verb into one line and an exit code,
-    and Ctrl-C into exit 130, never a traceback."""
+    and Ctrl-C into exit 130, never a traceback; help shows no type for a flag."""
+
+    def get_help_option(self, ctx: typer.Context):
+        help_option = super().get_help_option(ctx)
+        if not getattr(self, "flags_untyped", False):
+            self.flags_untyped = True
+            untyped_flags(self, ctx, help_option)
+        return help_option
 
     def invoke(self, ctx: typer.Context):
         try:

@@ -4,12 +4,12 @@ import json
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 
 from cli import output
 from cli.client import Api, CliError, KeyOption, UrlOption
+from cli.ids import job_path
 from cli.jobs import JobArg
 
 CSV_COLUMNS = ("name", "epoch", "batch", "step", "value", "time")
@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 def points(api: Api, job_id: str, name: str | None) -> Iterator[dict[str, Any]]:
     since = None
+    path = job_path(api, job_id, "/metrics")
     while True:
-        page = api.get(f"/jobs/{quote(job_id, safe='')}/metrics", name=name,
-                       since_step=since, limit=PAGE)
+        page = api.get(path, name=name, since_step=since, limit=PAGE)
         yield from page["metrics"]
         since = page.get("next_since_step")
         if since is None:

@@ -37,11 +37,17 @@ def error_line(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-def table(*columns: str, title: str | None = None) -> Table:
+def table(*columns: str, title: str | None = None, whole: tuple[str, ...] = ()) -> Table:
+    """A table whose cells fold when it is too wide, but for the columns named in whole
+    (ids, which people copy: a folded one pastes as two): those keep their full width, and
+    the others fold more."""
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False,
               header_style="bold")
     for name in columns:
-        t.add_column(name, overflow="fold")
+        if name in whole:
+            t.add_column(name, no_wrap=True, overflow="ignore")
+        else:
+            t.add_column(name, overflow="fold")
     return t
 
 

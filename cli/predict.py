@@ -11,6 +11,7 @@ from rich.markup import escape
 from cli import output
 from cli.checkpoints import REF
 from cli.client import Api, CliError, KeyOption, UrlOption
+from cli.ids import job_id
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,8 @@ def register(app: typer.Typer) -> None:
 def predict(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", show_default=False,
                                                  help="image files, any format Pillow reads")],
-    job: Annotated[str, typer.Option("--job", "-j", help="the trained job's id",
+    job: Annotated[str, typer.Option("--job", "-j", help="the trained job's id (or the start "
+                                                         "of it that names one job)",
                                      show_default=False)],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="classes per image")] = 5,
     checkpoint: Annotated[str, typer.Option(
@@ -38,8 +40,8 @@ def predict(
                 parts.append(("image", (path.name, files.enter_context(open(path, "rb")))))
             except OSError as exc:
                 raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
-        answer = api.post("/predict", files=parts,
-                          data={"job_id": job, "top_k": str(top_k), "checkpoint": checkpoint})
+        answer = api.post("/predict", files=parts, data={
+            "job_id": job_id(api, job), "top_k": str(top_k), "checkpoint": checkpoint})
     if as_json:
         output.line(json.dumps(answer, indent=2))
         return

@@ -12,6 +12,8 @@ import yaml
 
 from cli import output
 from cli.client import Api, CliError, KeyOption, UrlOption
+from cli.ids import dataset_id, job_id
+from cli.jobs import dataset_label, dataset_names
 
 # Keys of `--set` that are fields of the job itself; any other plain key is a
 # hyperparameter, and a dotted key (init_from.job_id) is a path from the top.
@@ -88,10 +90,20 @@ def build_spec(base: dict[str, Any], fields: dict[str, Any], hyper: dict[str, An
     return spec
 
 
-def summary(job: dict[str, Any]) -> str:
+def resolve_ids(api: Api, spec: dict[str, Any]) -> None:
+    """The start of an upload's id as `dataset`, or of a job's as `init_from.job_id`, made
+    the whole id it names (the API takes whole ids only)."""
+    if isinstance(spec.get("dataset"), str):
+        spec["dataset"] = dataset_id(api, spec["dataset"])
+    init_from = spec.get("init_from")
+    if isinstance(init_from, dict) and isinstance(init_from.get("job_id"), str):
+        init_from["job_id"] = job_id(api, init_from["job_id"])
+
+
+def summary(job: dict[str, Any], names: dict[str, str]) -> str:
     spec = job.get("spec") or {}
     hp = spec.get("hyperparameters") or {}
-    parts = [f"{job.get('model')} on {job.get('dataset')}"]
+    parts = [f"{job.get('model')} on {dataset_label(job, names)}"]
     if hp:
         parts.append(f"{hp.get('epochs')} epochs, batch {hp.get('batch_size')}, "
                      f"{hp.get('optimizer')} lr {hp.get('lr')}")
@@ -108,7 +120,8 @@ def submit(
         show_default=False)] = None,
     model: Annotated[str | None, typer.Option(help="lenet, cnn, mlp, resnet18")] = None,
     dataset: Annotated[str | None, typer.Option(
-        help="digits, fake, mnist, fashion_mnist, cifar10, or an uploaded dataset's id")] = None,
+        help="digits, fake, mnist, fashion_mnist, cifar10, or an uploaded dataset's id (or "
+             "the start of it that names one)")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
@@ -136,8 +149,9 @@ def submit(
          "log_every": log_every, "seed": seed},
         settings or [])
     with Api(url, key) as api:
+        resolve_ids(api, spec)
         job = api.post("/jobs", json=spec)
-        output.line(summary(job), err=True)
+        output.line(summary(job, dataset_names(api, [job])), err=True)
         output.line(job["id"])
         if follow_it:
             from cli.follow import follow_job

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cli import sse
-from cli.follow import epoch_line, loss_line
+from cli.follow import Display, SampleRate, epoch_line, loss_line
 from tests.integration.cli.conftest import (assert_one_error_line, finish_job, invoke,
                                             tutorial_points)
 
@@ -48,6 +48,84 @@ def test_loss_and_epoch_lines():
                           "samples_per_second": 1234.56}) == (
         "epoch 1: eval_accuracy=0.9361 eval_loss=0.2500 train_loss=0.5000 "
         "samples_per_second=1234.6")
+
+
+# ---- samples per second -------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shown_rate(display: Display) -> str:
+    """What the bar of the epoch under way shows in its samples/s column."""
+    column = next(c for c in display.bars.columns if isinstance(c, SampleRate))
+    return column.render(display.bars.tasks[-1]).plain
+
+
+def rate_display(epochs: int, steps_per_epoch: int, batch_size: int) -> tuple[Display, Clock]:
+    clock = Clock()
+    job = {"id": JOB_ID, "name": "rate", "status": "running",
+           "spec": {"hyperparameters": {"epochs": epochs, "batch_size": batch_size}},
+           "progress": {"epoch": 1, "step": 0, "total_steps": epochs * steps_per_epoch}}
+    return Display(job, live=True, clock=clock), clock
+
+
+def progress(step: int, spe: int, total: int) -> dict:
+    return {"type": "progress", "epoch": (step - 1) // spe + 1, "step": step,
+            "total_steps": total}
+
+
+def test_a_fast_job_shows_the_rate_it_reported_not_one_of_its_batched_events():
+    # The report of #20: the README's default job (lenet on digits, batch 4: 360 steps an
+    # epoch) trains 9,453 samples/s, an epoch in 0.15 s; the worker publishes every 0.5 s,
+    # so whole epochs of events arrive microseconds apart. The bar said 332,306.
+    display, clock = rate_display(epochs=2, steps_per_epoch=360, batch_size=4)
+    try:
+        display.handle({"type": "status", "status": "running"})
+        clock.now += 0.5
+        for event in (metric("loss", 1, 360, 360, 2.1), metric("train_loss", 1, 360, 360, 2.1),
+                      metric("samples_per_second", 1, 360, 360, 9453.2),
+                      metric("eval_accuracy", 1, 360, 360, 0.6), progress(500, 360, 720)):
+            display.handle(event)
+            clock.now += 0.00002
+        assert shown_rate(display) == "9,453 samples/s"
+        clock.now += 0.5
+        for event in (metric("loss", 2, 360, 720, 1.2),
+                      metric("samples_per_second", 2, 360, 720, 9601.0), progress(720, 360, 720)):
+            display.handle(event)
+            clock.now += 0.00002
+        assert shown_rate(display) == "9,601 samples/s"
+    finally:
+        display.close()
+
+
+def test_a_long_epoch_shows_the_rate_of_the_last_seconds_of_events():
+    # 200 steps/s at batch 16 (3,200 samples/s), published every 0.5 s: a progress event and,
+    # every 20 steps, a loss point; following starts with a replay of the first 2,000 steps.
+    display, clock = rate_display(epochs=2, steps_per_epoch=3000, batch_size=16)
+    try:
+        for step in range(20, 2001, 20):  # the replay: one batch
+            display.handle(metric("loss", 1, step, step, 1.0))
+            display.handle(progress(step, 3000, 6000))
+            clock.now += 0.00001
+        assert shown_rate(display) == "- samples/s"  # nothing measured, nothing reported
+        step, replayed = 2000, clock.now
+        for flush in range(1, 13):
+            for i in range(5):
+                clock.now = replayed + 0.5 * flush + 0.0001 * i
+                step += 20
+                display.handle(metric("loss", (step - 1) // 3000 + 1, (step - 1) % 3000 + 1,
+                                      step, 1.0))
+            display.handle(progress(step, 3000, 6000))
+            if flush < 4:
+                assert shown_rate(display) == "- samples/s", flush  # under 2 s of events
+        assert shown_rate(display) == "3,200 samples/s"
+    finally:
+        display.close()
 
 
 # ---- a stand-in server --------------------------------------------------------------------

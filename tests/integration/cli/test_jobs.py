@@ -128,3 +128,36 @@ def test_the_url_comes_from_trainhub_url_and_may_omit_the_scheme(api_url):
     assert run.exit_code == 0, run.stderr
     bare = api_url.removeprefix("http://")
     assert invoke("datasets", "list", "--url", bare).exit_code == 0
+
+
+def header(table_text: str) -> list[str]:
+    return [cell.strip() for cell in table_text.splitlines()[0].split("┃")]
+
+
+def test_the_checkpoints_table_labels_every_column(cli):
+    from core.db import session_scope
+    from core.tables import Checkpoint
+
+    job_id = new_job(cli)
+    finish_job(job_id, tutorial_points())
+    with session_scope() as session:
+        for epoch in (1, 2):
+            session.add(Checkpoint(job_id=job_id, epoch=epoch, step=90 * epoch,
+                                   storage_key=f"jobs/{job_id}/e{epoch}.pt", size_bytes=1000,
+                                   sha256=f"{epoch}" * 64,
+                                   metrics={"eval_accuracy": 0.8 + epoch / 100}))
+    run = cli("checkpoints", job_id)
+    assert run.exit_code == 0, run.stderr
+    assert header(run.stdout) == ["epoch", "tags", "step", "eval_accuracy", "metrics", "size",
+                                  "sha256", "created"]
+    rows = [[cell.strip() for cell in line.split("│")] for line in run.lines[2:]]
+    assert [row[:3] for row in rows] == [["2", "latest,best", "180"], ["1", "", "90"]]
+
+
+def test_list_prints_ids_whole_in_a_narrow_terminal(cli, api_url):
+    job_id = new_job(cli, "--name", "a-long-name-" + "x" * 40)
+    for columns in ("120", "80"):
+        run = invoke("list", "--limit", "3", "--url", api_url, env={"COLUMNS": columns})
+        assert run.exit_code == 0, run.stderr
+        assert max(map(len, run.lines)) <= int(columns)
+        assert job_id in run.stdout, run.stdout  # on one line, not folded over two
