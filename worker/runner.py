@@ -131,7 +131,7 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
             source = dataset_source(spec["dataset"], owner)
             dataset = read_dataset(source, settings, store)
             log.info("job %s: dataset %s loaded: %d train and %d test images of shape %s, "
-                     "%d classes", job_id, spec["dataset"], len(dataset.train),
+                     "%d classes", job_id, source.get("name", spec["dataset"]), len(dataset.train),
                      len(dataset.test), "x".join(map(str, dataset.shape)),
                      len(dataset.classes))
             model = models.build(spec["model"], dataset.shape, len(dataset.classes))
@@ -300,7 +300,7 @@ def dataset_source(ref: str, owner: str | None = None) -> dict:
             view = datasets.resolve(session, ref, tenant_of(session, owner))
         except datasets.DatasetNotUsable as exc:
             raise JobInputError(exc.message) from None
-    return {"upload": ref, "key": view.cache_key}
+    return {"upload": ref, "key": view.cache_key, "name": view.name}
 
 
 def load_initial_weights(model, spec: dict, dataset: ImageDataset, store,

@@ -9,7 +9,7 @@
 // Logging in: the page starts with GET /session. A 401 there, or on any request later (the
 // session ended), shows the login form in place of the view; once logged in, the view the
 // address names is shown. The session is an HttpOnly cookie: the page never holds the key.
-import {getSession, logOut, onReachability, onUnauthorized} from "./js/api.js";
+import {forgetDatasetNames, getSession, logOut, onReachability, onUnauthorized} from "./js/api.js";
 import {h, replace} from "./js/dom.js";
 import {compareView} from "./js/views/compare.js";
 import {jobView} from "./js/views/job.js";
@@ -91,6 +91,7 @@ function showLogin(notice = null) {
   stopView();
   showCaller(null);
   forgetJobsSelection();
+  forgetDatasetNames();
   document.title = "Log in · trainhub";
   cleanup = loginView(view, {notice, onLogin: loggedIn});
 }

@@ -95,3 +95,36 @@ export const getJob = (id, signal) => api(`/jobs/${id}`, {signal});
 export const cancelJob = (id) => api(`/jobs/${id}/cancel`, {method: "POST"});
 export const deleteJob = (id) => api(`/jobs/${id}`, {method: "DELETE"});
 export const listCheckpoints = (id, signal) => api(`/jobs/${id}/checkpoints`, {signal});
+
+// ---- dataset names -----------------------------------------------------------------------
+// A job names its dataset by id. An upload's id means nothing to a person; its name does (the
+// upload's file name unless the uploader named it). Names come from GET /datasets, asked
+// again only when a job names an upload the page has not seen yet.
+const UPLOAD_ID = /^[0-9a-f]{32}$/;
+const datasetNames = new Map(); // upload id -> name (null: deleted since)
+let namesAsked = null; // the GET /datasets under way, shared by the views that wait for it
+
+/** Learn the names of these datasets; never throws (an unknown name shows as a short id). */
+export async function loadDatasetNames(ids) {
+  const unseen = () => ids.filter((id) => UPLOAD_ID.test(id) && !datasetNames.has(id));
+  if (!unseen().length) return;
+  namesAsked ??= api("/datasets").then((list) => {
+    for (const d of list.datasets) if (d.source === "upload") datasetNames.set(d.id, d.name);
+  }).finally(() => { namesAsked = null; });
+  try {
+    await namesAsked;
+  } catch {
+    return; // asked again next time
+  }
+  for (const id of unseen()) datasetNames.set(id, null); // not asked again
+}
+
+/** What a person calls a dataset: a built-in's id is its name; an upload's name, else its short id. */
+export function datasetName(id) {
+  return datasetNames.get(id) ?? (UPLOAD_ID.test(id) ? id.slice(0, 8) : id);
+}
+
+/** Forget the names (on log out: the next user has other uploads). */
+export function forgetDatasetNames() {
+  datasetNames.clear();
+}

@@ -1,7 +1,7 @@
 // Several jobs' loss curves on one chart (GET /jobs/{id}/metrics?name=loss, every page),
 // x = step or epoch, with a legend and a table of what differs between the jobs. Jobs
 // still running are read again every few seconds.
-import {getJob, metricPoints} from "../api.js";
+import {datasetName, getJob, loadDatasetNames, metricPoints} from "../api.js";
 import {LineChart, PALETTE, alignSeries} from "../chart.js";
 import {TERMINAL, badge, fmtNumber, fmtPercent, h, replace, shortId} from "../dom.js";
 
@@ -95,7 +95,8 @@ export function compareView(root, params) {
         const last = run.points.length ? run.points[run.points.length - 1].value : null;
         return h("tr", {dataset: {jobId: id}},
           h("td", {}, h("span", {class: `swatch c${i}`}), " ", h("a", {href: `#/jobs/${id}`}, label(run, id))),
-          h("td", {}, badge(j.status)), h("td", {}, j.model), h("td", {}, j.dataset),
+          h("td", {}, badge(j.status)), h("td", {}, j.model),
+          h("td", {class: "dataset", title: j.dataset}, datasetName(j.dataset)),
           differing.map((k) => h("td", {}, String(j.spec?.hyperparameters?.[k]))),
           h("td", {class: "num"}, run.points.length.toLocaleString("en")),
           h("td", {class: "num"}, fmtNumber(last)),
@@ -109,6 +110,7 @@ export function compareView(root, params) {
     const run = runs.get(id);
     try {
       run.job = await getJob(id, controller.signal);
+      await loadDatasetNames([run.job.dataset]);
       const points = await metricPoints(id, "loss", run.lastStep, controller.signal);
       for (const p of points) run.points.push({step: p.step, epoch: p.epoch, batch: p.batch, value: p.value});
       if (points.length) run.lastStep = points[points.length - 1].step;

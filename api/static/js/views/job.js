@@ -1,7 +1,9 @@
 // One job: live loss chart and status through its event stream (GET /jobs/{id}/events),
 // evaluation per epoch, hyperparameters, checkpoints, cancel, and (once it succeeded) an
 // image drop zone that classifies images with POST /predict.
-import {ApiError, api, cancelJob, deleteJob, getJob, listCheckpoints, metricPoints} from "../api.js";
+import {
+  ApiError, api, cancelJob, datasetName, deleteJob, getJob, listCheckpoints, loadDatasetNames, metricPoints,
+} from "../api.js";
 import {LineChart, LiveSeries} from "../chart.js";
 import {
   TERMINAL, badge, fmtBytes, fmtDuration, fmtNumber, fmtPercent, fmtTime, h, jobDuration,
@@ -81,7 +83,8 @@ export function jobView(root, jobId) {
     cancelButton.disabled = job.cancel_requested;
     cancelButton.textContent = job.cancel_requested ? "Cancelling…" : "Cancel";
     deleteButton.hidden = running;
-    replace(sub, h("span", {class: "mono"}, job.id), ` · ${job.model} on ${job.dataset}`,
+    replace(sub, h("span", {class: "mono"}, job.id), ` · ${job.model} on `,
+            h("span", {id: "job-dataset", title: job.dataset}, datasetName(job.dataset)),
             job.device ? ` · ${job.device}` : "");
     updateProgressBar(bar, job);
     barText.textContent = progressText(job);
@@ -322,6 +325,7 @@ export function jobView(root, jobId) {
     }
     if (stopped) return;
     renderJob();
+    loadDatasetNames([job.dataset]).then(renderSoon);
     chart = new LineChart(chartBox, {series: [{label: "loss"}], xLabel: "step", yLabel: "loss"});
     loss = new LiveSeries(chart);
     chartNote.hidden = false;

@@ -1,7 +1,7 @@
 // The jobs table: newest first, polled every 2 s while the tab is visible; checkboxes pick
 // jobs for the compare view. Rows are updated in place, so a poll never loses a checkbox,
 // the focus or a text selection.
-import {api} from "../api.js";
+import {api, datasetName, loadDatasetNames} from "../api.js";
 import {
   badge, fmtAgo, fmtDuration, fmtPercent, fmtTime, h, jobDuration, progressBar, progressText,
   replace, shortId, updateProgressBar,
@@ -72,6 +72,7 @@ export function jobsView(root) {
                               }});
     const cells = {
       status: h("td"),
+      dataset: h("td", {class: "dataset", title: job.dataset}),
       bar: progressBar(job),
       progressText: h("div", {class: "progress-text"}),
       accuracy: h("td", {class: "num"}),
@@ -82,7 +83,7 @@ export function jobsView(root) {
       h("td", {class: "select"}, check),
       h("td", {class: "name"}, h("a", {href: `#/jobs/${job.id}`}, job.name), h("span", {class: "id mono"}, shortId(job.id))),
       h("td", {}, job.model),
-      h("td", {}, job.dataset.length === 32 ? shortId(job.dataset) : job.dataset),
+      cells.dataset,
       cells.status,
       h("td", {class: "progress"}, cells.bar, cells.progressText),
       cells.accuracy, cells.created, cells.duration);
@@ -95,6 +96,7 @@ export function jobsView(root) {
       replace(cells.status, badge(job.status));
       row.status = job.status;
     }
+    cells.dataset.textContent = datasetName(job.dataset);
     updateProgressBar(cells.bar, job);
     cells.progressText.textContent = progressText(job);
     const acc = job.metrics?.val_accuracy ?? job.metrics?.eval_accuracy;
@@ -128,11 +130,14 @@ export function jobsView(root) {
     clearTimeout(timer);
     if (stopped) return;
     controller?.abort();
-    controller = new AbortController();
+    const mine = controller = new AbortController();
     try {
       const query = new URLSearchParams({limit: String(limit)});
       if (statusFilter) query.set("status", statusFilter);
-      render(await api(`/jobs?${query}`, {signal: controller.signal}));
+      const list = await api(`/jobs?${query}`, {signal: controller.signal});
+      await loadDatasetNames(list.jobs.map((j) => j.dataset));
+      if (stopped || controller !== mine) return; // the view ended, or a newer refresh took over
+      render(list);
       error.hidden = true;
     } catch (err) {
       if (err.name === "AbortError") return;

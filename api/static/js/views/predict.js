@@ -6,6 +6,7 @@ import {h, replace} from "../dom.js";
 export function predictPanel(card, job) {
   const urls = [];
   let numClasses = 10;
+  let asked = 0; // submissions so far: only the latest one's answer is shown
 
   const input = h("input", {type: "file", id: "predict-file", accept: "image/*", multiple: true,
                             onchange: () => { if (input.files.length) classify([...input.files]); input.value = ""; }});
@@ -45,7 +46,16 @@ export function predictPanel(card, job) {
     if (d.num_classes) { numClasses = d.num_classes; topK.max = String(numClasses); }
   }).catch(() => {});
 
+  // A new submission clears what the last one showed: results left under a new error (or
+  // beside a pending request) would read as the answer to these images.
+  function clearResults() {
+    for (const url of urls.splice(0)) URL.revokeObjectURL(url);
+    replace(results);
+  }
+
   async function classify(files) {
+    const turn = ++asked;
+    clearResults();
     error.hidden = true;
     status.textContent = `Classifying ${files.length} image${files.length > 1 ? "s" : ""}…`;
     const form = new FormData();
@@ -54,10 +64,11 @@ export function predictPanel(card, job) {
     form.append("top_k", String(Math.min(Math.max(parseInt(topK.value, 10) || 3, 1), numClasses)));
     try {
       const answer = await api("/predict", {method: "POST", form});
-      for (const url of urls.splice(0)) URL.revokeObjectURL(url);
+      if (turn !== asked) return;
       replace(results, answer.predictions.map((top, i) => figure(files[i], top)));
       status.textContent = `Checkpoint: epoch ${answer.checkpoint.epoch} (${answer.checkpoint.ref}), sha256 ${answer.checkpoint.sha256.slice(0, 12)}…`;
     } catch (err) {
+      if (turn !== asked) return;
       status.textContent = "";
       error.hidden = false;
       error.textContent = `Could not classify: ${err.message}`;
