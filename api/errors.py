@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from api.head import requested_method
 from core.errors import Conflict, FieldError, Forbidden, NotFound, TooLarge, Unauthorized
 from core.images import NotAnImage
 from core.queue import BrokerUnavailable
@@ -88,12 +89,33 @@ def _field(loc) -> str:
     return ".".join(parts) or "body"
 
 
+# pydantic's words before what a validator raised (ValueError, assert): the reason is the rest.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _invalid_json(err: dict, body) -> dict:
+    """pydantic gives a character offset (loc ["body", 39]): say where, as a person reads a
+    file, and why (json's own reason)."""
+    offset = err["loc"][-1] if isinstance(err["loc"][-1], int) else 0
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    line, column = text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+    reason = str((err.get("ctx") or {}).get("error") or "not valid JSON")
+    return {"field": "body", "msg": safe(f"invalid JSON at line {line} column {column}: "
+                                         f"{reason}"),
+            "type": err["type"], "loc": ["body"]}
+
+
 async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = []
     for err in exc.errors():
+        if err["type"] == "json_invalid":
+            detail.append(_invalid_json(err, exc.body))
+            continue
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field; see GET /docs for the allowed fields"
+        for prefix in _PYDANTIC_PREFIXES:
+            msg = msg.removeprefix(prefix)
         loc = [_loc_part(p) for p in err["loc"]]
         detail.append({"field": _field(loc), "msg": safe(msg), "type": err["type"], "loc": loc})
     return JSONResponse({"detail": detail}, status_code=422)
@@ -136,7 +158,8 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         allowed = _allowed_methods(request)
         if allowed:  # else (a route outside the OpenAPI document) Starlette's own list
             headers["Allow"] = ", ".join(allowed)
-        detail = f"{request.method} is not allowed here; allowed: {headers.get('Allow')}"
+        detail = (f"{requested_method(request.scope)} is not allowed here; allowed: "
+                  f"{headers.get('Allow')}")
     elif exc.status_code == 404 and detail == "Not Found":
         detail = "not found: no such route; see GET /docs for the routes"
     return JSONResponse({"detail": safe(detail)}, status_code=exc.status_code, headers=headers)

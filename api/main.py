@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api import auth, deps, errors, limits, observability, reads
+from api import auth, deps, errors, head, limits, observability, reads
 from api.routes import (
     catalog,
     checkpoints,
     datasets,
+    docs,
     events,
     health,
     jobs,
@@ -50,6 +51,7 @@ async def lifespan(_app: FastAPI):
 def create_app() -> FastAPI:
     app = FastAPI(title="trainhub", version="0.1.0", lifespan=lifespan,
                   description="Training as a service for PyTorch.",
+                  docs_url=None, redoc_url=None,  # self-hosted: api/routes/docs.py
                   # Credentials first: a caller without them learns nothing, not even a 422.
                   dependencies=[Depends(auth.authenticate),
                                 Depends(deps.reject_unknown_query)])
@@ -57,6 +59,7 @@ def create_app() -> FastAPI:
                    predict.router, datasets.router, catalog.router, health.router,
                    workers.router, monitoring.router, pages.router):
         app.include_router(router)
+    docs.install(app)
     errors.install(app)
     auth.install_openapi(app)
     app.add_middleware(limits.BodyLimit)
@@ -68,6 +71,7 @@ def create_app() -> FastAPI:
                                           "Last-Event-ID"],
                            expose_headers=["Location", "Retry-After"])
     app.add_middleware(observability.RequestTimer)
+    app.add_middleware(head.HeadAsGet)
     return app
 
 

@@ -60,11 +60,11 @@ def transition(session: Session, job_id: str, target: JobStatus,
     if job is None:
         raise LookupError(job_id)
     if result.rowcount == 0:
-        check_transition(JobStatus(job.status), target)  # raises with the current state
+        check_transition(JobStatus(job.status), target, job_id)  # raises with the state
         if (unless_cancel_requested and job.cancel_requested
                 and (attempt is None or job.attempts == attempt)):
-            raise CancelRequested(JobStatus(job.status), target)
-        raise InvalidTransition(JobStatus(job.status), target)
+            raise CancelRequested(JobStatus(job.status), target, job_id)
+        raise InvalidTransition(JobStatus(job.status), target, job_id)
     return job
 
 
@@ -98,7 +98,8 @@ def claim(session: Session, job_id: str, worker: str, device: str,
         cancelled = _cancel_instead(session, job_id, None, JobStatus.queued)
         session.commit()  # the cancel stands, though the claim raises (and its scope rolls back)
         log.info("job %s: cancelled (its cancel was requested before it could resume)", job_id)
-        raise InvalidTransition(JobStatus(cancelled.status), JobStatus.running) from None
+        raise InvalidTransition(JobStatus(cancelled.status), JobStatus.running,
+                                job_id) from None
 
 
 def _held(job_id: str, attempt: int):
@@ -190,7 +191,7 @@ def request_cancel(session: Session, job_id: str) -> Job:
         if flagged:
             return job
         if job.status != JobStatus.queued.value:
-            raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled)  # it ended
+            raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled, job_id)  # ended
 
 
 def cancel_requested(session: Session, job_id: str) -> bool:

@@ -28,16 +28,31 @@ ALLOWED = {
 }
 
 
+# What each target state means a job does, for a refusal's message.
+_BECOMING = {JobStatus.queued: "go back to the queue", JobStatus.running: "start",
+             JobStatus.succeeded: "succeed", JobStatus.failed: "fail",
+             JobStatus.cancelled: "be cancelled"}
+
+
 class InvalidTransition(Exception):
-    def __init__(self, current: JobStatus, target: JobStatus):
-        super().__init__(f"job is {current.value}; it cannot become {target.value}")
-        self.current, self.target = current, target
+    def __init__(self, current: JobStatus, target: JobStatus, job_id: str | None = None):
+        super().__init__(refusal(current, target, job_id))
+        self.current, self.target, self.job_id = current, target, job_id
 
 
-def check_transition(current: JobStatus, target: JobStatus) -> None:
+def refusal(current: JobStatus, target: JobStatus, job_id: str | None = None) -> str:
+    """What a client reads (a 409's detail): where the job is, and which jobs could."""
+    job = f"job {job_id}" if job_id else "the job"
+    where = (f"already ended ({current.value})" if current.is_terminal
+             else f"is {current.value}")
+    sources = " or ".join(s.value for s, targets in ALLOWED.items() if target in targets)
+    return f"{job} {where}; only a {sources} job can {_BECOMING[target]}"
+
+
+def check_transition(current: JobStatus, target: JobStatus, job_id: str | None = None) -> None:
     """Raise InvalidTransition unless current -> target is an edge of the machine."""
     if target not in ALLOWED.get(current, frozenset()):
-        raise InvalidTransition(current, target)
+        raise InvalidTransition(current, target, job_id)
 
 
 class DatasetStatus(str, Enum):

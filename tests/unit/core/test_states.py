@@ -34,7 +34,9 @@ def test_every_other_transition_is_invalid(current, target):
     with pytest.raises(InvalidTransition) as excinfo:
         check_transition(current, target)
     assert excinfo.value.current is current and excinfo.value.target is target
-    assert str(excinfo.value) == f"job is {current.value}; it cannot become {target.value}"
+    where = f"already ended ({current.value})" if current in TERMINAL else f"is {current.value}"
+    assert str(excinfo.value).startswith(f"the job {where}; only a ")
+    assert "cannot become" not in str(excinfo.value)
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL), ids=lambda s: s.value)
@@ -45,8 +47,18 @@ def test_leaving_a_terminal_state_raises(terminal):
 
 
 def test_queued_cannot_jump_to_succeeded():
-    with pytest.raises(InvalidTransition, match="job is queued; it cannot become succeeded"):
+    with pytest.raises(InvalidTransition,
+                       match="^the job is queued; only a running job can succeed$"):
         check_transition(S.queued, S.succeeded)
+
+
+def test_cancelling_an_ended_job_names_it_and_what_can_be_cancelled():
+    job_id = "3f2c" + "0" * 28
+    with pytest.raises(InvalidTransition) as excinfo:
+        check_transition(S.cancelled, S.cancelled, job_id)
+    assert str(excinfo.value) == (f"job {job_id} already ended (cancelled); only a queued or "
+                                  "running job can be cancelled")
+    assert excinfo.value.job_id == job_id
 
 
 def test_no_self_loops_and_the_table_matches():
