@@ -72,6 +72,7 @@ def create_app() -> FastAPI:
                            expose_headers=["Location", "Retry-After"])
     app.add_middleware(observability.RequestTimer)
     app.add_middleware(head.HeadAsGet)
+    observability.apply_access_log_policy(get_settings().access_log)
     return app
 
 

@@ -22,9 +22,9 @@ def start(argv: list[str], env: dict | None = None) -> subprocess.Popen:
 
 
 def supervise(children: dict[str, subprocess.Popen], what: str) -> int:
-    """Wait for the children; SIGINT/SIGTERM to this process stops them (SIGTERM to each
-    whole process group, SIGKILL after STOP_GRACE_SECONDS). Returns 0, or the exit code of
-    the first child that ended on its own."""
+    """Wait for the children; SIGINT/SIGTERM to this process stops them (SIGTERM to each,
+    SIGKILL to each whole process group after STOP_GRACE_SECONDS). Returns 0, or the exit
+    code of the first child that ended on its own."""
     stopped_at: float | None = None
 
     def stop(signum, _frame):
@@ -35,8 +35,10 @@ def supervise(children: dict[str, subprocess.Popen], what: str) -> int:
         log.info("stopping %s", what)
         for proc in children.values():
             if proc.poll() is None:
-                # The whole group: a worker's pool children stop their running job too.
-                os.killpg(proc.pid, signal.SIGTERM)
+                # The child alone, not its group: a worker passes the signal on to the pool
+                # processes running a job (which hand it back) and closes its idle ones; a
+                # SIGTERM of its own killed those, an ERROR line at every clean stop.
+                os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

@@ -63,6 +63,9 @@ def celery_config(settings: Settings) -> dict:
         config["worker_enable_remote_control"] = False
         # kombu's own, with atomic message writes (core/fsbroker.py says why).
         config["broker_transport"] = "core.fsbroker:Transport"
+        # The folder is the broker, yet kombu wants a host: without one in the URL it warned
+        # "No hostname was supplied" at each connection (three at every start).
+        config["broker_url"] = "filesystem://localhost/"
     return config
 
 

@@ -9,6 +9,7 @@ import signal
 
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
+from celery.worker import state as worker_state
 
 from core.config import Settings, get_settings
 from core.queue import celery_config
@@ -17,15 +18,13 @@ log = logging.getLogger(__name__)
 
 
 class ReaperStep(bootsteps.StartStopStep):
-    """Runs the reaper in the worker's main process, and keeps a handle on the pool so a
-    shutdown can reach the processes running jobs."""
+    """Runs the reaper in the worker's main process."""
 
     requires = {"celery.worker.components:Pool"}
 
     def start(self, worker) -> None:
         from worker.reaper import ReaperThread
 
-        _lifecycle["pool"] = worker.pool
         self.reaper = _lifecycle["reaper"] = ReaperThread(get_settings())
         self.reaper.start()
 
@@ -89,8 +88,10 @@ def _init_child(**_kwargs) -> None:
 @worker_shutting_down.connect
 def _hand_running_jobs_back(sig=None, how=None, **_kwargs) -> None:
     """Celery's warm shutdown would wait for every running job to finish; instead pass the
-    signal on to the pool processes, whose runner checkpoints at the next step, puts the job
-    back in the queue and returns, so the worker exits within seconds.
+    signal on to the pool processes running one, whose runner checkpoints at the next step,
+    puts the job back in the queue and returns, so the worker exits within seconds. Not to
+    the idle ones: the signal killed them (billiard's handler), which the pool logged as an
+    ERROR at every clean stop; the pool closes them itself.
 
     The reaper stops first: a job handed back here must be re-sent by another worker's
     reaper (or this worker's successor's), never by this one, whose consumer may still take
@@ -101,8 +102,8 @@ def _hand_running_jobs_back(sig=None, how=None, **_kwargs) -> None:
     presence = _lifecycle.get("presence")
     if presence is not None:  # off GET /workers at once: it takes no new job
         presence.leave()
-    pool = _lifecycle.get("pool")
-    pids = (pool.info or {}).get("processes", []) if pool is not None else []
+    pids = {request.worker_pid for request in worker_state.active_requests
+            if request.worker_pid}
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -17,7 +17,11 @@ _MAX_MESSAGE = 20_000
 
 
 def _install_record_factory() -> None:
-    """Every LogRecord gets `job_id` (the running job's, or "-"), for log formats to show."""
+    """Every LogRecord gets `job_id` (the running job's, or "-"), for log formats to show.
+
+    A message that names the running job in front ("job <id>: ...", as one must that may be
+    logged outside the job's run: the reaper, before a claim) loses that name, which the
+    format (` job=<id>`) and the job's own log already carry: the id once per line."""
     previous = logging.getLogRecordFactory()
     if getattr(previous, "trainhub_job_id", False):
         return
@@ -25,6 +29,14 @@ def _install_record_factory() -> None:
     def factory(*args, **kwargs):
         record = previous(*args, **kwargs)
         record.job_id = CURRENT_JOB.get()
+        if (record.job_id != "-" and isinstance(record.msg, str)
+                and record.msg.startswith("job ")):
+            try:
+                message, named = record.getMessage(), f"job {record.job_id}: "
+            except Exception:  # arguments that do not fit: logging reports it as it emits
+                return record
+            if message.startswith(named):
+                record.msg, record.args = message[len(named):], ()
         return record
 
     factory.trainhub_job_id = True  # type: ignore[attr-defined]

@@ -187,7 +187,7 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
             log.error("job %s: the database became unreachable (%s); left for a later "
                       "attempt", job_id, str(exc).splitlines()[0][:200])
             return "interrupted"
-        log.exception("job %s failed", job_id)
+        log.exception("job %s: the attempt raised an error", job_id)
         _keep_logged_points(reporter)
         return _finish(job_id, attempt, JobStatus.failed, redis_client, settings,
                        error=str(exc) if isinstance(exc, NoSpaceLeft)

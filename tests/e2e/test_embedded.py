@@ -94,6 +94,15 @@ def _readme_job_then_ctrl_c(make_run):
     assert "stopping API and worker" in log
     assert f"API key in {key_file}" in log and key not in log  # where it is, never the key
     assert "[1,   100] loss:" in log  # the tutorial's progress lines reach the terminal
+    # ...with the job's state changes and the requests that changed something, but not what
+    # buried them: alembic's setup, kombu's host warning, the polls of GET /jobs/{id}
+    # (wait_status sent dozens), an ERROR for a clean stop, a job id twice on a line.
+    assert "database schema upgraded from an empty database to " in log
+    assert f"job={job['id']}: attempt 1 claimed by " in log
+    assert f"job={job['id']}: succeeded" in log and f"job={job['id']}: job " not in log
+    assert '"POST /jobs HTTP/1.1" 201' in log and '"GET /jobs/' not in log
+    assert "setup plugin" not in log and "No hostname was supplied" not in log
+    assert not [line for line in log.splitlines() if "ERROR" in line], log[-3000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{base}/health", timeout=2)
 

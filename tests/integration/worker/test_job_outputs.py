@@ -40,7 +40,9 @@ def test_a_job_logs_its_claim_data_epochs_and_end_lines_that_carry_its_id(caplog
         assert "dataset digits loaded: 1437 train and 360 test images" in text
         assert "epoch 1: train_loss=" in text and "epoch 2: train_loss=" in text
         assert "[1,     5] loss:" in text
-        assert f"job {job_id}: succeeded" in text
+        assert "succeeded" in [line["message"] for line in page["lines"]]
+        # The job's own log names no job in front: each line is this job's.
+        assert not [m for m in text.splitlines() if m.startswith(f"job {job_id}")]
         assert {line["attempt"] for line in page["lines"]} == {1}
         ids = [line["id"] for line in page["lines"]]
         assert ids == sorted(ids)

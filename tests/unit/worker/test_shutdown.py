@@ -15,7 +15,6 @@ def test_the_shutdown_signal_halts_the_reaper_before_its_next_pass(monkeypatch):
     monkeypatch.setattr("worker.reaper.reap_once", lambda settings: passes.append(time.time()))
     reaper = ReaperThread(Settings(reaper_interval_seconds=0.05))
     monkeypatch.setitem(celery_app._lifecycle, "reaper", reaper)
-    monkeypatch.setitem(celery_app._lifecycle, "pool", None)
     reaper.start()
     deadline = time.time() + 10
     while len(passes) < 2 and time.time() < deadline:
