@@ -1,17 +1,23 @@
 """Embedded mode as a new user runs it: `make run` (SQLite, filesystem broker, one worker),
-the README's curl example, then Ctrl-C."""
+the README's examples as written, its curl example, then Ctrl-C."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
+import time
 from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from cli.supervise import STOP_GRACE_SECONDS
+from tests import readme_commands as readme
+from tests.e2e.test_datasets import cifar_slice
 from tests.e2e.test_distributed import ACCEPTANCE_JOB
 from tests.procs import REPO, env_with, free_port, wait_http, wait_status, wait_until
 
@@ -19,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def running_make(tmp_path, **settings: str):
-    port = free_port()
-    data_dir = tmp_path / "data"
+def running_make(tmp_path, data_dir=None, port: int | None = None, **settings: str):
+    port = port or free_port()
+    data_dir = data_dir or tmp_path / "data"
     # Nothing configured but the port and the data dir: every default is the embedded one.
     env = env_with(PORT=str(port), TRAINHUB_DATA_DIR=str(data_dir), TRAINHUB_DATABASE_URL=None,
                    TRAINHUB_BROKER_URL=None, TRAINHUB_REDIS_URL=None, **settings)
@@ -44,6 +50,101 @@ def running_make(tmp_path, **settings: str):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+# The README's blocks that a user runs in a second terminal beside `make run`, in order.
+# Not run: the quick start's own `make run` (the server here) and `make test` (this suite),
+# docker compose and the distributed block (tests/e2e/test_compose_*.py), and the server
+# verbs' synopsis (the first block of "The command line").
+README_BLOCKS = [("## API keys", None), ("## Train a model", None),
+                 ("## Bring your own images", None), ("## The command line", 1)]
+
+
+def _readme_commands() -> list[readme.Command]:
+    found = readme.sections()
+    chosen = []
+    for heading, index in README_BLOCKS:
+        blocks = found[heading]
+        for block in (blocks if index is None else [blocks[index]]):
+            chosen += readme.commands(block, heading)
+    return chosen
+
+
+def _port_8000_or_another() -> int:
+    """The README's own port when it is free here (then nothing in a command is changed)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8000))
+        except OSError:
+            return free_port()
+    return 8000
+
+
+def test_the_readme_examples_run_as_written(tmp_path):
+    """Every curl and CLI example of the README, in order, in a second terminal in the
+    checkout (its examples/ beside, `. .venv/bin/activate` done), against `make run` with
+    nothing configured: each exits 0 and answers the status it shows. The one file the
+    README has the user bring, cifar10-jpg.tar.gz, is 400 images of the shared archive.
+    Real processes: `make run` is the README's own command."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "examples", checkout / "examples")
+    (checkout / "cifar10-jpg.tar.gz").write_bytes(cifar_slice(30, 10))
+    port = _port_8000_or_another()
+    user_env = {k: v for k, v in env_with(PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+                                          VIRTUAL_ENV=str(REPO / ".venv")).items()
+                if not k.startswith("TRAINHUB_")}
+    if port != 8000:  # the CLI's default URL is :8000; curl's lines are rewritten to the port
+        user_env["TRAINHUB_URL"] = f"http://127.0.0.1:{port}"
+    commands = _readme_commands()
+    assert len(commands) >= 30 and any(c.text.startswith("trainhub predict") for c in commands)
+    variables: dict[str, str] = {}
+    ran: dict[str, readme.Ran] = {}
+    with running_make(tmp_path, data_dir=checkout / "data", port=port,
+                      TRAINHUB_AUTH="on") as make_run:
+        for command in commands:
+            if command.text.startswith("tensorboard "):
+                _check_tensorboard(command, checkout, user_env, variables["JOB"])
+                continue
+            result = readme.run(command, checkout, user_env, variables, port)
+            assert result.problem() is None, (
+                f"{command.section}: {command.text}\n-> {result.problem()}\n"
+                f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+            if command.assigns:
+                variables[command.assigns] = result.value
+            ran[command.text.split("#")[0].strip()] = result
+            if "/datasets/$DATASET " in command.text:  # the README: "then ready"
+                _wait_until_ready(make_run["base"], variables)
+    predicted = json.loads(next(r.stdout for text, r in ran.items()
+                                if text.startswith("curl") and "/predict" in text))
+    assert [p[0]["label"] for p in predicted["predictions"]] == ["7", "3"], predicted
+    assert "loss:" in next(r.stdout for text, r in ran.items() if "--follow" in text)
+
+
+def _wait_until_ready(base: str, variables: dict[str, str]) -> None:
+    headers = {"Authorization": variables["AUTH"].split(": ", 1)[1]}
+    wait_until(lambda: httpx.get(f"{base}/datasets/{variables['DATASET']}", headers=headers)
+               .json()["status"] == "ready", timeout=300)
+
+
+def _check_tensorboard(command: readme.Command, cwd, env, job_id: str) -> None:
+    """`tensorboard --logdir data/tensorboard` serves (on 6006, as written) the job's run."""
+    proc = subprocess.Popen(["bash", "-c", command.text], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        runs = wait_until(lambda: _tensorboard_runs(), timeout=120)
+        assert any(run.endswith(job_id[:8]) for run in runs), runs
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _tensorboard_runs():
+    try:
+        return httpx.get("http://localhost:6006/data/runs", timeout=5).json() or None
+    except (httpx.HTTPError, ValueError):
+        time.sleep(0.5)
+        return None
 
 
 def test_make_run_trains_the_readme_job_and_stops_on_ctrl_c(tmp_path):
