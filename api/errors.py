@@ -11,14 +11,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.head import requested_method
-from core.errors import Conflict, FieldError, Forbidden, NotFound, TooLarge, Unauthorized
-from core.images import NotAnImage
+from core.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+)
+from core.image_decode import NotAnImage
 from core.queue import BrokerUnavailable
-from core.quotas import CapReached, RateLimited
+from core.quota_ledger import CapReached, RateLimited
 from core.states import InvalidTransition
 from core.text import ECHO_LIMIT, safe
 

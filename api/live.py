@@ -25,7 +25,7 @@ import anyio
 from sqlalchemy import select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.observability import EVENT_STREAMS
+from api.prometheus import EVENT_STREAMS
 from api.schemas import JobPublic, MetricPointPublic
 from core.db import is_outage, session_scope
 from core.events import decode, stream_key

@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api import auth, deps, errors, head, limits, observability, reads
+from api import access_log, auth, body_limits, deps, errors, head, prometheus, reads
 from api.routes import (
-    catalog,
     checkpoints,
     datasets,
     docs,
@@ -19,11 +18,16 @@ from api.routes import (
     jobs,
     logs,
     metrics,
-    monitoring,
     pages,
     predict,
     session,
     workers,
+)
+from api.routes import (
+    models as models_route,
+)
+from api.routes import (
+    prometheus as prometheus_route,
 )
 from core.config import get_settings
 from core.db import upgrade_schema
@@ -56,13 +60,13 @@ def create_app() -> FastAPI:
                   dependencies=[Depends(auth.authenticate),
                                 Depends(deps.reject_unknown_query)])
     for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
-                   predict.router, datasets.router, catalog.router, health.router,
-                   workers.router, monitoring.router, pages.router):
+                   predict.router, datasets.router, models_route.router, health.router,
+                   workers.router, prometheus_route.router, pages.router):
         app.include_router(router)
     docs.install(app)
     errors.install(app)
     auth.install_openapi(app)
-    app.add_middleware(limits.BodyLimit)
+    app.add_middleware(body_limits.BodyLimit)
     origins = get_settings().cors_origins
     if origins:  # off unless configured: browsers on other origins get no access
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False,
@@ -70,9 +74,9 @@ def create_app() -> FastAPI:
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
                                           "Last-Event-ID"],
                            expose_headers=["Location", "Retry-After"])
-    app.add_middleware(observability.RequestTimer)
+    app.add_middleware(prometheus.RequestTimer)
     app.add_middleware(head.HeadAsGet)
-    observability.apply_access_log_policy(get_settings().access_log)
+    access_log.apply_access_log_policy(get_settings().access_log)
     return app
 
 

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import models
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core.artifacts import ArtifactStore
-from core.images import load_image, normalize, release_freed_memory, to_uint8
+from core.image_decode import load_image, normalize, release_freed_memory, to_uint8
 
 # Decoding this many pixels in a request leaves enough freed memory to hand back at its end;
 # fewer (the usual small images) leave too little to be worth it.
@@ -84,7 +84,7 @@ class Predictor:
 
     @staticmethod
     def decode(loaded: LoadedModel, opened: Sequence[tuple[str, Image.Image]]) -> torch.Tensor:
-        """tensors() of (name, image) pairs opened but not decoded (core.images.open_image):
+        """tensors() of (name, image) pairs opened but not decoded (core.image_decode.open_image):
         each is decoded, converted and closed before the next is decoded, so that the
         pixels of one image at most are held at a time, whatever the request holds."""
         batch = torch.empty((len(opened), *loaded.shape), dtype=torch.uint8)

@@ -21,8 +21,8 @@ def _measure(model_name: str, batch_size: int, steps: int, repeats: int, progres
     from core.artifacts import LocalArtifactStore
     from core.config import Settings
     from core.jobspec import Hyperparameters
-    from core.imagedata import ImageDataset, Split
-    from worker.checkpoints import ResumeWriter
+    from core.tensor_datasets import ImageDataset, Split
+    from worker.checkpointing import ResumeWriter
     from worker.recipe import make_criterion, new_state
 
     shape, classes = (3, 32, 32), [str(i) for i in range(10)]

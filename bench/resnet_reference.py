@@ -2,7 +2,7 @@
 
 The way the model is usually trained on CIFAR-10 by hand: the arrays in memory, every item
 `PIL.Image.fromarray` through RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor +
-Normalize (with the per-channel statistics trainhub computes: core.imagedata.channel_stats)
+Normalize (with the per-channel statistics trainhub computes: core.tensor_datasets.channel_stats)
 in DataLoader workers with pinned memory, batches copied to the device, fp32, eager; SGD
 (nesterov) with OneCycleLR, as the trainhub job is asked to train. trainhub's own ResNet-18
 (models.build), so the arithmetic is the same. It times each epoch's training pass (no
@@ -33,9 +33,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import models  # noqa: E402
-from core.imagedata import channel_stats  # noqa: E402
 from tutorial_reference import InMemoryCIFAR  # noqa: E402
+
+import models  # noqa: E402
+from core.tensor_datasets import channel_stats  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,7 +176,7 @@ with the server. Each section says what it times; what follows details `/predict
 
 - **Server time** is the time spent inside the ASGI app, as the API reports it in the
   `Server-Timing: app;dur=<ms>` response header (the `server_timing` middleware in
-  `api/limits.py`): waiting for a thread of the app's pool, multipart parsing, the job and
+  `api/body_limits.py`): waiting for a thread of the app's pool, multipart parsing, the job and
   checkpoint lookups in the database, PNG decoding, the forward pass and JSON encoding. It
   leaves out uvicorn's socket and HTTP handling and the network.
 - **Client time** is the wall time the client sees for one `POST /predict`, from sending

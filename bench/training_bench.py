@@ -185,7 +185,7 @@ def markdown(r: dict) -> str:
         "| in-process: the runner's dataset read + models.build + worker.loop.fit "
         f"(NullReporter) | {_mmm(s['inprocess'])} | {_pct(a['inprocess'])} |",
         "",
-        f"Of the trainhub job's time: queued (created → started) "
+        "Of the trainhub job's time: queued (created → started) "
         + (_mmm(stats(queued), "{:.2f}") if queued else "n/a")
         + ", running (started → finished) "
         + (_mmm(stats(running)) if running else "n/a")

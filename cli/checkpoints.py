@@ -9,15 +9,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from cli import output
 from cli.client import Api, CliError, KeyOption, UrlOption
-from cli.ids import job_id as resolve_job, job_path
+from cli.ids import job_id as resolve_job
+from cli.ids import job_path
 from cli.jobs import JobArg
 
-REF = re.compile(r"^(best|latest|[0-9]{1,6})$")  # core.checkpoints.REF_PATTERN
+REF = re.compile(r"^(best|latest|[0-9]{1,6})$")  # core.checkpoint_format.REF_PATTERN
 CHUNK = 1 << 20
 
 

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # Origins allowed to call the API from a browser (CORS); none by default.
     # NoDecode: the environment's value reaches the validator below as text, not as JSON.
     cors_origins: Annotated[list[str], NoDecode] = []
-    # The API's access log (api/observability.py): "changes" (requests that change
+    # The API's access log (api/prometheus.py): "changes" (requests that change
     # something, and every answer of 400 or more; not the reads a page polls), "all", "off".
     access_log: Literal["changes", "all", "off"] = "changes"
     # Body cap on every JSON route (uploads have their own, above).

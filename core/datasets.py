@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from core.catalog import BUILTIN_DATASETS
+from core.builtin_datasets import BUILTIN_DATASETS
 from core.errors import FieldError
 from core.ids import is_id
 from core.states import DatasetStatus

@@ -3,7 +3,7 @@
 The API checks it at submission and the worker loads it at start, with this one function."""
 from __future__ import annotations
 
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core.artifacts import ArtifactStore
 from core.errors import FieldError
 from core.tables import Checkpoint, Job

@@ -16,8 +16,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from core.catalog import DATASET_NAMES
-from core.checkpoints import REF_REGEX
+from core.builtin_datasets import DATASET_NAMES
+from core.checkpoint_format import REF_REGEX
 from core.ids import ID_REGEX, is_id
 from core.text import StorableStr, echo
 from models import MODEL_NAMES

@@ -23,9 +23,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from core.artifacts import (ArtifactStoreError, HashingWriter, StoreConfigError, check_key,
-                            copy_capped)
 from core.files import naming_a_full_disk
+from core.store_protocol import (
+    ArtifactStoreError,
+    HashingWriter,
+    StoreConfigError,
+    check_key,
+    copy_capped,
+)
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING = {"404", "NoSuchKey", "NotFound"}

@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from core.artifacts import TooLarge, check_key, checkpoint_key, job_prefix
+from core.artifacts import check_key, checkpoint_key, job_prefix
+from core.errors import TooLarge
 
 
 def writes(*chunks):

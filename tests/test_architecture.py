@@ -162,7 +162,7 @@ TRAINING_CORE = ("worker.loop", "worker.control", "worker.recipe", "worker.repor
 # the loop under the runner, never the other way round.
 WORKER_PROCESS = ("worker.runner", "worker.sink", "worker.celery_app", "worker.tasks",
                   "worker.heartbeat", "worker.presence", "worker.reaper", "worker.joblog")
-SERVICE_SIDE = WORKER_PROCESS + ("worker.checkpoints", "worker.tensorboard", "core.db",
+SERVICE_SIDE = WORKER_PROCESS + ("worker.checkpointing", "worker.tensorboard", "core.db",
                                  "core.tables", "core.jobs", "core.queue", "core.events",
                                  "sqlalchemy", "celery", "redis")
 

@@ -19,7 +19,7 @@ TUTORIAL_HP = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
 
 def cifar10():
     """The archive decoded as an upload is (core.uploads), without the API or a database."""
-    from core.imagedata import build_dataset
+    from core.tensor_datasets import build_dataset
     from core.uploads.archives import Limits
     from core.uploads.materialize import UploadOptions, materialize
     from tests.procs import shared_dir

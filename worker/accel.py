@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

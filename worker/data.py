@@ -8,16 +8,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from core.catalog import BUILTIN_DATASETS, DatasetInfo
+from core.builtin_datasets import BUILTIN_DATASETS, DatasetInfo
 from core.epochs import validation_size
-from core.imagedata import (
+from core.image_decode import normalize
+from core.tensor_datasets import (
     ImageDataset,
     Split,
     build_dataset,
     read_tensor_file,
     write_tensor_file,
 )
-from core.images import normalize
 from worker.feed import DeviceFeed
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from core.imagedata import Split
+from core.tensor_datasets import Split
 
 log = logging.getLogger(__name__)
 

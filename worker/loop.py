@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from core.epochs import num_batches
+from core.tensor_datasets import ImageDataset, Split
 from models import set_mode
-from core.imagedata import ImageDataset, Split
 from worker.accel import Accel
 from worker.control import RunControl
 from worker.data import batches, split_validation

@@ -18,29 +18,29 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 import models
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core import datasets, events, jobs
 from core.artifacts import get_store, resume_key
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import FieldError
 from core.files import NoSpaceLeft
-from core.imagedata import ImageDataset
 from core.init_from import load_init_from
 from core.jobspec import Hyperparameters
 from core.metrics import finite_values
 from core.states import InvalidTransition, JobStatus
 from core.tables import Job
 from core.tenancy import tenant_of
-from worker.checkpoints import CheckpointWriter, ResumeWriter, training_state_of
+from core.tensor_datasets import ImageDataset
+from worker.checkpointing import CheckpointWriter, ResumeWriter, training_state_of
+from worker.control import CheckpointPolicy, RunControl, StopFlag, progress_epoch
 from worker.data import DatasetUnavailable, read_dataset
+from worker.ddp.launch import process_group, rank_devices
 from worker.heartbeat import LeaseHeartbeat
 from worker.joblog import job_logging
-from worker.control import CheckpointPolicy, RunControl, StopFlag, progress_epoch
 from worker.loop import FitResult, fit
 from worker.recipe import resolve_device
 from worker.reporting import Metric
-from worker.ddp.launch import process_group, rank_devices
 from worker.sink import DatabaseOutage, JobReporter, is_outage
 from worker.tensorboard import TensorBoardLog
 

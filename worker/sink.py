@@ -29,7 +29,7 @@ from typing import Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core import events, jobs
 from core.artifacts import get_store
 from core.config import Settings

@@ -1,7 +1,7 @@
 """The training state a run can stop and resume from: weights, optimizer, scheduler, RNGs,
 where it is (epoch, step, the position inside the epoch's shuffle) and what it has summed.
 
-Saved as plain types and tensors inside a checkpoint (core/checkpoints.py), so a resumed
+Saved as plain types and tensors inside a checkpoint (core/checkpoint_format.py), so a resumed
 run continues bit for bit where the first one stopped (on a CPU, with the same threads).
 """
 from __future__ import annotations

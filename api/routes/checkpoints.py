@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import JobDep, SessionDep
 from api.errors import responses
 from api.schemas import CheckpointList, CheckpointPublic
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core.artifacts import get_store
 from core.errors import NotFound
 

@@ -12,14 +12,14 @@ from sqlalchemy import select
 
 from api.auth import TenantDep
 from api.deps import IdPrefixDep, SessionDep
-from api.quota import rate_limited
 from api.errors import responses
+from api.quota_checks import rate_limited
 from api.schemas import DatasetList, DatasetPublic, Normalization, UploadProgress
-from core.artifacts import TooLarge, dataset_prefix, dataset_upload_key, get_store
-from core.catalog import BUILTIN_DATASETS, DatasetInfo
+from core import quota_ledger
+from core.artifacts import dataset_prefix, dataset_upload_key, get_store
+from core.builtin_datasets import BUILTIN_DATASETS, DatasetInfo
 from core.config import get_settings
-from core import quotas
-from core.errors import Conflict, FieldError
+from core.errors import Conflict, FieldError, TooLarge
 from core.ids import new_id
 from core.queue import PROCESS_DATASET_TASK, BrokerUnavailable, enqueue
 from core.states import DatasetStatus, JobStatus
@@ -123,7 +123,7 @@ def upload_dataset(
     storable("name", name)
     filename = _checked_filename(file.filename)
     settings = get_settings()
-    quotas.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes)
+    quota_ledger.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes)
     options = {"test_fraction": test_fraction, "channels": channels,
                "resize": [int(v) for v in resize.split("x")] if resize else None}
     _check_upload(file, options)
@@ -193,8 +193,8 @@ def _accept(session, tenant: Tenant, dataset_id: str, file: UploadFile, filename
                                  settings.dataset_max_upload_bytes)
     except TooLarge:
         raise _too_large() from None
-    quotas.lock_tenant(session, tenant)  # until the row is committed, below
-    quotas.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes, adding=size)
+    quota_ledger.lock_tenant(session, tenant)  # until the row is committed, below
+    quota_ledger.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes, adding=size)
     default_name = (filename or "upload").split(".")[0][:MAX_NAME] or "upload"
     row = Dataset(id=dataset_id, owner=tenant.user_id, name=name or default_name,
                   stored_bytes=size,

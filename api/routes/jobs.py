@@ -18,12 +18,12 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth import TenantDep
 from api.deps import IdPrefixDep, JobDep, SessionDep, load_job
-from api.quota import rate_limited, tenant_turn
-from api.reads import run_read
 from api.errors import responses
+from api.quota_checks import rate_limited, tenant_turn
+from api.reads import run_read
 from api.schemas import JobList, JobPublic
-from core import checkpoints as ckpt
-from core import datasets, events, jobs, quotas, workers
+from core import checkpoint_format as ckpt
+from core import datasets, events, jobs, quota_ledger, workers
 from core.artifacts import get_store, job_prefix
 from core.config import get_settings
 from core.epochs import steps_per_epoch
@@ -142,8 +142,8 @@ def _insert(session, submission: _Submission, tenant: Tenant, idempotency_key: s
     API process cannot pass the same cap meanwhile. Committed before the job is enqueued: a
     fast worker must find the row (Celery's "database transactions" race)."""
     settings = get_settings()
-    quotas.lock_tenant(session, tenant)
-    quotas.check_job_caps(session, tenant, settings.tenant_max_active_jobs,
+    quota_ledger.lock_tenant(session, tenant)
+    quota_ledger.check_job_caps(session, tenant, settings.tenant_max_active_jobs,
                           settings.tenant_max_stored_bytes)
     job = jobs.create_job(session, submission.resolved, max_attempts=settings.max_attempts)
     job.owner = tenant.user_id

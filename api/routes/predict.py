@@ -5,21 +5,21 @@ from functools import lru_cache
 from typing import Annotated
 
 import torch
-from PIL import Image
 from fastapi import APIRouter, File, Form, UploadFile
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import TenantDep
 from api.deps import SessionDep, load_job
-from api.quota import rate_limited
 from api.errors import responses
 from api.predictor import Arrivals, Batcher, Predictor
+from api.quota_checks import rate_limited
 from api.schemas import CheckpointUsed, PredictResponse
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core.artifacts import get_store
 from core.config import get_settings
 from core.errors import Conflict, FieldError, TooLarge
-from core.images import open_image
+from core.image_decode import open_image
 from core.text import ECHO_LIMIT, safe
 
 router = APIRouter(tags=["predict"])

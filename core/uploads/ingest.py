@@ -11,13 +11,18 @@ import time
 
 import torch
 
-from core.artifacts import dataset_prefix, dataset_tensors_key, dataset_upload_key, get_store
+from core.artifacts import (
+    dataset_prefix,
+    dataset_tensors_key,
+    dataset_upload_key,
+    get_store,
+)
 from core.config import get_settings
 from core.db import session_scope
-from core.imagedata import build_dataset, tensor_file_contents
-from core.images import release_freed_memory
+from core.image_decode import release_freed_memory
 from core.states import DatasetStatus
 from core.tables import Dataset, utcnow
+from core.tensor_datasets import build_dataset, tensor_file_contents
 from core.uploads.archives import Limits, UploadRejected
 from core.uploads.materialize import UploadOptions, materialize
 

@@ -16,8 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.imagedata import Split
-from core.images import (
+from core.image_decode import (
     ImageTooLarge,
     NotAnImage,
     channels_of,
@@ -25,6 +24,7 @@ from core.images import (
     open_image,
     to_uint8,
 )
+from core.tensor_datasets import Split
 from core.uploads.archives import (
     CORRUPT,
     Entry,

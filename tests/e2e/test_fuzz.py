@@ -15,7 +15,7 @@ The API runs with authentication off (the tests' default): every operation is re
 without rate limits or tenant caps cutting the fuzzing short, and its document declares no
 credentials, as none are asked for. The credentials contract of an auth-on API (a security
 scheme and a 401 on every protected operation, and the 401s themselves) is tested in
-tests/e2e/test_isolation.py, tests/integration/api/test_limits.py and
+tests/e2e/test_isolation.py, tests/integration/api/test_body_limits.py and
 tests/unit/api/test_openapi_security.py."""
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.imagedata import ImageDataset, Split, channel_stats
+from core.tensor_datasets import ImageDataset, Split, channel_stats
 
 
 def synthetic_dataset(n_train: int, n_test: int, shape=(1, 4, 4), num_classes: int = 3,

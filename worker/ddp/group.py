@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from core.imagedata import Split
+from core.tensor_datasets import Split
 from worker.data import shard_order
 from worker.state import TrainState
 

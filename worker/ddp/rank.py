@@ -21,11 +21,11 @@ import torch
 from torch.distributed import TCPStore
 
 import models
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core.artifacts import get_store
 from core.config import get_settings
 from core.jobspec import Hyperparameters
-from worker.checkpoints import training_state_of
+from worker.checkpointing import training_state_of
 from worker.control import RunControl
 from worker.data import read_dataset
 from worker.ddp.group import join, leave

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from api.observability import AccessLogPolicy
+from api.access_log import AccessLogPolicy
 from core import jobs
 from core.db import session_scope
 from core.jobspec import JobSpec

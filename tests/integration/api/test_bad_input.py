@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from api.main import app
-from core.catalog import DATASET_NAMES
+from core.builtin_datasets import DATASET_NAMES
 from core.ids import ID_REGEX
 from models import MODEL_NAMES
 from tests.conftest import BROKER_DB, REDIS_BASE, create_database

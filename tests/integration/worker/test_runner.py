@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from core import events, jobs
 from core.artifacts import checkpoint_key, get_store
-from core.catalog import BUILTIN_DATASETS
+from core.builtin_datasets import BUILTIN_DATASETS
 from core.config import get_settings
-from core.epochs import steps_per_epoch
 from core.db import session_scope, upgrade_schema
+from core.epochs import steps_per_epoch
 from core.ids import new_id
 from core.jobspec import JobSpec
 from core.tables import Checkpoint, Job, MetricPoint

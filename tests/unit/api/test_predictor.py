@@ -19,8 +19,7 @@ from PIL import Image
 import models
 from api.predictor import LoadedModel, Predictor
 from core.artifacts import LocalArtifactStore, checkpoint_key
-from core.imagedata import ImageDataset, Split, channel_stats
-from core.images import (
+from core.image_decode import (
     ImageTooLarge,
     NotAnImage,
     decode_image,
@@ -29,12 +28,13 @@ from core.images import (
     to_tensor,
 )
 from core.jobspec import Hyperparameters, JobSpec
+from core.tensor_datasets import ImageDataset, Split, channel_stats
 from tests.images import zeros_png
 from tests.memory import MB, Peak
 from tests.unit.factories import one_torch_thread
-from worker.checkpoints import build
-from worker.data import _load_digits, digits_split
+from worker.checkpointing import build
 from worker.control import RunControl
+from worker.data import _load_digits, digits_split
 from worker.loop import fit
 
 MAX_PIXELS = 64_000_000  # core.config's default predict_max_pixels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.catalog import DATASET_NAMES
+from core.builtin_datasets import DATASET_NAMES
 from core.jobspec import Hyperparameters, JobSpec
 from models import MODEL_NAMES
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import models
-from core.catalog import BUILTIN_DATASETS
+from core.builtin_datasets import BUILTIN_DATASETS
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 48)]
 

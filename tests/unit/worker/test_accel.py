@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,8 @@ from tests.unit.worker.test_distributed import train as ddp_train
 from tests.unit.worker.test_resume import params as resume_params
 from tests.unit.worker.test_resume import run_with_stops
 from worker.accel import Accel, augment_batch
-from worker.data import load_dataset
 from worker.control import RunControl
+from worker.data import load_dataset
 from worker.loop import fit
 from worker.reporting import NullReporter
 

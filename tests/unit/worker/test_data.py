@@ -8,9 +8,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import worker.data as data
-from core.catalog import BUILTIN_DATASETS
+from core.builtin_datasets import BUILTIN_DATASETS
 from core.epochs import num_batches
-from core.imagedata import ImageDataset, Split, channel_stats
+from core.tensor_datasets import ImageDataset, Split, channel_stats
 from worker.data import (
     DatasetUnavailable,
     batches,
@@ -246,7 +246,7 @@ def test_split_to_device_gives_images_in_nchw_memory_order():
 
 @pytest.mark.parametrize("batch_size, fraction", [(4, 0.0), (4, 0.2), (7, 0.5), (1437, 0.0)])
 def test_steps_per_epoch_agrees_with_the_loaded_digits(tmp_path, batch_size, fraction):
-    from core.catalog import BUILTIN_DATASETS
+    from core.builtin_datasets import BUILTIN_DATASETS
     from core.datasets import DatasetView
     from core.epochs import steps_per_epoch
 

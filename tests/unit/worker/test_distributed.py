@@ -8,14 +8,14 @@ from torch.distributed import TCPStore
 
 import models
 from core.epochs import num_batches
-from core.imagedata import Split
 from core.jobspec import Hyperparameters
+from core.tensor_datasets import Split
 from tests.unit.factories import one_torch_thread, synthetic_dataset
-from worker.ddp import group as distributed
-from worker.checkpoints import build_blob, training_state_of
-from worker.data import batches, shard_order
-from worker.ddp.group import Distributed, join, leave
+from worker.checkpointing import build_blob, training_state_of
 from worker.control import RunControl, StopFlag
+from worker.data import batches, shard_order
+from worker.ddp import group as distributed
+from worker.ddp.group import Distributed, join, leave
 from worker.loop import fit
 from worker.reporting import NullReporter
 

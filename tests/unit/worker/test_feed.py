@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 import models
-from core.imagedata import Split
 from core.jobspec import Hyperparameters
+from core.tensor_datasets import Split
 from tests.unit.factories import synthetic_dataset
+from worker.control import RunControl
 from worker.data import batches
 from worker.feed import DeviceFeed, dataset_bytes, fits_on_device, place
-from worker.control import RunControl
 from worker.loop import fit
 from worker.reporting import NullReporter
 

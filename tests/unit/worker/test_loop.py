@@ -11,11 +11,11 @@ from torch import nn
 
 import models
 import worker.loop as loop
-from core.imagedata import ImageDataset, Split
 from core.jobspec import Hyperparameters
+from core.tensor_datasets import ImageDataset, Split
 from tests.unit.factories import synthetic_dataset
-from worker.data import load_dataset, split_validation
 from worker.control import RunControl
+from worker.data import load_dataset, split_validation
 from worker.loop import FitResult, evaluate, fit
 from worker.recipe import make_criterion, make_optimizer, make_scheduler, resolve_device
 from worker.reporting import Metric, NullReporter

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import models
-from core import checkpoints as ckpt
+from core import checkpoint_format as ckpt
 from core.jobspec import Hyperparameters
 from tests.unit.factories import one_torch_thread, synthetic_dataset
-from worker.checkpoints import build_blob, training_state_of
+from worker.checkpointing import build_blob, training_state_of
 from worker.control import CheckpointPolicy, RunControl, StopFlag
 from worker.loop import fit
 from worker.reporting import NullReporter

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import models
-from core.imagedata import ImageDataset, Split
 from core.jobspec import Hyperparameters
+from core.tensor_datasets import ImageDataset, Split
 from worker import loop
 from worker.control import RunControl
 from worker.loop import fit

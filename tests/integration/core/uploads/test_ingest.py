@@ -11,12 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.artifacts import dataset_prefix, dataset_tensors_key, dataset_upload_key, get_store
+from core.artifacts import (
+    dataset_prefix,
+    dataset_tensors_key,
+    dataset_upload_key,
+    get_store,
+)
 from core.db import session_scope, upgrade_schema
 from core.ids import new_id
-from core.imagedata import read_tensor_file
 from core.states import DatasetStatus
 from core.tables import Dataset
+from core.tensor_datasets import read_tensor_file
 from core.uploads.ingest import process
 from tests.images import zeros_npz
 from tests.memory import MB, Peak

@@ -260,7 +260,7 @@ def no_reads(monkeypatch):
     def arm() -> None:
         monkeypatch.setattr(tarfile.TarFile, "extractfile", boom)
         monkeypatch.setattr(zipfile.ZipFile, "open", boom)
-        monkeypatch.setattr("core.images.Image.open", boom)
+        monkeypatch.setattr("core.image_decode.Image.open", boom)
     return arm
 
 

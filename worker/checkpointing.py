@@ -7,9 +7,9 @@ from typing import Callable
 
 import torch
 
-from core import checkpoints as fmt
+from core import checkpoint_format as fmt
 from core.artifacts import ArtifactStore, checkpoint_key, resume_key
-from core.imagedata import ImageDataset
+from core.tensor_datasets import ImageDataset
 from worker.loop import EpochEnd
 from worker.state import TrainState
 
@@ -21,7 +21,7 @@ _TOP_LEVEL = {"optimizer": "optimizer_state", "scheduler": "scheduler_state", "r
 
 def build_blob(model: torch.nn.Module, training_state: dict, epoch: int, step: int,
                metrics: dict, spec: dict, dataset: ImageDataset) -> dict:
-    """The checkpoint dict: tensors and plain types only (see core.checkpoints). `epoch` is
+    """The checkpoint dict: tensors and plain types only (see core.checkpoint_format). `epoch` is
     the last completed epoch; training_state says where inside the next one it stands."""
     blob = {
         "format": fmt.FORMAT,

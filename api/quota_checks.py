@@ -10,27 +10,27 @@ from fastapi import Depends
 from fastapi.concurrency import run_in_threadpool
 
 from api.auth import TenantDep
-from core import quotas
+from core import quota_ledger
 from core.config import get_settings
 from core.db import session_scope
 from core.tenancy import Tenant
 
 
-def _limit(kind: str) -> quotas.RateLimit:
+def _limit(kind: str) -> quota_ledger.RateLimit:
     settings = get_settings()
     return {
-        "jobs": quotas.RateLimit("POST /jobs", settings.rate_limit_jobs_per_minute,
+        "jobs": quota_ledger.RateLimit("POST /jobs", settings.rate_limit_jobs_per_minute,
                                  "TRAINHUB_RATE_LIMIT_JOBS_PER_MINUTE"),
-        "datasets": quotas.RateLimit("POST /datasets", settings.rate_limit_datasets_per_minute,
+        "datasets": quota_ledger.RateLimit("POST /datasets", settings.rate_limit_datasets_per_minute,
                                      "TRAINHUB_RATE_LIMIT_DATASETS_PER_MINUTE"),
-        "predict": quotas.RateLimit("POST /predict", settings.rate_limit_predict_per_minute,
+        "predict": quota_ledger.RateLimit("POST /predict", settings.rate_limit_predict_per_minute,
                                     "TRAINHUB_RATE_LIMIT_PREDICT_PER_MINUTE"),
     }[kind]
 
 
-def _hit(tenant: Tenant, limit: quotas.RateLimit) -> None:
+def _hit(tenant: Tenant, limit: quota_ledger.RateLimit) -> None:
     with session_scope() as session:
-        quotas.hit(session, tenant, limit)
+        quota_ledger.hit(session, tenant, limit)
 
 
 def rate_limited(kind: str):
@@ -55,7 +55,7 @@ async def tenant_turn(tenant: Tenant) -> AsyncIterator[None]:
     """The tenant's turn to check its caps and create, among this process's requests.
 
     The check-then-create itself is serialised by the tenant's database lock
-    (core.quotas.lock_tenant), which a request waits for holding a pooled connection (and
+    (core.quota_ledger.lock_tenant), which a request waits for holding a pooled connection (and
     a thread): 200 submissions of one tenant at once would hold every connection waiting
     for it, and the pool ran dry. Queued here first, the waiters hold neither: at most one
     request per tenant and process waits for the database lock (the others, of other API

@@ -7,7 +7,7 @@ from api.schemas import ModelList, ModelPublic
 from core.jobspec import Hyperparameters
 from models import MODELS
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["models"])
 
 
 @router.get("/models", response_model=ModelList)

@@ -1,7 +1,7 @@
-"""The checkpoint format (core/checkpoints.py, worker/checkpoints.build) without a database.
+"""The checkpoint format (core/checkpoint_format.py, worker/checkpoints.build) without a database.
 
 Checkpoints come from real fit() runs on tiny synthetic datasets: they must survive
-torch.save + core.checkpoints.load (weights_only=True) with everything needed to resume
+torch.save + core.checkpoint_format.load (weights_only=True) with everything needed to resume
 training (model, optimizer, scheduler, RNG) and to predict (architecture, normalisation,
 classes). Loading must refuse anything that is not such a file without running its code.
 """
@@ -19,16 +19,15 @@ import pytest
 import torch
 
 import models
-from core import checkpoints as ckpt
-from core.checkpoints import CheckpointError
-from core.imagedata import ImageDataset
+from core import checkpoint_format as ckpt
+from core.checkpoint_format import CheckpointError
 from core.jobspec import Hyperparameters, JobSpec
+from core.tensor_datasets import ImageDataset
 from tests.unit.factories import one_torch_thread, synthetic_dataset
-from worker.checkpoints import build
+from worker.checkpointing import build
 from worker.control import RunControl
 from worker.loop import EpochEnd, fit
 from worker.recipe import make_optimizer, make_scheduler
-from worker.reporting import NullReporter
 
 CPU = torch.device("cpu")
 EPOCHS = 2

@@ -1,11 +1,11 @@
-"""Per-channel statistics of uint8 images (core/imagedata.py channel_stats): what a float64
+"""Per-channel statistics of uint8 images (core/tensor_datasets.py channel_stats): what a float64
 computation over every value gives, in memory that does not grow with the dataset."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core.imagedata import channel_stats
+from core.tensor_datasets import channel_stats
 from tests.memory import MB, Peak
 
 

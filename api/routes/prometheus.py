@@ -7,9 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.auth import require_admin
 from api.errors import responses
-from api.observability import exposition
+from api.prometheus import exposition
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["prometheus"])
 
 
 # Admin only: the counts span every tenant. Prometheus sends the key with its scrape
