@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.config import get_settings
 from core.ids import new_id
 from core.states import ALLOWED, InvalidTransition, JobStatus, check_transition
 from core.tables import Job, MetricPoint, utcnow
@@ -23,10 +24,10 @@ log = logging.getLogger(__name__)
 REAPER_LOCK_KEY = 0x7472_6E72  # "trnr"
 
 
-def create_job(session: Session, spec: dict, max_attempts: int = 4) -> Job:
+def create_job(session: Session, spec: dict, max_attempts: int | None = None) -> Job:
     job = Job(id=new_id(), name=spec["name"], status=JobStatus.queued.value,
               model=spec["model"], dataset=spec["dataset"], spec=spec, epoch=0, step=0,
-              attempts=0, max_attempts=max_attempts, graceful_stops=0,
+              attempts=0, max_attempts=max_attempts or get_settings().max_attempts, graceful_stops=0,
               cancel_requested=False)
     session.add(job)
     return job

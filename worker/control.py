@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from worker.feed import DEVICE_DATASET_FRACTION
+from core.config import Settings
 from worker.reporting import Metric, NullReporter, Reporter
 from worker.state import TrainState
 
@@ -45,6 +45,12 @@ def progress_epoch(epoch: int, batch: int) -> int:
     return epoch if batch else epoch - 1
 
 
+# Defaults for a RunControl built without settings (tests, benchmarks, in-process use): the
+# settings' own defaults, so each value has one home (core.config).
+_CHECK_EVERY_S = Settings.model_fields["cancel_check_seconds"].default
+_DEVICE_DATASET_FRACTION = Settings.model_fields["device_dataset_fraction"].default
+
+
 class RunControl:
     """How the worker steers one run of fit; a script leaves it at its defaults.
 
@@ -61,13 +67,13 @@ class RunControl:
     device_dataset_fraction: the most of a CUDA device's free memory the dataset may take
       to be held there (worker.feed)."""
 
-    def __init__(self, reporter: Reporter | None = None, *, check_every_s: float = 2.0,
+    def __init__(self, reporter: Reporter | None = None, *, check_every_s: float = _CHECK_EVERY_S,
                  stop: StopFlag | None = None,
                  checkpoint: Callable[[TrainState], None] | None = None,
                  policy: CheckpointPolicy = CheckpointPolicy(),
                  on_epoch_end: Callable[[EpochEnd], None] | None = None,
                  max_seconds: float | None = None, dist: Distributed | None = None,
-                 device_dataset_fraction: float = DEVICE_DATASET_FRACTION) -> None:
+                 device_dataset_fraction: float = _DEVICE_DATASET_FRACTION) -> None:
         self.reporter = reporter if reporter is not None else NullReporter()
         self.check_every_s, self.stop = check_every_s, stop or StopFlag()
         self.checkpoint, self.policy, self.on_epoch_end = checkpoint, policy, on_epoch_end

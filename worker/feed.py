@@ -20,9 +20,6 @@ from core.tensor_datasets import Split
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-# The most of a CUDA device's free memory a dataset may take to be held there (the worker's
-# TRAINHUB_DEVICE_DATASET_FRACTION): the rest is for the model, its activations and cuDNN.
-DEVICE_DATASET_FRACTION = 0.5  # core.config.Settings.device_dataset_fraction's default
 
 
 def dataset_bytes(splits: Sequence[Split | None]) -> int:

@@ -185,7 +185,7 @@ def _enqueue(session, job: Job) -> set[str]:
 
 def live_queues(session) -> set[str]:
     """The queues some running worker consumes (a job in another one waits, and says so)."""
-    return workers.live_queues(session, 3 * get_settings().worker_heartbeat_seconds)
+    return workers.live_queues(session)
 
 
 def _encode_cursor(job: Job) -> str:

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 from api.deps import SessionDep
 from api.schemas import WorkerList, WorkerPublic
 from core import workers
-from core.config import get_settings
 
 router = APIRouter(tags=["workers"])
 
@@ -15,7 +14,7 @@ router = APIRouter(tags=["workers"])
 def list_workers(session: SessionDep) -> WorkerList:
     """Workers seen in the last three heartbeats (TRAINHUB_WORKER_HEARTBEAT_SECONDS), by
     name; a worker deletes its row when it stops, a killed one drops off after that."""
-    rows = workers.live(session, 3 * get_settings().worker_heartbeat_seconds)
+    rows = workers.live(session)
     return WorkerList(workers=[WorkerPublic(
         name=w.name, hostname=w.hostname, pid=w.pid, queues=w.queues, devices=w.devices,
         memory_bytes=w.memory_bytes, concurrency=w.concurrency, started_at=w.started_at,
