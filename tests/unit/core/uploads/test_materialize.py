@@ -15,12 +15,8 @@ import torch
 from PIL import Image
 
 from core.uploads.archives import Limits, UploadRejected
-from core.uploads.materialize import (
-    UploadOptions,
-    _stratified_split,
-    check_headers,
-    materialize,
-)
+from core.uploads.image_folder import _stratified_split
+from core.uploads.materialize import UploadOptions, check_headers, materialize
 from tests.images import crafted_png
 from tests.unit import factories
 
@@ -638,7 +634,7 @@ def test_npz_declared_size_over_the_cap_is_rejected_before_allocation(tmp_path, 
     def no_load(*args, **kwargs):
         raise AssertionError("np.load was called")
 
-    monkeypatch.setattr("core.uploads.materialize.np.load", no_load)
+    monkeypatch.setattr("core.uploads.npz.np.load", no_load)
     limits = Limits(max_entries=100, max_unpacked_bytes=10 * MB, max_image_pixels=10**6)
     tracemalloc.start()
     try:
@@ -669,7 +665,7 @@ def test_npz_crafted_shapes_cannot_dodge_the_cap(tmp_path, monkeypatch, crafted)
     def no_load(*args, **kwargs):
         raise AssertionError("np.load was called")
 
-    monkeypatch.setattr("core.uploads.materialize.np.load", no_load)
+    monkeypatch.setattr("core.uploads.npz.np.load", no_load)
     limits = Limits(max_entries=100, max_unpacked_bytes=10 * MB, max_image_pixels=10**6)
     rejected(write_npz(tmp_path / "d.npz", arrays), limits=limits)
 
@@ -690,7 +686,7 @@ def budget(max_decoded_bytes: int, max_unpacked_bytes: int = 64 * MB) -> Limits:
 def no_decoding(monkeypatch) -> None:
     def refuse(*_args, **_kwargs):
         raise AssertionError("an image was decoded")
-    monkeypatch.setattr("core.uploads.materialize.decode_image", refuse)
+    monkeypatch.setattr("core.uploads.image_folder.decode_image", refuse)
 
 
 def test_a_resize_over_the_budget_is_refused_before_any_image_is_decoded(tmp_path,
@@ -762,7 +758,7 @@ def test_an_npz_over_the_budget_is_refused_before_it_is_loaded(tmp_path, monkeyp
     def no_load(*args, **kwargs):
         raise AssertionError("np.load was called")
 
-    monkeypatch.setattr("core.uploads.materialize.np.load", no_load)
+    monkeypatch.setattr("core.uploads.npz.np.load", no_load)
     message = rejected(path, limits=budget(8 * MB))
     assert "as stored" in message and "TRAINHUB_DATASET_MAX_DECODED_BYTES" in message
 
@@ -830,7 +826,7 @@ def test_check_headers_refuses_an_npz_over_the_budget_without_loading_it(tmp_pat
     arrays: dict = npz_arrays((6, 1, 1000, 1000))
     npz = spooled(write_npz(tmp_path / "d.npz", arrays))
     assert check_headers(npz, UploadOptions(), LIMITS) == "npz"
-    monkeypatch.setattr("core.uploads.materialize.np.load", None)  # never called here
+    monkeypatch.setattr("core.uploads.npz.np.load", None)  # never called here
     arrays["x_train"] = npy_header((1000, 1, 1000, 1000)) + bytes(64)  # claims 1 GB
     arrays["y_train"] = npy_header((1000,), "<i8") + bytes(64)
     with pytest.raises(UploadRejected, match="TRAINHUB_DATASET_MAX_DECODED_BYTES"):
