@@ -10,8 +10,7 @@ import torch
 from core import checkpoint_format as fmt
 from core.artifacts import ArtifactStore, checkpoint_key, resume_key
 from core.tensor_datasets import ImageDataset
-from worker.loop import EpochEnd
-from worker.state import TrainState
+from worker.state import EpochEnd, TrainState
 
 log = logging.getLogger(__name__)
 

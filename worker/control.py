@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from core.config import Settings
 from worker.reporting import Metric, NullReporter, Reporter
-from worker.state import TrainState
+from worker.state import EpochEnd, TrainState
 
 if TYPE_CHECKING:
     from worker.ddp.group import Distributed
-    from worker.loop import EpochEnd
 
 
 class StopFlag:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import nn
@@ -20,27 +20,13 @@ from worker.data import batches, split_validation
 from worker.feed import place
 from worker.recipe import make_criterion, new_state
 from worker.reporting import Metric
-from worker.state import TrainState
+from worker.state import EpochEnd, TrainState
 from worker.tuning import cpu_kernels, use_onednn
 
 if TYPE_CHECKING:
     from worker.ddp.group import Distributed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EpochEnd:
-    """The training state at the end of an epoch, handed to on_epoch_end (checkpointing)."""
-
-    epoch: int
-    step: int
-    metrics: dict[str, float]
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    generator: torch.Generator
-    training_state: dict | None = None  # TrainState.state_dict(): what a resume needs
 
 
 @dataclass

@@ -93,3 +93,17 @@ class TrainState:
 
 def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return tensor.detach().cpu() if tensor is not None else None
+
+
+@dataclass
+class EpochEnd:
+    """The training state at the end of an epoch, handed to on_epoch_end (checkpointing)."""
+
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator
+    training_state: dict | None = None  # TrainState.state_dict(): what a resume needs

@@ -26,8 +26,9 @@ from core.tensor_datasets import ImageDataset
 from tests.unit.factories import one_torch_thread, synthetic_dataset
 from worker.checkpointing import build
 from worker.control import RunControl
-from worker.loop import EpochEnd, fit
+from worker.loop import fit
 from worker.recipe import make_optimizer, make_scheduler
+from worker.state import EpochEnd
 
 CPU = torch.device("cpu")
 EPOCHS = 2
