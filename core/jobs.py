@@ -35,13 +35,15 @@ def create_job(session: Session, spec: dict, max_attempts: int | None = None) ->
 
 def transition(session: Session, job_id: str, target: JobStatus,
                from_states: frozenset[JobStatus] | None = None, attempt: int | None = None,
-               unless_cancel_requested: bool = False, **fields: Any) -> Job:
+               unless_cancel_requested: bool = False, lease_lapsed: bool = False,
+               **fields: Any) -> Job:
     """Move a job to target if its current state allows it, atomically; else InvalidTransition.
 
     The WHERE clause carries the allowed source states, so two processes racing on one
     job cannot both win, and no terminal state is ever left. from_states narrows the sources;
     attempt, when given, makes the change only if that attempt still holds the job;
-    unless_cancel_requested, only if nobody asked to cancel it (CancelRequested if so).
+    unless_cancel_requested, only if nobody asked to cancel it (CancelRequested if so);
+    lease_lapsed, only if no worker holds a live lease on it (its worker is gone).
     """
     sources = [s.value for s, targets in ALLOWED.items()
                if target in targets and (from_states is None or s in from_states)]
@@ -55,6 +57,8 @@ def transition(session: Session, job_id: str, target: JobStatus,
         conditions.append(Job.attempts == attempt)
     if unless_cancel_requested:
         conditions.append(Job.cancel_requested.is_(False))
+    if lease_lapsed:
+        conditions.append(or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()))
     result = session.execute(update(Job).where(*conditions).values(**values)
                              .execution_options(synchronize_session=False))
     job = session.get(Job, job_id, populate_existing=True)
@@ -177,16 +181,16 @@ def request_cancel(session: Session, job_id: str) -> Job:
         except InvalidTransition as exc:
             if exc.current is not JobStatus.running:
                 raise
-        running = (Job.id == job_id, Job.status == JobStatus.running.value)
-        lapsed = session.execute(
-            update(Job).where(*running, or_(Job.lease_expires_at.is_(None),
-                                            Job.lease_expires_at < utcnow()))
-            .values(status=JobStatus.cancelled.value, cancel_requested=True,
-                    updated_at=utcnow(), finished_at=utcnow(), lease_expires_at=None,
-                    error="cancelled while its worker was unreachable")
-            .execution_options(synchronize_session=False))
-        flagged = lapsed.rowcount or session.execute(
-            update(Job).where(*running).values(cancel_requested=True, updated_at=utcnow())
+        try:
+            return transition(session, job_id, JobStatus.cancelled,
+                              from_states=frozenset({JobStatus.running}), lease_lapsed=True,
+                              cancel_requested=True,
+                              error="cancelled while its worker was unreachable")
+        except InvalidTransition:
+            pass  # its worker holds the lease: flag it (or it is no longer running)
+        flagged = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value)
+            .values(cancel_requested=True, updated_at=utcnow())
             .execution_options(synchronize_session=False)).rowcount
         job = session.get(Job, job_id, populate_existing=True)
         if flagged:
