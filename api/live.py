@@ -22,15 +22,15 @@ import logging
 from typing import AsyncIterator, Callable
 
 import anyio
-from sqlalchemy import select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.prometheus import EVENT_STREAMS
 from api.schemas import JobPublic, MetricPointPublic
 from core.db import is_outage, session_scope
 from core.events import decode, stream_key
+from core.metrics.pages import points_after
 from core.states import JobStatus
-from core.tables import Job, MetricPoint
+from core.tables import Job
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,7 @@ def _job(job_id: str) -> JobPublic | None:
 
 def _points_after(job_id: str, after: int, up_to: int | None = None) -> list[tuple[int, dict]]:
     with session_scope() as session:
-        query = select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.id > after)
-        if up_to is not None:
-            query = query.where(MetricPoint.id <= up_to)
-        rows = session.scalars(query.order_by(MetricPoint.id).limit(PAGE)).all()
+        rows = points_after(session, job_id, after, up_to, PAGE)
         return [(r.id, {"type": "metric",
                         **MetricPointPublic.from_row(r).model_dump(mode="json")}) for r in rows]
 

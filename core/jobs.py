@@ -7,16 +7,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
 from core.ids import new_id
 from core.states import ALLOWED, InvalidTransition, JobStatus, check_transition
-from core.tables import Job, MetricPoint, utcnow
+from core.tables import Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -252,48 +251,3 @@ def reap(session: Session, enqueue_grace_seconds: float, now: datetime | None = 
         select(Job.id).where(Job.status == JobStatus.queued.value, Job.enqueued_at.is_(None),
                              Job.updated_at < cutoff)))
     return outcome
-
-
-@dataclass
-class Inserted:
-    ids: dict[tuple[str, int], int]  # (name, step) -> row id of the points stored now
-    replayed: list[dict]  # points not stored: one with that (name, step) was already there
-
-
-def insert_metrics(session: Session, job_id: str, points: Sequence[dict]) -> Inserted:
-    """One INSERT for many points; a point already stored (same job, name, step) is kept."""
-    if not points:
-        return Inserted({}, [])
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    now = utcnow()
-    rows = [{"job_id": job_id, "time": now, **p} for p in points]
-    inserted = session.execute(
-        insert(MetricPoint).values(rows)
-        .on_conflict_do_nothing(index_elements=["job_id", "name", "step"])
-        .returning(MetricPoint.id, MetricPoint.name, MetricPoint.step)).all()
-    ids = {(r.name, r.step): r.id for r in inserted}
-    seen: set[tuple[str, int]] = set()
-    replayed = []
-    for p in points:  # the first of each (name, step) in this batch is the one stored
-        key = (p["name"], p["step"])
-        if key not in ids or key in seen:
-            replayed.append(p)
-        seen.add(key)
-    return Inserted(ids, replayed)
-
-
-def last_point_id(session: Session, job_id: str) -> int:
-    """The row id of the job's newest point (0 for none): where its live events stand."""
-    return session.scalar(select(func.max(MetricPoint.id)).where(
-        MetricPoint.job_id == job_id)) or 0
-
-
-def stored_values(session: Session, job_id: str, keys: Sequence[tuple[str, int]]) -> dict:
-    """{(name, step): value} of stored points, for comparing replayed ones."""
-    if not keys:
-        return {}
-    rows = session.execute(select(MetricPoint.name, MetricPoint.step, MetricPoint.value).where(
-        MetricPoint.job_id == job_id, MetricPoint.step.in_({s for _, s in keys}),
-        MetricPoint.name.in_({n for n, _ in keys}))).all()
-    return {(r.name, r.step): r.value for r in rows}

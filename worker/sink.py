@@ -9,7 +9,8 @@ events, never data, and little time: after a failed publish the reporter skips p
 
 Off the training thread: metrics(), progress() and should_stop() only hand over and wake a
 background writer thread (started lazily, in the process that uses the reporter), which
-writes whatever has accumulated in one COPY (insert_points) and one Redis pipeline.
+writes whatever has accumulated in one COPY (core.metrics.store.insert_points) and one
+Redis pipeline.
 The queue is bounded by `max_queue`: past it metrics() waits for the writer (back-pressure,
 never a lost point) unless the database is down, when points buffer up to `max_pending` and
 should_stop() then says "db_outage". flush() writes on the caller's thread and returns once
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import os
 import threading
 import time
@@ -35,7 +35,8 @@ from core.artifacts import get_store
 from core.config import Settings
 from core.db import is_outage, session_scope
 from core.metrics import finite, finite_values
-from core.tables import Checkpoint, JobLog, utcnow
+from core.metrics import store as metric_store
+from core.tables import Checkpoint, JobLog
 from worker.control import StopFlag
 from worker.reporting import Metric
 
@@ -46,75 +47,6 @@ _BACKOFF_MAX_S = 30.0
 # runner's client) each time, so after a failure the reporter tries again only after this
 # backoff (1 s, doubling, capped): a hung Redis used to cost every flush, twice a second.
 _EVENTS_BACKOFF_MAX_S = 10.0
-
-
-# ---- metric points into the database: COPY, then INSERT ... SELECT ----------------------
-
-STAGE = "trainhub_metric_stage"
-_CREATE_STAGE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE} (seq integer, name text, "
-                 "epoch integer, batch integer, step integer, value double precision) "
-                 "ON COMMIT DELETE ROWS")
-_COPY = f"COPY {STAGE} (seq, name, epoch, batch, step, value) FROM STDIN"
-_MOVE = ("INSERT INTO metric_points (job_id, name, epoch, batch, step, value, time) "
-         f"SELECT %s, name, epoch, batch, step, value, %s FROM {STAGE} ORDER BY seq "
-         "ON CONFLICT (job_id, name, step) DO NOTHING RETURNING id, name, step")
-
-_SQLITE_ROWS = 1000  # points per INSERT statement in embedded mode
-_escaped: dict[str, str] = {}
-
-
-def _escape(name: str) -> str:
-    """A name as COPY's text format wants it (few distinct names: cached)."""
-    out = _escaped.get(name)
-    if out is None:
-        out = (name.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-               .replace("\r", "\\r"))
-        if len(_escaped) < 10_000:
-            _escaped[name] = out
-    return out
-
-
-def _value(v) -> str:
-    if v is None:
-        return "\\N"
-    v = float(v)  # a numpy scalar's repr is not a number
-    return repr(v) if math.isfinite(v) else ("NaN" if math.isnan(v)
-                                             else ("Infinity" if v > 0 else "-Infinity"))
-
-
-def copy_text(points: Sequence) -> str:
-    """The COPY text-format rows of Metric-like points (name, epoch, batch, step, value)."""
-    esc, val = _escape, _value
-    return "".join([f"{i}\t{esc(p.name)}\t{int(p.epoch)}\t{int(p.batch)}\t{int(p.step)}\t"
-                    f"{val(p.value)}\n" for i, p in enumerate(points)])
-
-
-def insert_points(session, job_id: str, points: Sequence) -> dict[tuple[str, int], int]:
-    """Store Metric-like points in the session's transaction; {(name, step): id} of those
-    stored now. A point whose (name, step) the job already has, or that came earlier in
-    this batch, is not stored (the first one stays); ids follow the order handed over.
-
-    Postgres: COPY (text format) into a per-connection temporary table emptied at commit,
-    then one INSERT ... SELECT ... ORDER BY seq ON CONFLICT DO NOTHING RETURNING moves it
-    into metric_points (COPY itself cannot skip conflicts). SQLite (embedded mode): the
-    plain multi-row INSERT of core.jobs.insert_metrics, in chunks."""
-    if not points:
-        return {}
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        rows = [{"name": p.name, "epoch": p.epoch, "batch": p.batch, "step": p.step,
-                 "value": p.value} for p in points]
-        ids: dict[tuple[str, int], int] = {}
-        for i in range(0, len(rows), _SQLITE_ROWS):  # SQLite caps a statement's variables
-            ids.update(jobs.insert_metrics(session, job_id, rows[i:i + _SQLITE_ROWS]).ids)
-        return ids
-    raw = connection.connection.driver_connection  # psycopg 3, in the session's transaction
-    with raw.cursor() as cur:
-        cur.execute(_CREATE_STAGE)
-        with cur.copy(_COPY) as copy:
-            copy.write(copy_text(points))
-        cur.execute(_MOVE, (job_id, utcnow()))
-        return {(name, step): point_id for point_id, name, step in cur.fetchall()}
 
 
 class DatabaseOutage(Exception):
@@ -377,10 +309,11 @@ class JobReporter:
                 session.execute(insert(JobLog), [{"job_id": self.job_id, **line}
                                                  for line in lines])
             if self.written_up_to is None:
-                self.written_up_to = jobs.last_point_id(session, self.job_id)
-            ids = insert_points(session, self.job_id, points)
-            if len(ids) < len(points):
-                self._compare_replayed(session, self._replayed(points, ids))
+                self.written_up_to = metric_store.last_point_id(session, self.job_id)
+            inserted = metric_store.insert_points(session, self.job_id, points)
+            ids = inserted.ids
+            if inserted.replayed:
+                metric_store.warn_of_changed_replays(session, self.job_id, inserted.replayed)
             if progress is not None and not jobs.record_progress(
                     session, self.job_id, *progress, self.settings.lease_seconds,
                     attempt=self.attempt):
@@ -431,19 +364,6 @@ class JobReporter:
                 log.warning("job %s: checkpoint retention skipped (database unreachable); "
                             "the next epoch applies it", self.job_id)
 
-    @staticmethod
-    def _replayed(points: list[Metric], ids: dict) -> list[Metric]:
-        """Points not stored now: their (name, step) was stored before, or came earlier in
-        this batch (the first one stays)."""
-        seen: set[tuple[str, int]] = set()
-        replayed = []
-        for p in points:
-            key = (p.name, p.step)
-            if key not in ids or key in seen:
-                replayed.append(p)
-            seen.add(key)
-        return replayed
-
     def _events_due(self) -> bool:
         return self.redis is not None and (self.events_down_since is None
                                            or time.monotonic() >= self.events_retry_at)
@@ -469,19 +389,6 @@ class JobReporter:
             self.events_down_since, self.events_backoff = now, 1.0
         self.events_retry_at = time.monotonic() + self.events_backoff
         self.events_backoff = min(self.events_backoff * 2, _EVENTS_BACKOFF_MAX_S)
-
-    def _compare_replayed(self, session, replayed: list[dict]) -> None:
-        """A resumed run writes some points again; the stored one stays. Say so when the
-        values differ (a run that is not bitwise reproducible, e.g. on a GPU)."""
-        stored = jobs.stored_values(session, self.job_id,
-                                    [(p.name, p.step) for p in replayed])
-        for p in replayed:
-            old = stored.get((p.name, p.step))
-            same = old == p.value or (old is not None and math.isnan(old)
-                                      and math.isnan(p.value))
-            if not same:
-                log.warning("job %s: replayed point %s at step %d is %r; the stored %r is kept",
-                            self.job_id, p.name, p.step, p.value, old)
 
     def _store_checkpoint_row(self, session, row: dict) -> None:
         old = session.scalar(select(Checkpoint).where(Checkpoint.job_id == self.job_id,

@@ -1,4 +1,5 @@
-"""The job state machine and metric writes on the real Postgres; migrations racing."""
+"""The job state machine on the real Postgres; migrations racing (metric writes:
+tests/integration/core/test_metrics_store.py)."""
 from __future__ import annotations
 
 import subprocess
@@ -7,13 +8,11 @@ import threading
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
 
 from core import jobs
 from core.db import session_scope, upgrade_schema
 from core.jobspec import JobSpec
 from core.states import InvalidTransition, JobStatus
-from core.tables import MetricPoint
 from tests.conftest import create_database
 from tests.procs import REPO, env_with
 
@@ -100,34 +99,6 @@ def test_two_workers_racing_for_one_job_exactly_one_wins():
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["lost"] * 7 + ["won"]
-
-
-def test_metric_point_written_twice_is_kept_once():
-    job_id = new_job()
-    point = {"name": "loss", "epoch": 1, "batch": 100, "step": 100, "value": 2.0}
-    with session_scope() as s:
-        jobs.insert_metrics(s, job_id, [point, {**point, "name": "lr", "value": 0.1}])
-    with session_scope() as s:
-        jobs.insert_metrics(s, job_id, [{**point, "value": 9.0},
-                                        {**point, "step": 200, "batch": 200}])
-    with session_scope() as s:
-        rows = s.execute(select(MetricPoint.name, MetricPoint.step, MetricPoint.value)
-                         .where(MetricPoint.job_id == job_id)
-                         .order_by(MetricPoint.step, MetricPoint.name)).all()
-    assert [tuple(r) for r in rows] == [("loss", 100, 2.0), ("lr", 100, 0.1), ("loss", 200, 2.0)]
-
-
-def test_deleting_a_job_cascades_to_its_points():
-    job_id = new_job()
-    with session_scope() as s:
-        jobs.insert_metrics(s, job_id, [{"name": "loss", "epoch": 1, "batch": 1, "step": 1,
-                                         "value": 1.0}])
-    with session_scope() as s:
-        s.delete(s.get(jobs.Job, job_id))
-    with session_scope() as s:
-        left = s.scalar(select(func.count()).select_from(MetricPoint)
-                        .where(MetricPoint.job_id == job_id))
-    assert left == 0
 
 
 def test_many_processes_migrate_an_empty_database_at_once():

@@ -18,6 +18,7 @@ from core import events, jobs
 from core.config import get_settings
 from core.db import reset_engine, session_scope, upgrade_schema
 from core.jobspec import JobSpec
+from core.metrics import store as metric_store
 from core.states import JobStatus
 from tests.procs import free_port
 
@@ -103,7 +104,7 @@ def running_job() -> str:
 def store_points(job_id: str, steps: range) -> list[int]:
     """Stores loss points at these steps, as the worker would; their row ids."""
     with session_scope() as session:
-        inserted = jobs.insert_metrics(session, job_id, [
+        inserted = metric_store.insert_metrics(session, job_id, [
             {"name": "loss", "epoch": 0, "batch": s, "step": s, "value": 1.0 / s} for s in steps])
     return sorted(inserted.ids.values())
 

@@ -92,13 +92,14 @@ def finish_job(job_id: str, points: list[dict], status: str = "succeeded",
     """Play the worker's part in this process: claim the job, store its points, end it."""
     from core import jobs
     from core.db import session_scope
+    from core.metrics import store as metric_store
     from core.states import JobStatus
 
     last = max((p["step"] for p in points), default=0)
     final = {p["name"]: p["value"] for p in points if p["step"] == last and p["name"] != "loss"}
     with session_scope() as session:
         jobs.claim(session, job_id, "standin@test", "cpu", lease_seconds=60)
-        jobs.insert_metrics(session, job_id, points)
+        metric_store.insert_metrics(session, job_id, points)
         jobs.transition(session, job_id, JobStatus(status), error=error,
                         final_metrics=final if status == "succeeded" else None,
                         epoch=max((p["epoch"] for p in points), default=0), step=last)

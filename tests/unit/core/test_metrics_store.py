@@ -1,5 +1,5 @@
-"""worker.sink's point writer: the COPY text rows (escaping, NaN, numpy scalars) and the SQLite
-path (embedded mode), where the plain INSERT stores each (job, name, step) once."""
+"""core.metrics.store's batch writer: the COPY text rows (escaping, NaN, numpy scalars) and the
+SQLite path (embedded mode), where the plain INSERT stores each (job, name, step) once."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +8,9 @@ from sqlalchemy.orm import Session
 
 from core import jobs
 from core.jobspec import JobSpec
+from core.metrics.store import copy_text, insert_points
 from core.tables import Base, MetricPoint
 from worker.reporting import Metric
-from worker.sink import copy_text, insert_points
 
 
 def test_copy_text_escapes_names_and_writes_diverged_values():
@@ -30,12 +30,12 @@ def test_sqlite_stores_each_point_once_and_keeps_the_first(tmp_path):
     with Session(engine) as session:
         ids = insert_points(session, job_id, [Metric("loss", 1, 1, 1, 2.0),
                                               Metric("loss", 1, 2, 2, 1.5),
-                                              Metric("loss", 1, 1, 1, 9.0)])
+                                              Metric("loss", 1, 1, 1, 9.0)]).ids
         session.commit()
     assert set(ids) == {("loss", 1), ("loss", 2)} and ids[("loss", 1)] < ids[("loss", 2)]
     with Session(engine) as session:
         again = insert_points(session, job_id, [Metric("loss", 1, 2, 2, 7.0),
-                                                Metric("acc", 1, 2, 2, 0.5)])
+                                                Metric("acc", 1, 2, 2, 0.5)]).ids
         session.commit()
         rows = session.execute(select(MetricPoint.name, MetricPoint.step, MetricPoint.value)
                                .order_by(MetricPoint.id)).all()

@@ -1,4 +1,9 @@
-"""Metric names, and how a diverged (NaN or infinite) value is stored and shown: as null."""
+"""Metric points: their names, and the non-finite rule; storing them exactly once
+(core.metrics.store) and reading them back in pages (core.metrics.pages).
+
+The non-finite rule: a diverged value (NaN or infinite) stays as it is in metric_points,
+and is null wherever it is JSON (the API, live events, final_metrics, checkpoint rows):
+JSON and Postgres' JSON type have neither NaN nor infinity."""
 from __future__ import annotations
 
 import math
@@ -10,7 +15,7 @@ METRIC_NAMES = ("loss", "train_loss", "train_accuracy", "eval_loss", "eval_accur
 
 
 def finite(value: float | None) -> float | None:
-    """JSON and Postgres' JSON type have no NaN or infinity: a diverged value becomes None."""
+    """A diverged value becomes None (null in JSON); any other value stays."""
     return value if value is not None and math.isfinite(value) else None
 
 
