@@ -1,15 +1,21 @@
 """The producer side of the job queue: task names, Celery settings, enqueue, a broker ping.
 
-The API and the worker's reaper send work from here; the worker's own Celery app (with
+The API and the worker's reaper send work from here (enqueue_or_fail: the one rule for a
+broker that is down when a job or an upload is submitted); the worker's own Celery app (with
 its process signals) is built from the same settings in worker/celery_app.py.
 """
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
+from typing import Callable
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from core.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "trainhub.run_job"
 PROCESS_DATASET_TASK = "trainhub.process_dataset"
@@ -84,6 +90,26 @@ def enqueue(task_name: str, *args, queue: str | None = None) -> None:
         producer().send_task(task_name, args=list(args), queue=queue)
     except Exception as exc:  # kombu raises several types for an unreachable broker
         raise BrokerUnavailable(str(exc)) from exc
+
+
+# The error a record keeps when it could not be handed to the broker.
+ENQUEUE_FAILED = "could not enqueue: the broker was unreachable"
+
+
+def enqueue_or_fail(session: Session, task_name: str, record_id: str, *, noun: str,
+                    mark_failed: Callable[[str], object], queue: str | None = None,
+                    purpose: str = "") -> None:
+    """Send the task for a committed record (a job, an upload). The one rule for a broker
+    that cannot be reached: the record is marked failed (mark_failed(ENQUEUE_FAILED), then
+    committed), and BrokerUnavailable (a 503) names the record that was not queued."""
+    try:
+        enqueue(task_name, record_id, queue=queue)
+    except BrokerUnavailable as exc:
+        log.error("%s %s: broker unavailable: %s", noun, record_id, exc)
+        mark_failed(ENQUEUE_FAILED)
+        session.commit()
+        raise BrokerUnavailable(f"broker unavailable; {noun} {record_id} was not "
+                                f"queued{purpose}") from exc
 
 
 def ping_broker(timeout: float = 3) -> None:

@@ -1,5 +1,5 @@
-"""The job state machine (queued -> running -> succeeded | failed | cancelled), and the
-statuses a dataset shows."""
+"""The state machines: a job's (queued -> running -> succeeded | failed | cancelled) and an
+uploaded dataset's (processing -> ready | failed); the one list of each's terminal states."""
 from __future__ import annotations
 
 from enum import Enum
@@ -28,33 +28,6 @@ ALLOWED = {
 }
 
 
-# What each target state means a job does, for a refusal's message.
-_BECOMING = {JobStatus.queued: "go back to the queue", JobStatus.running: "start",
-             JobStatus.succeeded: "succeed", JobStatus.failed: "fail",
-             JobStatus.cancelled: "be cancelled"}
-
-
-class InvalidTransition(Exception):
-    def __init__(self, current: JobStatus, target: JobStatus, job_id: str | None = None):
-        super().__init__(refusal(current, target, job_id))
-        self.current, self.target, self.job_id = current, target, job_id
-
-
-def refusal(current: JobStatus, target: JobStatus, job_id: str | None = None) -> str:
-    """What a client reads (a 409's detail): where the job is, and which jobs could."""
-    job = f"job {job_id}" if job_id else "the job"
-    where = (f"already ended ({current.value})" if current.is_terminal
-             else f"is {current.value}")
-    sources = " or ".join(s.value for s, targets in ALLOWED.items() if target in targets)
-    return f"{job} {where}; only a {sources} job can {_BECOMING[target]}"
-
-
-def check_transition(current: JobStatus, target: JobStatus, job_id: str | None = None) -> None:
-    """Raise InvalidTransition unless current -> target is an edge of the machine."""
-    if target not in ALLOWED.get(current, frozenset()):
-        raise InvalidTransition(current, target, job_id)
-
-
 class DatasetStatus(str, Enum):
     """An upload is processing, then ready or failed; a built-in is ready (files present or
     cached), downloads on first use, or missing (absent, and downloads are off)."""
@@ -64,3 +37,56 @@ class DatasetStatus(str, Enum):
     failed = "failed"
     downloads_on_first_use = "downloads on first use"
     missing = "missing"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in DATASET_TERMINAL
+
+
+# An upload's row: a worker decodes it (ready) or it fails (rejected, or never queued). A
+# built-in's status is computed from its files, never stored: it has no moves.
+DATASET_TERMINAL = frozenset({DatasetStatus.ready, DatasetStatus.failed})
+
+DATASET_ALLOWED = {
+    DatasetStatus.processing: frozenset({DatasetStatus.ready, DatasetStatus.failed}),
+}
+
+Status = JobStatus | DatasetStatus
+
+
+# What each target state means a record does, for a refusal's message.
+_BECOMING = {JobStatus.queued: "go back to the queue", JobStatus.running: "start",
+             JobStatus.succeeded: "succeed", JobStatus.failed: "fail",
+             JobStatus.cancelled: "be cancelled", DatasetStatus.ready: "become ready",
+             DatasetStatus.failed: "fail"}
+
+
+def allowed_moves(status: Status) -> dict:
+    """The machine status belongs to: each source state with the states it may move to."""
+    return DATASET_ALLOWED if isinstance(status, DatasetStatus) else ALLOWED
+
+
+class InvalidTransition(Exception):
+    def __init__(self, current: Status, target: Status, job_id: str | None = None):
+        super().__init__(refusal(current, target, job_id))
+        self.current, self.target, self.job_id = current, target, job_id
+
+
+def refusal(current: Status, target: Status, record_id: str | None = None) -> str:
+    """What a client reads (a 409's detail): where the job (or dataset) is, and which could."""
+    noun = "dataset" if isinstance(current, DatasetStatus) else "job"
+    record = f"{noun} {record_id}" if record_id else f"the {noun}"
+    where = (f"already ended ({current.value})" if current.is_terminal
+             else f"is {current.value}")
+    sources = " or ".join(s.value for s, targets in allowed_moves(current).items()
+                          if target in targets)
+    becoming = _BECOMING.get(target, f"become {target.value}")
+    if not sources:
+        return f"{record} {where}; no {noun} can {becoming}"
+    return f"{record} {where}; only a {sources} {noun} can {becoming}"
+
+
+def check_transition(current: Status, target: Status, record_id: str | None = None) -> None:
+    """Raise InvalidTransition unless current -> target is an edge of its machine."""
+    if target not in allowed_moves(current).get(current, frozenset()):
+        raise InvalidTransition(current, target, record_id)

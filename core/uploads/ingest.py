@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from core import datasets
 from core.artifacts import (
     dataset_prefix,
     dataset_tensors_key,
@@ -20,7 +21,7 @@ from core.artifacts import (
 from core.config import get_settings
 from core.db import session_scope
 from core.image_decode import release_freed_memory
-from core.states import DatasetStatus
+from core.states import DatasetStatus, InvalidTransition
 from core.tables import Dataset, utcnow
 from core.tensor_datasets import build_dataset, tensor_file_contents
 from core.uploads.archives import Limits, UploadRejected
@@ -98,12 +99,14 @@ def _counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
 
 def _finish(dataset_id: str, status: DatasetStatus, **fields) -> str:
     with session_scope() as session:
-        row = session.get(Dataset, dataset_id)
+        try:
+            row = datasets.transition(session, dataset_id, status, finished_at=utcnow(),
+                                      **fields)
+        except InvalidTransition as exc:  # it ended meanwhile: what it holds stays
+            log.warning("dataset %s: not recorded %s: %s", dataset_id, status.value, exc)
+            return "skipped"
         if row is None:  # deleted meanwhile
             return "skipped"
-        row.status, row.finished_at = status.value, utcnow()
-        for name, value in fields.items():
-            setattr(row, name, value)
     if status is DatasetStatus.failed:
         log.info("dataset %s: failed: %s", dataset_id, fields.get("error"))
         try:  # the row keeps the reason; nothing of it stays in the store

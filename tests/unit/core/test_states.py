@@ -1,4 +1,5 @@
-"""The job state machine: queued -> running -> succeeded | failed | cancelled."""
+"""The state machines: a job's, queued -> running -> succeeded | failed | cancelled; an
+uploaded dataset's, processing -> ready | failed."""
 from __future__ import annotations
 
 import itertools
@@ -7,7 +8,10 @@ import pytest
 
 from core.states import (
     ALLOWED,
+    DATASET_ALLOWED,
+    DATASET_TERMINAL,
     TERMINAL,
+    DatasetStatus,
     InvalidTransition,
     JobStatus,
     check_transition,
@@ -72,3 +76,36 @@ def test_string_values_compare_as_statuses():
     # the DB stores plain strings; JobStatus is a str enum so both sides compare
     check_transition(JobStatus("queued"), JobStatus("running"))
     assert S.running == "running"
+
+
+# ---- an uploaded dataset's ----------------------------------------------------------------
+
+D = DatasetStatus
+DATASET_EDGES = {(D.processing, D.ready), (D.processing, D.failed)}
+
+
+def test_a_processing_upload_becomes_ready_or_fails_and_nothing_else_moves():
+    assert {(a, b) for a, targets in DATASET_ALLOWED.items() for b in targets} == DATASET_EDGES
+    for current, target in itertools.product(DatasetStatus, DatasetStatus):
+        if (current, target) in DATASET_EDGES:
+            check_transition(current, target)
+        else:
+            with pytest.raises(InvalidTransition):
+                check_transition(current, target)
+
+
+def test_ready_and_failed_are_the_terminal_dataset_states():
+    assert DATASET_TERMINAL == {D.ready, D.failed}
+    assert [s for s in DatasetStatus if s.is_terminal] == [D.ready, D.failed]
+
+
+def test_a_refused_dataset_move_names_the_dataset_and_what_could():
+    dataset_id = "9a1b" + "0" * 28
+    with pytest.raises(InvalidTransition) as excinfo:
+        check_transition(D.ready, D.failed, dataset_id)
+    assert str(excinfo.value) == (f"dataset {dataset_id} already ended (ready); only a "
+                                  "processing dataset can fail")
+    assert excinfo.value.current is D.ready and excinfo.value.target is D.failed
+    with pytest.raises(InvalidTransition, match="^the dataset is processing; no dataset can "
+                                                "become processing$"):
+        check_transition(D.processing, D.processing)
