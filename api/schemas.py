@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -11,6 +11,18 @@ from core.metrics import finite, finite_values
 from core.routing import job_queue, waiting_reason
 from core.states import DatasetStatus, JobStatus
 from core.tables import Checkpoint, Job, MetricPoint
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    """The paging envelope of every new list route (docs/api.md#paging): `items` in the
+    route's order, and `next_cursor` to pass back as `cursor` for the next page, null on the
+    last (api.paging makes both). The older lists keep their own names: GET /jobs' `jobs`,
+    the metric pages' `next_since_step`, the log pages' `next_since`."""
+
+    items: list[Item]
+    next_cursor: str | None
 
 
 class Progress(BaseModel):
