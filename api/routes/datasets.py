@@ -1,8 +1,7 @@
 """Datasets: the built-ins, and uploads (ImageFolder archives or .npz) that a worker turns into
-tensors."""
+tensors. Upload and delete are HTTP adapters over core.dataset_uploads."""
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
@@ -15,26 +14,15 @@ from api.deps import IdPrefixDep, SessionDep
 from api.errors import responses
 from api.quota_checks import rate_limited
 from api.schemas import DatasetList, DatasetPublic, Normalization, UploadProgress
-from core import quota_ledger
-from core.artifacts import dataset_prefix, dataset_upload_key, get_store
+from core import dataset_uploads
 from core.builtin_datasets import BUILTIN_DATASETS, DatasetInfo
 from core.config import get_settings
-from core.errors import Conflict, FieldError, TooLarge
-from core.ids import new_id
-from core.queue import PROCESS_DATASET_TASK, BrokerUnavailable, enqueue
-from core.states import DatasetStatus, JobStatus
-from core.tables import Dataset, Job
-from core.tenancy import Tenant, get_owned, visible
-from core.text import storable, storable_problem
-from core.uploads.archives import UploadRejected
-from core.uploads.ingest import limits_from_settings, upload_options
-from core.uploads.materialize import check_headers
+from core.dataset_uploads import MAX_NAME
+from core.states import DatasetStatus
+from core.tables import Dataset
+from core.tenancy import get_owned, visible
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
-
-# The columns' sizes (core/tables.py): a dataset's name, the uploaded file's name.
-MAX_NAME, MAX_FILENAME = 200, 255
 
 
 def builtin_public(info: DatasetInfo) -> DatasetPublic:
@@ -120,116 +108,16 @@ def upload_dataset(
     is ready or why it failed. Here only its headers are read, so that what they show wrong
     (the kind, a .zip's or .npz's entries, layout, classes, memory budget) is a 422 at once:
     decoding takes memory the API process must not spend."""
-    storable("name", name)
-    filename = _checked_filename(file.filename)
-    settings = get_settings()
-    quota_ledger.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes)
     options = {"test_fraction": test_fraction, "channels": channels,
                "resize": [int(v) for v in resize.split("x")] if resize else None}
-    _check_upload(file, options)
-    dataset_id = new_id()
-    try:
-        return _accept(session, tenant, dataset_id, file, filename, name, options)
-    except BaseException:
-        # Whatever went wrong once the upload started to be saved (the database or the
-        # broker down, a bug), none of its files stay behind.
-        _discard(session, dataset_id)
-        raise
-
-
-def _too_large() -> TooLarge:
-    limit = get_settings().dataset_max_upload_bytes
-    return TooLarge(f"upload is larger than {limit} bytes (TRAINHUB_DATASET_MAX_UPLOAD_BYTES)")
-
-
-def _check_upload(file: UploadFile, options: dict) -> None:
-    """The upload's size and headers, read from the request's spooled copy before anything
-    is stored: TooLarge, or FieldError naming `file`."""
-    if file.size is not None and file.size > get_settings().dataset_max_upload_bytes:
-        raise _too_large()
-    try:
-        check_headers(file.file, upload_options(options), limits_from_settings())
-    except UploadRejected as exc:
-        raise FieldError("file", f"dataset rejected: {exc}") from None
-
-
-def _checked_filename(filename: str | None) -> str | None:
-    """The upload's file name as the database stores it; FieldError naming `file` if not."""
-    if filename is None:
-        return None
-    problem = storable_problem(filename)
-    if problem:
-        raise FieldError("file", f"the file name {problem}")
-    if len(filename) > MAX_FILENAME:
-        raise FieldError("file", f"the file name is {len(filename)} characters; at most "
-                                 f"{MAX_FILENAME}")
-    return filename
-
-
-def _discard(session, dataset_id: str) -> None:
-    """Best effort after a failed upload: drop its files, and a row still `processing`
-    (one that would never finish); a row recorded `failed` stays, with its reason."""
-    try:
-        get_store().delete_prefix(dataset_prefix(dataset_id))
-    except Exception as exc:
-        log.error("dataset %s: could not delete its files: %s", dataset_id, exc)
-    try:
-        session.rollback()
-        row = session.get(Dataset, dataset_id)
-        if row is not None and row.status == DatasetStatus.processing.value:
-            session.delete(row)
-            session.commit()
-    except Exception as exc:
-        log.error("dataset %s: could not drop its row: %s", dataset_id, exc)
-
-
-def _accept(session, tenant: Tenant, dataset_id: str, file: UploadFile, filename: str | None,
-            name: str | None, options: dict) -> Response:
-    settings = get_settings()
-    store = get_store()
-    file.file.seek(0)
-    try:
-        size = store.save_stream(dataset_upload_key(dataset_id), file.file,
-                                 settings.dataset_max_upload_bytes)
-    except TooLarge:
-        raise _too_large() from None
-    quota_ledger.lock_tenant(session, tenant)  # until the row is committed, below
-    quota_ledger.check_stored_bytes(session, tenant, settings.tenant_max_stored_bytes, adding=size)
-    default_name = (filename or "upload").split(".")[0][:MAX_NAME] or "upload"
-    row = Dataset(id=dataset_id, owner=tenant.user_id, name=name or default_name,
-                  stored_bytes=size,
-                  status=DatasetStatus.processing.value, source_filename=filename,
-                  upload_key=dataset_upload_key(dataset_id), upload_bytes=size, options=options,
-                  progress_done=0)
-    session.add(row)
-    session.commit()
-    try:
-        enqueue(PROCESS_DATASET_TASK, dataset_id)
-    except BrokerUnavailable as exc:
-        row.status = DatasetStatus.failed.value
-        row.error = "could not enqueue: the broker was unreachable"
-        session.commit()
-        raise BrokerUnavailable(f"broker unavailable; dataset {dataset_id} was not queued "
-                                "for processing") from exc
+    row = dataset_uploads.accept_upload(session, tenant, file.file, file.size, file.filename,
+                                        name, options, get_settings())
     return JSONResponse(upload_public(row).model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/datasets/{dataset_id}"})
+                        headers={"Location": f"/datasets/{row.id}"})
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses=responses(404, 409))
 def delete_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Response:
-    if dataset_id in BUILTIN_DATASETS:
-        raise Conflict(f"{dataset_id} is built in and cannot be deleted")
-    row = get_owned(session, Dataset, dataset_id, tenant)
-    if row.status == DatasetStatus.processing:
-        raise Conflict(f"dataset {dataset_id} is still processing")
-    active = session.scalars(select(Job.id).where(
-        Job.dataset == dataset_id,
-        Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))).all()
-    if active:
-        raise Conflict(f"dataset {dataset_id} is used by {len(active)} queued or "
-                       f"running job(s): {', '.join(active[:5])}")
-    session.delete(row)
-    session.commit()
-    get_store().delete_prefix(dataset_prefix(dataset_id))
+    dataset_uploads.delete_upload(session, dataset_id, tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -384,14 +384,14 @@ def _upload_dirs() -> set[str]:
 
 
 def test_an_unexpected_error_after_saving_deletes_the_upload_and_its_row(client, monkeypatch):
-    from api.routes import datasets as route
+    from core import queue
     from core.db import new_session
     from core.tables import Dataset
 
-    def boom(*_args):
+    def boom(*_args, **_kwargs):
         raise RuntimeError("a bug in queueing")
 
-    monkeypatch.setattr(route, "enqueue", boom)
+    monkeypatch.setattr(queue, "enqueue", boom)
     before = _upload_dirs()
     resp = client.post("/datasets", files={"file": ("d.npz", npz_bytes())})
     assert resp.status_code == 500 and resp.json() == {"detail": "internal error"}
@@ -402,15 +402,15 @@ def test_an_unexpected_error_after_saving_deletes_the_upload_and_its_row(client,
 
 
 def test_a_broker_outage_keeps_the_failed_row_but_no_file(client, monkeypatch):
-    from api.routes import datasets as route
+    from core import queue
     from core.db import new_session
     from core.queue import BrokerUnavailable
     from core.tables import Dataset
 
-    def down(*_args):
+    def down(*_args, **_kwargs):
         raise BrokerUnavailable("connection refused")
 
-    monkeypatch.setattr(route, "enqueue", down)
+    monkeypatch.setattr(queue, "enqueue", down)
     before = _upload_dirs()
     resp = client.post("/datasets", files={"file": ("d.npz", npz_bytes())})
     assert resp.status_code == 503 and isinstance(resp.json()["detail"], str)
