@@ -2,7 +2,7 @@
 
 P2's baseline (issue #12): what worker/runner.py does for a job, less the service around it
 (claim, lease, checkpoints, metric sink, status): Hyperparameters of the job, the seed, the
-dataset read as the runner reads it (worker.runner.dataset_source + worker.data.read_dataset
+dataset read as the runner reads it (worker.job_inputs.dataset_source + worker.data.read_dataset
 from the artifact store of --data-dir), models.build, then worker.loop.fit with a
 NullReporter. Run it against a stopped or running `trainhub up`'s data dir (read only).
 Its last line is JSON: {"seconds" (dataset read + build + fit), "fit_seconds", "accuracy",
@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     from core.jobspec import Hyperparameters
     from worker.control import RunControl
     from worker.data import read_dataset
+    from worker.job_inputs import dataset_source
     from worker.loop import fit
     from worker.recipe import resolve_device
     from worker.reporting import NullReporter
-    from worker.runner import dataset_source
 
     started = time.perf_counter()
     hp = Hyperparameters(**job.get("hyperparameters", {}))

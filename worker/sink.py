@@ -1,20 +1,19 @@
-"""The loop's Reporter for a real job: batched rows in the database, events on Redis.
+"""The loop's Reporter for a real job: a background writer of batched rows in the database
+(points, progress, log lines, epoch checkpoint rows) and of events on Redis.
 
 The database is the truth. While it is unreachable the reporter keeps what it was handed
-(points, progress, epoch checkpoint rows) and retries with backoff, so training goes on;
-past `database_outage_seconds` it tells the loop to stop (the runner then saves a resume
-checkpoint that carries the unwritten points). Redis is best effort: an outage costs live
-events, never data, and little time: after a failed publish the reporter skips publishing
-(readers fill the gap from the database) and tries again with backoff.
+and retries with backoff, so training goes on; past `database_outage_seconds` it tells the
+loop to stop (the runner then saves a resume checkpoint that carries the unwritten points).
+Redis is best effort (worker.live_events): an outage costs live events, never data.
 
 Off the training thread: metrics(), progress() and should_stop() only hand over and wake a
 background writer thread (started lazily, in the process that uses the reporter), which
-writes whatever has accumulated in one COPY (core.metrics.store.insert_points) and one
-Redis pipeline.
-The queue is bounded by `max_queue`: past it metrics() waits for the writer (back-pressure,
-never a lost point) unless the database is down, when points buffer up to `max_pending` and
-should_stop() then says "db_outage". flush() writes on the caller's thread and returns once
-everything handed over before it is committed.
+writes whatever has accumulated in one transaction (the points by one COPY:
+core.metrics.store.insert_points) and one Redis pipeline. The queue is bounded by
+`max_queue`: past it metrics() waits for the writer (back-pressure, never a lost point)
+unless the database is down, when points buffer up to `max_pending` and should_stop() then
+says "db_outage". flush() writes on the caller's thread and returns once everything handed
+over before it is committed.
 """
 from __future__ import annotations
 
@@ -26,27 +25,23 @@ import time
 from dataclasses import asdict
 from typing import Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
 
-from core import checkpoint_format as ckpt
 from core import events, jobs
-from core.artifacts import get_store
 from core.config import Settings
 from core.db import is_outage, session_scope
-from core.metrics import finite, finite_values
 from core.metrics import store as metric_store
-from core.tables import Checkpoint, JobLog
+from core.tables import JobLog
+from worker.checkpoint_rows import apply_retention, store_checkpoint_row
 from worker.control import StopFlag
+from worker.joblog import JobLogCapture
+from worker.live_events import EventPublisher, stored_point_events
 from worker.reporting import Metric
 
 log = logging.getLogger(__name__)
 
 _BACKOFF_MAX_S = 30.0
-# Redis: a hung or unreachable server costs a publish its socket timeout (1 s with the
-# runner's client) each time, so after a failure the reporter tries again only after this
-# backoff (1 s, doubling, capped): a hung Redis used to cost every flush, twice a second.
-_EVENTS_BACKOFF_MAX_S = 10.0
 
 
 class DatabaseOutage(Exception):
@@ -54,18 +49,23 @@ class DatabaseOutage(Exception):
 
 
 class JobReporter:
-    """Hands points to a background writer: one COPY (and one Redis pipeline) per batch."""
+    """Hands points to a background writer: one COPY (and one Redis pipeline) per batch.
+
+    attempt: writes count only while this attempt holds the job; spec: the job's (checkpoint
+    retention needs it); stop: set once the job is lost (cancelled, or its lease); log_capture:
+    the job's log lines, stored with each write."""
 
     def __init__(self, job_id: str, settings: Settings, redis_client=None,
                  flush_every_s: float = 0.5, max_buffer: int = 500, attempt: int | None = None,
                  spec: dict | None = None, max_pending: int = 1_000_000,
-                 max_queue: int = 200_000, stop: StopFlag | None = None):
+                 max_queue: int = 200_000, stop: StopFlag | None = None,
+                 log_capture: JobLogCapture | None = None):
         self.job_id = job_id
         self.settings = settings
-        self.redis = redis_client
+        self.events = EventPublisher(redis_client, job_id)
         self.flush_every_s = flush_every_s
         self.max_buffer = max_buffer  # this many waiting points wake the writer early
-        self.attempt = attempt  # fencing: writes count only while this attempt holds the job
+        self.attempt = attempt  # fencing
         self.spec = spec
         self.max_pending = max_pending
         self.max_queue = max_queue
@@ -81,12 +81,8 @@ class JobReporter:
         # lands within one poll (cancel_check_seconds) and a step of its request.
         self.stop = stop
         self._cancel_read_at = 0.0
-        self.events_down_since: float | None = None
-        self.events_retry_at = 0.0
-        self.events_backoff = 1.0
         self.written_up_to: int | None = None  # row id of this job's newest stored point
-        self.log_capture = None  # a worker.joblog.JobLogCapture: its lines go with each flush
-        self.tensorboard = None  # a worker.tensorboard.TensorBoardLog, fed every point
+        self.log_capture = log_capture
         # The background writer: _cond guards the handed-over state and wakes the thread;
         # _write_lock lets one write at a time (the thread's, or flush()'s on the caller's).
         self._cond = threading.Condition()
@@ -101,9 +97,7 @@ class JobReporter:
     # ---- the Reporter protocol -----------------------------------------------------------
 
     def metrics(self, points: Sequence[Metric]) -> None:
-        self._raise_writer_error()
-        if self.tensorboard is not None:
-            self.tensorboard.add(points)
+        self.raise_writer_error()
         with self._cond:
             self.buffer.extend(points)
             if len(self.buffer) >= self.max_buffer:
@@ -114,10 +108,10 @@ class JobReporter:
                    and self._error is None and not self._closing):
                 self._wake_writer()
                 self._cond.wait(timeout=0.1)
-        self._raise_writer_error()
+        self.raise_writer_error()
 
     def progress(self, epoch: int, step: int, total_steps: int) -> None:
-        self._raise_writer_error()
+        self.raise_writer_error()
         with self._cond:
             self.progress_due = (epoch, step, total_steps)
             self._wake_writer()
@@ -125,9 +119,7 @@ class JobReporter:
     def should_stop(self) -> bool | str:
         """Never waits on the database: the writer thread stores what is due and then reads
         the cancel flag; the answer is what it has found so far."""
-        self._raise_writer_error()
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
+        self.raise_writer_error()
         with self._cond:
             self._check_cancel = True
             self._wake_writer()
@@ -170,11 +162,6 @@ class JobReporter:
         """Write what is buffered if the database answers; False (and keep it all) if not.
         During an outage it tries only when the backoff allows, or when forced. Runs on the
         caller's thread (after any write the writer thread has under way)."""
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
-        return self._try_write(force)
-
-    def _try_write(self, force: bool = False) -> bool:
         with self._write_lock:
             self.last_flush = time.monotonic()
             if (self.outage_since is not None and time.monotonic() < self.retry_at
@@ -209,7 +196,7 @@ class JobReporter:
     def flush(self) -> None:
         """Return when everything handed over is committed; DatabaseOutage if the database
         stays unreachable for database_outage_seconds."""
-        self._raise_writer_error()
+        self.raise_writer_error()
         deadline = time.monotonic() + self.settings.database_outage_seconds
         while not self.try_flush():
             if time.monotonic() > deadline:
@@ -250,7 +237,7 @@ class JobReporter:
             check_cancel = check_cancel or (time.monotonic() - self._cancel_read_at
                                             >= self.settings.cancel_check_seconds)
             try:
-                written = self._try_write()
+                written = self.try_flush()
                 if written and check_cancel and self.lost is None:
                     self._cancel_read_at = time.monotonic()
                     self._read_cancel()
@@ -280,7 +267,8 @@ class JobReporter:
         if self.stop is not None:
             self.stop.set(self.lost)
 
-    def _raise_writer_error(self) -> None:
+    def raise_writer_error(self) -> None:
+        """What the writer thread hit (a statement the database rejected), raised here."""
         if self._error is not None:
             exc, self._error = self._error, None
             with self._cond:
@@ -319,7 +307,7 @@ class JobReporter:
                     attempt=self.attempt):
                 self._lose("lease_lost")
             for row in rows:
-                self._store_checkpoint_row(session, row)
+                store_checkpoint_row(session, self.job_id, row)
         # Committed: only now forget them (only this writer removes, from the front).
         with self._cond:
             del self.buffer[:len(points)]
@@ -328,92 +316,25 @@ class JobReporter:
                 self.progress_due = None
         # Publish what was stored now, each with its row id and the id this job's points had
         # reached before (a reader that has less missed some: it fills the gap from the
-        # database). Replayed points are not published again.
+        # database).
         prev = self.written_up_to
         if ids:
             self.written_up_to = max(prev, max(ids.values()))
-        if self._events_due():
-            stored = []
-            if ids:
-                get = ids.get
-                for p in points:
-                    point_id = get((p.name, p.step))
-                    if point_id is not None:
-                        stored.append({"id": point_id, "name": p.name, "epoch": p.epoch,
-                                       "batch": p.batch, "step": p.step,
-                                       "value": finite(p.value)})
-                if len(ids) < len(points):  # a batch's duplicate has its first one's id
-                    seen: set[int] = set()
-                    stored = [e for e in stored
-                              if not (e["id"] in seen or seen.add(e["id"]))]
-            payloads = events.metrics_entries(stored, prev)
+        if self.events.due():
+            payloads = events.metrics_entries(stored_point_events(points, ids), prev)
             if progress is not None:
                 payloads.append({"type": "progress", "epoch": progress[0],
                                  "step": progress[1], "total_steps": progress[2]})
-            self._publish(payloads)
-        if rows:
+            self.events.publish(payloads)
+        if rows and self.spec is not None:
             # After the commit and the publish, and never raising: an outage here used to
             # skip the publish and make _write give back log lines already stored (stored
             # twice at the next flush). Retention looks at every row, so the next epoch's
             # pass catches up on what this one missed.
             try:
-                self._apply_retention()
+                apply_retention(self.job_id, self.spec, self.settings.checkpoint_keep)
             except DBAPIError as exc:
                 if not is_outage(exc):
                     raise
                 log.warning("job %s: checkpoint retention skipped (database unreachable); "
                             "the next epoch applies it", self.job_id)
-
-    def _events_due(self) -> bool:
-        return self.redis is not None and (self.events_down_since is None
-                                           or time.monotonic() >= self.events_retry_at)
-
-    def _publish(self, payloads: list[dict]) -> None:
-        """Best effort, and cheap while Redis is down or hung: after a failure the next try
-        waits for a backoff (1 s doubling to 10 s) rather than costing every flush a socket
-        timeout. Events skipped meanwhile are not lost data: each published point carries
-        `prev`, from which a reader sees the gap and fills it from the database."""
-        if self.redis is None or not payloads:
-            return
-        now = time.monotonic()
-        if self.events_down_since is not None and now < self.events_retry_at:
-            return
-        if events.publish_or_warn(self.redis, self.job_id, payloads,
-                                  quiet=self.events_down_since is not None):
-            if self.events_down_since is not None:
-                log.info("job %s: Redis back after %.1fs; live events published again",
-                         self.job_id, time.monotonic() - self.events_down_since)
-                self.events_down_since = None
-            return
-        if self.events_down_since is None:  # publish_or_warn logged this first failure
-            self.events_down_since, self.events_backoff = now, 1.0
-        self.events_retry_at = time.monotonic() + self.events_backoff
-        self.events_backoff = min(self.events_backoff * 2, _EVENTS_BACKOFF_MAX_S)
-
-    def _store_checkpoint_row(self, session, row: dict) -> None:
-        old = session.scalar(select(Checkpoint).where(Checkpoint.job_id == self.job_id,
-                                                      Checkpoint.epoch == row["epoch"]))
-        if old is not None:  # a re-run of the same epoch replaces its row
-            session.delete(old)
-            session.flush()
-        session.add(Checkpoint(job_id=self.job_id, **{**row,
-                                                      "metrics": finite_values(row["metrics"])}))
-
-    def _apply_retention(self) -> None:
-        """Keep the `checkpoint_keep` newest, plus best; delete the rest (rows and files)."""
-        if self.spec is None:
-            return
-        store = get_store()
-        doomed: list[str] = []
-        with session_scope() as session:
-            rows = ckpt.job_checkpoints(session, self.job_id)
-            best = ckpt.select_best(rows, ckpt.best_metric_name(self.spec))
-            for row in rows[self.settings.checkpoint_keep:]:
-                if best is not None and row.id == best.id:
-                    continue
-                doomed.append(row.storage_key)
-                session.delete(row)
-        # Files only once the rows are gone: a commit lost to an outage must not leave rows
-        # that point at deleted files.
-        for key in doomed:
-            store.delete(key)
