@@ -1,5 +1,22 @@
 """Request-scoped dependencies: a database session per request, a job by path id, loaded
-for the caller (another tenant's job is a missing one), and the lists' query checks."""
+for the caller (another tenant's job is a missing one), and the lists' query checks.
+
+How a route reaches the database (one rule; docs/operations.md#how-a-route-reaches-the-database):
+
+1. By default, and for every new route: a plain `def` route that takes `session: SessionDep`
+   (or a dependency built on it, such as JobDep) and hands that session to core functions.
+   FastAPI runs a `def` route in its threadpool; the connection goes back when it ends.
+2. The hot reads only (the key lookup of every request in api.auth, GET /jobs/{id}, GET
+   /jobs/{id}/metrics) are `async def` and pass a plain `fn(session, ...)` to
+   api.reads.run_read, which runs it on the event loop with PostgreSQL. A route joins this
+   list with a measurement (bench/run.py --only api_reads) and a line here.
+3. An `async def` route that awaits something between its database steps (POST /jobs: the
+   tenant's turn at its caps; POST /predict: its batch) takes SessionDep and runs each step
+   with `await run_in_threadpool(step, session, ...)`.
+4. What must not hold the request's session opens a short core.db.session_scope(): the
+   event stream (it outlives the request) and the rate limit's count (committed on its own,
+   before the route runs).
+"""
 from __future__ import annotations
 
 import re

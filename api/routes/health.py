@@ -4,11 +4,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from api.deps import SessionDep
 from api.schemas import Health
 from core import events
 from core.config import get_settings
-from core.db import get_engine
 from core.queue import ping_broker
 
 router = APIRouter(tags=["health"])
@@ -22,16 +23,16 @@ def _check(probe) -> str:
         return f"unavailable: {type(exc).__name__}: {exc}"[:300]
 
 
-def _database() -> None:
-    with get_engine().connect() as conn:
-        conn.execute(text("SELECT 1"))
+def _database(session: Session) -> None:
+    session.execute(text("SELECT 1"))
+    session.rollback()  # its connection goes back at once
 
 
 @router.get("/health", response_model=Health,
             responses={503: {"model": Health, "description": "a backing service is down"}})
-def read_health() -> JSONResponse:
+def read_health(session: SessionDep) -> JSONResponse:
     settings = get_settings()
-    checks = {"database": _check(_database), "broker": _check(ping_broker)}
+    checks = {"database": _check(lambda: _database(session)), "broker": _check(ping_broker)}
     if settings.redis_url:
         checks["events"] = _check(lambda: events.connect(settings.redis_url).ping())
     healthy = all(v == "ok" for v in checks.values())
