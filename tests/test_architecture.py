@@ -210,6 +210,83 @@ def test_the_loop_s_functions_take_at_most_six_parameters():
         assert len(inspect.signature(function).parameters) <= 6, function.__name__
 
 
+# ---- size and cycles ----------------------------------------------------------------------
+
+MAX_LINES_OF_CODE = 300
+
+
+def lines_of_code(source: str) -> int:
+    """Lines that are neither blank nor only a comment (docstrings count: they are read)."""
+    return sum(1 for line in source.splitlines()
+               if line.strip() and not line.strip().startswith("#"))
+
+
+def test_no_product_module_is_over_300_lines_of_code():
+    over = {path.relative_to(REPO).as_posix(): n for path in python_files(REPO)
+            if (n := lines_of_code(path.read_text(encoding="utf-8"))) > MAX_LINES_OF_CODE}
+    assert not over, f"over {MAX_LINES_OF_CODE} lines of code: {over}"
+
+
+def module_graph(root: Path) -> dict[str, set[str]]:
+    """Each product module -> the product modules it imports (anywhere in it); `from core
+    import jobs` counts as core.jobs, a package's own __init__ as the package."""
+    paths = {module_name(p.relative_to(root).as_posix()): p for p in python_files(root)}
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    targets.add(sub if sub in paths else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[module] = {t for t in targets if t in paths and t != module
+                         and not module.startswith(t + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_two_product_modules_import_each_other_even_through_others():
+    cycle = find_cycle(module_graph(REPO))
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_lazy_import_that_closes_a_circle(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "a.py").write_text("from core.b import x\n")
+    (tmp_path / "core" / "b.py").write_text("def f():\n    from core import a\n")
+    (tmp_path / "core" / "c.py").write_text("import core.a\n")
+    graph = module_graph(tmp_path)
+    assert graph["core.c"] == {"core.a"}
+    assert find_cycle(graph) == ["core.a", "core.b", "core.a"]
+    (tmp_path / "core" / "b.py").write_text("x = 1\n")
+    assert find_cycle(module_graph(tmp_path)) is None
+
+
 # ---- the checker itself -----------------------------------------------------------------
 
 def test_checker_catches_a_function_level_worker_import_in_an_api_module():
