@@ -161,9 +161,12 @@ TRAINING_CORE = ("worker.loop", "worker.control", "worker.recipe", "worker.repor
 # The worker process around a job (Celery, the runner and its threads): DDP's ranks run
 # the loop under the runner, never the other way round.
 WORKER_PROCESS = ("worker.runner", "worker.sink", "worker.celery_app", "worker.tasks",
-                  "worker.heartbeat", "worker.presence", "worker.reaper", "worker.joblog")
+                  "worker.heartbeat", "worker.presence", "worker.reaper", "worker.joblog",
+                  "worker.job_inputs", "worker.handback", "worker.outages",
+                  "worker.live_events", "worker.checkpoint_rows", "worker.tensorboard_tee")
 SERVICE_SIDE = WORKER_PROCESS + ("worker.checkpointing", "worker.tensorboard", "core.db",
                                  "core.tables", "core.jobs", "core.queue", "core.events",
+                                 "core.metrics.store", "core.metrics.pages",
                                  "sqlalchemy", "celery", "redis")
 
 
