@@ -21,6 +21,7 @@ from api.routes import (
     pages,
     predict,
     session,
+    states,
     workers,
 )
 from api.routes import (
@@ -61,7 +62,7 @@ def create_app() -> FastAPI:
                                 Depends(deps.reject_unknown_query)])
     for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    predict.router, datasets.router, models_route.router, health.router,
-                   workers.router, prometheus_route.router, pages.router):
+                   workers.router, states.router, prometheus_route.router, pages.router):
         app.include_router(router)
     docs.install(app)
     errors.install(app)

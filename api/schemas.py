@@ -9,7 +9,14 @@ from pydantic import BaseModel
 from core.config import get_settings
 from core.metrics import finite, finite_values
 from core.routing import job_queue, waiting_reason
-from core.states import DatasetStatus, JobStatus
+from core.states import (
+    ALLOWED,
+    DATASET_ALLOWED,
+    DATASET_TERMINAL,
+    TERMINAL,
+    DatasetStatus,
+    JobStatus,
+)
 from core.tables import Checkpoint, Job, MetricPoint
 
 Item = TypeVar("Item")
@@ -228,3 +235,31 @@ class WorkerPublic(BaseModel):
 
 class WorkerList(BaseModel):
     workers: list[WorkerPublic]
+
+
+class StateMachinePublic(BaseModel):
+    statuses: list[str]  # every status, in the order a record meets them
+    terminal: list[str]  # those a record never leaves
+    transitions: dict[str, list[str]]  # each status a record may leave: where to
+
+    @classmethod
+    def of(cls, statuses, allowed: dict, terminal: frozenset) -> "StateMachinePublic":
+        return cls(statuses=[s.value for s in statuses],
+                   terminal=[s.value for s in statuses if s in terminal],
+                   transitions={source.value: [t.value for t in statuses if t in targets]
+                                for source, targets in allowed.items()})
+
+
+class StatesPublic(BaseModel):
+    """core.states as data: what a client checks a status against (is it terminal?)."""
+
+    job: StateMachinePublic
+    # An upload's statuses and moves; a built-in's status (downloads on first use, missing)
+    # is computed from its files and has none.
+    dataset: StateMachinePublic
+
+    @classmethod
+    def from_machines(cls) -> "StatesPublic":
+        return cls(job=StateMachinePublic.of(JobStatus, ALLOWED, TERMINAL),
+                   dataset=StateMachinePublic.of(DatasetStatus, DATASET_ALLOWED,
+                                                 DATASET_TERMINAL))

@@ -8,8 +8,10 @@ from cli import output
 from cli.client import Api, KeyOption, UrlOption
 from cli.ids import job_path
 from cli.jobs import JobArg
+from core.states import TERMINAL
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+# The statuses a follower stops at, as the API writes them (core.states is their one home).
+ENDED = frozenset(status.value for status in TERMINAL)
 FOLLOW_POLL_S = 1.0
 
 
@@ -36,6 +38,6 @@ def logs(
             since = page["next_since"]
             if page["lines"] and len(page["lines"]) == 1000:
                 continue  # more lines are waiting: no pause
-            if not follow or page["status"] in TERMINAL:
+            if not follow or page["status"] in ENDED:
                 return
             time.sleep(FOLLOW_POLL_S)

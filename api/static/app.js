@@ -7,10 +7,13 @@
 //   #/compare?ids=a,b  loss curves of several jobs on one chart
 //
 // Logging in: the page starts with GET /session. A 401 there, or on any request later (the
-// session ended), shows the login form in place of the view; once logged in, the view the
-// address names is shown. The session is an HttpOnly cookie: the page never holds the key.
-import {forgetDatasetNames, getSession, logOut, onReachability, onUnauthorized} from "./js/api.js";
-import {h, replace} from "./js/dom.js";
+// session ended), shows the login form in place of the view; once logged in, the page reads
+// the job states (GET /states, once), then shows the view the address names. The session is
+// an HttpOnly cookie: the page never holds the key.
+import {
+  forgetDatasetNames, getSession, getStates, logOut, onReachability, onUnauthorized,
+} from "./js/api.js";
+import {h, learnStates, replace} from "./js/dom.js";
 import {compareView} from "./js/views/compare.js";
 import {jobView} from "./js/views/job.js";
 import {forgetJobsSelection, jobsView} from "./js/views/jobs.js";
@@ -78,7 +81,19 @@ function showCaller(caller) {
   logOutButton.hidden = off;
 }
 
-function loggedIn(caller) {
+let statesLearnt = false;
+
+async function loggedIn(caller) {
+  if (!statesLearnt) { // the job states come from the API once (GET /states), then views show
+    try {
+      learnStates(await getStates());
+      statesLearnt = true;
+    } catch (err) {
+      if (err.status === 401) showLogin();
+      else showStartError(`Could not read the job states from the API: ${err.message}`);
+      return;
+    }
+  }
   mode = "in";
   showCaller(caller);
   route();
@@ -96,17 +111,26 @@ function showLogin(notice = null) {
   cleanup = loginView(view, {notice, onLogin: loggedIn});
 }
 
+function showStartError(message) {
+  mode = "starting";
+  stopView();
+  replace(view, h("section", {class: "start-error"},
+    h("h1", {}, "trainhub"),
+    h("p", {class: "error-box"}, message),
+    h("p", {}, h("button", {type: "button", onclick: start}, "Try again"))));
+}
+
 async function start() {
   mode = "starting";
+  let caller;
   try {
-    loggedIn(await getSession());
+    caller = await getSession();
   } catch (err) {
-    if (err.status === 401) { showLogin(); return; }
-    replace(view, h("section", {class: "start-error"},
-      h("h1", {}, "trainhub"),
-      h("p", {class: "error-box"}, `Could not ask the API who is logged in: ${err.message}`),
-      h("p", {}, h("button", {type: "button", onclick: start}, "Try again"))));
+    if (err.status === 401) showLogin();
+    else showStartError(`Could not ask the API who is logged in: ${err.message}`);
+    return;
   }
+  await loggedIn(caller);
 }
 
 logOutButton.addEventListener("click", async () => {

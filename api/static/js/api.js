@@ -91,6 +91,8 @@ export async function metricPoints(jobId, name, sinceStep = 0, signal) {
   }
 }
 
+/** The job and dataset state machines: {job: {statuses, terminal, transitions}, dataset}. */
+export const getStates = () => api("/states");
 export const getJob = (id, signal) => api(`/jobs/${id}`, {signal});
 export const cancelJob = (id) => api(`/jobs/${id}/cancel`, {method: "POST"});
 export const deleteJob = (id) => api(`/jobs/${id}`, {method: "DELETE"});

@@ -34,7 +34,17 @@ export function replace(el, ...children) {
   return append(el, children);
 }
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// A job's statuses, in the order a job meets them, and those it never leaves: filled from
+// GET /states (core/states.py is their one home) before the first view shows (app.js).
+export const JOB_STATUSES = [];
+export const TERMINAL = new Set();
+
+/** Take the job states from GET /states' answer ({job: {statuses, terminal}, dataset}). */
+export function learnStates(states) {
+  JOB_STATUSES.splice(0, JOB_STATUSES.length, ...states.job.statuses);
+  TERMINAL.clear();
+  for (const status of states.job.terminal) TERMINAL.add(status);
+}
 
 export function badge(status) {
   return h("span", {class: `badge ${status}`, dataset: {status}}, status);

@@ -78,7 +78,7 @@ export function jobView(root, jobId) {
     title.textContent = job.name;
     document.title = `${job.name} · trainhub`;
     replace(statusSlot, badge(job.status));
-    const running = job.status === "queued" || job.status === "running";
+    const running = !TERMINAL.has(job.status);
     cancelButton.hidden = !running;
     cancelButton.disabled = job.cancel_requested;
     cancelButton.textContent = job.cancel_requested ? "Cancelling…" : "Cancel";

@@ -3,8 +3,8 @@
 // the focus or a text selection.
 import {api, datasetName, loadDatasetNames} from "../api.js";
 import {
-  badge, fmtAgo, fmtDuration, fmtPercent, fmtTime, h, jobDuration, progressBar, progressText,
-  replace, shortId, updateProgressBar,
+  JOB_STATUSES, badge, fmtAgo, fmtDuration, fmtPercent, fmtTime, h, jobDuration, progressBar,
+  progressText, replace, shortId, updateProgressBar,
 } from "../dom.js";
 
 const POLL_MS = 2000;
@@ -31,7 +31,7 @@ export function jobsView(root) {
                           "Compare selected");
   const filter = h("select", {id: "status-filter", "aria-label": "status filter",
                               onchange: () => { statusFilter = filter.value; rows.clear(); replace(tbody); refresh(); }},
-    ["", "queued", "running", "succeeded", "failed", "cancelled"].map(
+    ["", ...JOB_STATUSES].map(
       (s) => h("option", {value: s}, s || "all statuses")));
   filter.value = statusFilter;
   const tbody = h("tbody");
