@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import SESSION_COOKIE, TenantDep
+from api.deps import SessionDep
 from api.errors import responses
 from core import auth
 from core.config import get_settings
-from core.db import session_scope
 from core.errors import Unauthorized
 
 router = APIRouter(prefix="/session", tags=["session"])
@@ -31,16 +31,16 @@ class Caller(BaseModel):
 
 
 @router.post("", response_model=Caller, responses=responses(401, 422))
-def log_in(login: Login, request: Request, response: Response) -> Caller:
+def log_in(login: Login, request: Request, response: Response, session: SessionDep) -> Caller:
     """Set the session cookie (HttpOnly, SameSite=Strict) for the key's user."""
     settings = get_settings()
     if settings.auth == "off":
         return Caller(user="local", is_admin=True, auth="off")
-    with session_scope() as session:
-        tenant = auth.tenant_for_key(session, login.key.strip())
-        if tenant is None:
-            raise Unauthorized("the API key is not valid (unknown or revoked)")
-        token, expires_at = auth.create_web_session(session, tenant, settings.session_hours)
+    tenant = auth.tenant_for_key(session, login.key.strip())
+    if tenant is None:
+        raise Unauthorized("the API key is not valid (unknown or revoked)")
+    token, expires_at = auth.create_web_session(session, tenant, settings.session_hours)
+    session.commit()  # before the cookie goes out: the next request must find it
     max_age = int(settings.session_hours * 3600)
     response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
@@ -55,12 +55,12 @@ def who_am_i(tenant: TenantDep) -> Caller:
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401))
-def log_out(request: Request, _tenant: TenantDep) -> Response:
+def log_out(request: Request, _tenant: TenantDep, session: SessionDep) -> Response:
     """End the web session (its cookie stops working at once)."""
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        with session_scope() as session:
-            auth.end_web_session(session, token)
+        auth.end_web_session(session, token)
+        session.commit()
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
