@@ -167,6 +167,8 @@ WORKER_PROCESS = ("worker.runner", "worker.sink", "worker.celery_app", "worker.t
 SERVICE_SIDE = WORKER_PROCESS + ("worker.checkpointing", "worker.tensorboard", "core.db",
                                  "core.tables", "core.jobs", "core.queue", "core.events",
                                  "core.metrics.store", "core.metrics.pages",
+                                 "core.job_submission", "core.job_deletion",
+                                 "core.dataset_uploads", "core.datasets", "core.uploads",
                                  "sqlalchemy", "celery", "redis")
 
 
