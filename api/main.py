@@ -14,6 +14,7 @@ from api.routes import (
     datasets,
     docs,
     events,
+    export,
     health,
     jobs,
     logs,
@@ -61,6 +62,7 @@ def create_app() -> FastAPI:
                   dependencies=[Depends(auth.authenticate),
                                 Depends(deps.reject_unknown_query)])
     for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
+                   export.router,
                    predict.router, datasets.router, models_route.router, health.router,
                    workers.router, states.router, prometheus_route.router, pages.router):
         app.include_router(router)
