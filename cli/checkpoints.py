@@ -6,8 +6,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
+import httpx
 import typer
 from rich.progress import (
     BarColumn,
@@ -72,13 +73,25 @@ def download(
         raise CliError(f"--checkpoint {checkpoint!r}: expected best, latest or an epoch number")
     with Api(url, key) as api:
         job_id = resolve_job(api, job_id)
-        with api.stream("GET", job_path(api, job_id, f"/checkpoints/{checkpoint}")) as resp:
-            epoch = resp.headers.get("x-checkpoint-epoch", checkpoint)
-            expected = resp.headers.get("x-checkpoint-sha256")
-            target = out or Path(f"{job_id}-epoch{epoch}.pt")
-            total = int(resp.headers.get("content-length") or 0) or None
-            digest, written = save(resp.iter_bytes(CHUNK), target, total, expected)
+        target, headers, digest, written = fetch(
+            api, job_path(api, job_id, f"/checkpoints/{checkpoint}"), out,
+            lambda h: Path(f"{job_id}-epoch{h.get('x-checkpoint-epoch', checkpoint)}.pt"),
+            "x-checkpoint-sha256")
+    epoch = headers.get("x-checkpoint-epoch", checkpoint)
     output.line(f"saved {target} (epoch {epoch}, {output.size(written)}, sha256 {digest})")
+
+
+def fetch(api: Api, path: str, out: Path | None, name: Callable[[httpx.Headers], Path],
+          sha256_header: str, **kwargs: Any) -> tuple[Path, httpx.Headers, str, int]:
+    """GET `path` streamed into `out` (default: the file `name` makes of the response's
+    headers) by save(), checked against the sha256 the header `sha256_header` gives.
+    Returns (the file, the headers, its sha256, its bytes)."""
+    with api.stream("GET", path, **kwargs) as resp:
+        target = out or name(resp.headers)
+        total = int(resp.headers.get("content-length") or 0) or None
+        digest, written = save(resp.iter_bytes(CHUNK), target, total,
+                               resp.headers.get(sha256_header))
+    return target, resp.headers, digest, written
 
 
 def save(chunks, target: Path, total: int | None,

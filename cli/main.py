@@ -10,7 +10,19 @@ from types import SimpleNamespace
 import typer
 from typer.core import TyperGroup
 
-from cli import admin, checkpoints, datasets, follow, jobs, logs, metrics, predict, server, submit
+from cli import (
+    admin,
+    checkpoints,
+    datasets,
+    export,
+    follow,
+    jobs,
+    logs,
+    metrics,
+    predict,
+    server,
+    submit,
+)
 from cli.client import CliError
 from cli.output import error_line
 
@@ -63,6 +75,7 @@ follow.register(app)
 logs.register(app)
 metrics.register(app)
 checkpoints.register(app)
+export.register(app)
 predict.register(app)
 datasets.register(app)
 admin.register(app)

@@ -48,10 +48,9 @@ def find_export(store: ArtifactStore, key: str) -> StoredExport | None:
 
 
 def stored_export(store: ArtifactStore, job_id: str, checkpoint_sha256: str, fmt: str,
-                  load: Callable[[], tuple[ExportedClassifier, tuple[int, int, int]]]
-                  ) -> StoredExport:
-    """The checkpoint's export in `fmt`, made now (from what `load` gives: the classifier
-    and its input shape (C, H, W)) unless the store has it. core.export.ExportError when
+                  load: Callable[[], ExportedClassifier]) -> StoredExport:
+    """The checkpoint's export in `fmt`, made now (of the classifier `load` gives) unless
+    the store has it. core.export.ExportError when
     the network cannot be exported; what `load` raises goes through as it is."""
     key = export_key(job_id, checkpoint_sha256, fmt)
     found = find_export(store, key)
@@ -61,10 +60,10 @@ def stored_export(store: ArtifactStore, job_id: str, checkpoint_sha256: str, fmt
         found = find_export(store, key)  # made while this request waited
         if found is not None:
             return found
-        classifier, shape = load()
+        classifier = load()
         with tempfile.TemporaryDirectory(prefix="trainhub-export-") as folder:
             path = Path(folder) / f"model.{fmt}"
-            EXPORTERS[fmt](classifier, shape, path)
+            EXPORTERS[fmt](classifier, path)
             with open(path, "rb") as source:
                 size, sha256 = store.save(key, lambda out: shutil.copyfileobj(source, out,
                                                                               1 << 20))

@@ -66,7 +66,7 @@ def export_model(
     session.close()
     store = get_store()
 
-    def load() -> tuple[ExportedClassifier, tuple[int, int, int]]:
+    def load() -> ExportedClassifier:
         # A copy of its own, loaded as /predict loads it but outside its cache: tracing
         # swaps a module's parameters for stand-ins while it runs, which a /predict on the
         # cached model beside it must never see.
@@ -74,7 +74,8 @@ def export_model(
             loaded = Predictor(store, capacity=0).get(job_id, storage_key, checkpoint_sha256)
         except (ckpt.CheckpointError, OSError) as exc:
             raise Conflict(f"checkpoint epoch {epoch} cannot be loaded: {exc}") from None
-        return ExportedClassifier(loaded.model, loaded.mean, loaded.std), loaded.shape
+        return ExportedClassifier(loaded.model, loaded.mean, loaded.std, loaded.classes,
+                                  loaded.shape)
 
     try:
         made = stored_export(store, job_id, checkpoint_sha256, fmt.value, load)

@@ -37,13 +37,15 @@ LOAD_PT2 = textwrap.dedent("""
     import json, sys
     import torch
 
-    model = torch.export.load(sys.argv[1]).module()
+    extra = {{"trainhub.json": ""}}
+    model = torch.export.load(sys.argv[1], extra_files=extra).module()
     images = torch.load(sys.argv[2], weights_only=True)
     with torch.inference_mode():
         probs = model(images)
         one = model(images[:1])
     product = sorted(m for m in sys.modules if m.split(".")[0] in {product})
-    print(json.dumps({{"probs": probs.tolist(), "one": one.tolist(), "product": product}}))
+    print(json.dumps({{"probs": probs.tolist(), "one": one.tolist(), "product": product,
+                      "meta": json.loads(extra["trainhub.json"])}}))
 """).format(product=PRODUCT)
 
 
@@ -122,6 +124,8 @@ def test_the_pt2_archive_reproduces_predict_in_a_python_with_torch_alone(
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["product"] == []
+    assert out["meta"] == {"input": {"dtype": "uint8", "shape": ["N", 1, 8, 8]},
+                           "classes": ["ant", "bee", "cat", "dog"]}
     got, expected = np.array(out["probs"]), predict_probs(base, job, pngs)
     assert got.shape == (IMAGES, 4)
     print(f"pt2 vs /predict: max abs diff {np.abs(got - expected).max():.3g}")
@@ -139,6 +143,8 @@ def test_the_onnx_model_agrees_with_predict_in_onnxruntime(base, job, pngs):  # 
     (given,), (out,) = session.get_inputs(), session.get_outputs()
     assert (given.name, given.type, given.shape[1:]) == ("images", "tensor(uint8)", [1, 8, 8])
     assert out.name == "probabilities"
+    assert json.loads(session.get_modelmeta().custom_metadata_map["trainhub"])["classes"] == [
+        "ant", "bee", "cat", "dog"]
     got = session.run(None, {"images": as_batch(pngs).numpy()})[0]
     expected = predict_probs(base, job, pngs, checkpoint="2")
     print(f"onnx vs /predict: max abs diff {np.abs(got - expected).max():.3g}")
