@@ -316,6 +316,12 @@ def test_login_submit_watch_predict_cancel_compare_logout(auth_stack, browser, p
     assert in_browser.status == 200
     assert in_browser.headers["x-checkpoint-sha256"] == download.headers["x-checkpoint-sha256"]
     assert httpx.get(f"{base}{href}").status_code == 401  # and not without it
+    # The export button too (the best checkpoint's network as a .pt2; the server names it).
+    export = page.get_attribute("#checkpoints a.export[href$='format=pt2']", "href")
+    assert export == f"/jobs/{job_id}/export?checkpoint=best&format=pt2"
+    exported = page.context.request.get(f"{base}{export}")
+    assert exported.status == 200 and exported.headers["x-export-sha256"]
+    assert exported.headers["content-disposition"].endswith('.pt2"')
     shot("job-succeeded")
 
     # The event stream was opened with the cookie alone: no key in its URL, none in a

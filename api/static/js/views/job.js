@@ -177,7 +177,12 @@ export function jobView(root, jobId) {
           h("td", {}, h("a", {href: `/jobs/${jobId}/checkpoints/${c.epoch}`, download: `${job?.name || jobId}-epoch${c.epoch}.pt`}, "download")))))),
       h("div", {class: "links"},
         h("a", {class: "button", href: `/jobs/${jobId}/checkpoints/latest`, download: `${job?.name || jobId}-latest.pt`}, "⬇ latest"),
-        h("a", {class: "button", href: `/jobs/${jobId}/checkpoints/best`, download: `${job?.name || jobId}-best.pt`}, "⬇ best")));
+        h("a", {class: "button", href: `/jobs/${jobId}/checkpoints/best`, download: `${job?.name || jobId}-best.pt`}, "⬇ best"),
+        // The export is named by the server (<job name>-epoch<N>.pt2); the first one of a
+        // checkpoint takes seconds to make (docs/api.md#export-a-trained-model).
+        ["pt2", "onnx"].map((format) => h("a", {class: "button export", href: `/jobs/${jobId}/export?checkpoint=best&format=${format}`,
+          download: true, title: `best's network for deployment: uint8 images in, probabilities out (${format === "pt2" ? "torch.export.load" : "onnxruntime"})`},
+          `⬇ export best (${format === "pt2" ? ".pt2" : "ONNX"})`))));
   }
 
   // ---- data -----------------------------------------------------------------------------
