@@ -44,7 +44,8 @@ def filename(job_name: str | None, job_id: str, epoch: int, fmt: str) -> str:
                        **responses(404, 409, 422)})
 def export_model(
     job: JobDep, session: SessionDep,
-    checkpoint: Annotated[str, Query(description="best, latest or an epoch")] = "best",
+    checkpoint: Annotated[str, Query(description="best, latest or an epoch",
+                                     json_schema_extra={"pattern": ckpt.REF_REGEX})] = "best",
     fmt: Annotated[ExportFormat, Query(
         alias="format", description="pt2: a torch.export archive, loaded with "
                                     "torch.export.load(path).module(); onnx: an ONNX model")
