@@ -163,7 +163,8 @@ def test_list_jobs_newest_first_with_cursor_and_status_filter(api):
 
 def test_catalog_lists_models_and_datasets(api):
     models = {m["name"]: m for m in api.get("/models").json()["models"]}
-    assert set(models) == {"lenet", "cnn", "mlp", "resnet18"}
+    assert {"lenet", "cnn", "mlp", "resnet18"} < set(models)  # and torchvision's zoo:
+    assert len(models) >= 64  # tests/integration/api/test_models_catalog.py
     assert models["lenet"]["default_hyperparameters"]["log_every"] == 2000
     datasets = {d["name"]: d for d in api.get("/datasets").json()["datasets"]}
     assert datasets["digits"]["shape"] == [1, 8, 8]

@@ -1,4 +1,5 @@
-"""The model registry: every architecture adapts to the dataset's shape and class count."""
+"""The model registry: every built-in architecture adapts to the dataset's shape and class
+count (torchvision's zoo: test_zoo.py and test_zoo_sizes.py)."""
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,7 @@ SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 48)]
 
 @pytest.mark.parametrize("num_classes", [2, 10])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.BUILTIN_MODEL_NAMES)
 def test_every_model_builds_for_every_shape_and_class_count(name, shape, num_classes):
     torch.manual_seed(0)
     model = models.build(name, shape, num_classes)
@@ -26,7 +27,7 @@ def test_every_model_builds_for_every_shape_and_class_count(name, shape, num_cla
         assert model(torch.randn(1, *shape)).shape == (1, num_classes)
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.BUILTIN_MODEL_NAMES)
 def test_every_model_trains_end_to_end(name):
     torch.manual_seed(0)
     model = models.build(name, (1, 8, 8), 10)
@@ -113,5 +114,6 @@ def test_unknown_model_raises_naming_the_allowed_models(name):
         models.build(name, (3, 32, 32), 10)
     message = str(excinfo.value)
     assert repr(name) in message
-    for allowed in models.MODEL_NAMES:
+    for allowed in models.BUILTIN_MODEL_NAMES:
         assert allowed in message
+    assert "torchvision.<name>" in message
