@@ -2,7 +2,10 @@
 
 Everything in it is a tensor or a plain Python type, so loading never runs code. Beside the
 training state it carries what prediction needs without the job row: the architecture and
-its arguments, the input shape, the normalisation and the class names.
+its arguments, the input shape, the normalisation and the class names. A torchvision
+model's image size (what each batch is resized to) is in its model_state, as the model's
+extra state (`_extra_state`, an int64 tensor [height, width]: models.zoo): loading the
+weights restores it, so /predict resizes as training did.
 """
 from __future__ import annotations
 

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     dataset_max_unpacked_bytes: int = Field(4 * 1024**3, ge=1024)
     dataset_max_image_pixels: int = Field(16_000_000, ge=1)
     dataset_max_decoded_bytes: int = Field(512 * 1024**2, ge=1024)
+    # The most parameters a job's model may have (at its dataset's class count), checked
+    # at submit from models/zoo_sizes.json: what a worker can hold (vit_h_14 has 631M;
+    # its weights, gradients and Adam's two moments take 10 GB). 0: no cap.
+    max_model_parameters: int = Field(200_000_000, ge=0)
     # Trained models held in the API process for /predict (least recently used leave).
     predict_cache_size: int = Field(8, ge=1)
     # /predict micro-batching: concurrent requests for one model share a forward pass of at

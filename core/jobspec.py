@@ -14,13 +14,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from core.builtin_datasets import DATASET_NAMES
+from core.builtin_datasets import BUILTIN_DATASETS, DATASET_NAMES
 from core.checkpoint_format import REF_REGEX
+from core.config import get_settings
+from core.errors import FieldError
 from core.ids import ID_REGEX, is_id
 from core.text import StorableStr, echo
-from models import MODEL_NAMES
+from models import MODEL_NAMES, MODELS, unknown_model_message
 
 
 def _finite(value: Any) -> None:
@@ -69,6 +71,30 @@ _DATASET_SCHEMA = WithJsonSchema({
 
 MAX_WORLD_SIZE = 8
 MAX_CROP_PADDING = 16
+MAX_IMAGE_SIZE = 1024
+# The fewest classes a dataset has (an upload needs 2): an upload's parameter count at
+# submit is at least the model's with this many.
+MIN_CLASSES = 2
+
+
+def _square(value: Any) -> Any:
+    """image_size: an integer is a square, stored as [n, n] (one job, one hash)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    return value
+
+
+ImageSide = Annotated[Int, Field(ge=1, le=MAX_IMAGE_SIZE)]
+_IMAGE_SIZE_SCHEMA = WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_IMAGE_SIZE},
+              {"type": "array", "items": {"type": "integer", "minimum": 1,
+                                          "maximum": MAX_IMAGE_SIZE},
+               "minItems": 2, "maxItems": 2}, {"type": "null"}],
+    "default": None,
+    "description": "torchvision models: the (height, width) images are resized to on the "
+                   "device, an integer for a square; default the dataset's size with each "
+                   "side raised to the model's minimum (a fixed-size model: its size)"})
+ImageSize = Annotated[list[ImageSide] | None, BeforeValidator(_square), _IMAGE_SIZE_SCHEMA]
 
 
 class Augment(BaseModel):
@@ -109,6 +135,9 @@ class Hyperparameters(BaseModel):
     # Model and batches in torch.channels_last memory format (4-D inputs).
     channels_last: bool = False
     augment: Augment | None = None
+    # torchvision models only (GET /models: each one's minimum or fixed size); null: the
+    # default (the model's fixed size, or the dataset's size raised to its minimum).
+    image_size: ImageSize = Field(None, min_length=2, max_length=2)
 
     @model_validator(mode="after")
     def _nesterov_needs_sgd_momentum(self) -> "Hyperparameters":
@@ -165,7 +194,7 @@ class JobSpec(BaseModel):
     @classmethod
     def _known_model(cls, value: str) -> str:
         if value not in MODEL_NAMES:
-            raise ValueError(f"unknown model {echo(value)}; allowed: {', '.join(MODEL_NAMES)}")
+            raise ValueError(unknown_model_message(value, echo(value)))
         return value
 
     @field_validator("dataset")
@@ -177,8 +206,59 @@ class JobSpec(BaseModel):
                              "or the id of an uploaded dataset")
         return value
 
+    @model_validator(mode="after")
+    def _model_takes_the_job(self) -> "JobSpec":
+        """image_size fits the model, and the model is under the parameter cap with the
+        dataset's classes (an upload's: at least MIN_CLASSES; see check_parameter_cap)."""
+        size = self.hyperparameters.image_size
+        problem = image_size_problem(self.model, size)
+        if problem:
+            raise _located(("hyperparameters", "image_size"), problem, size)
+        info = BUILTIN_DATASETS.get(self.dataset)
+        problem = parameter_cap_problem(self.model,
+                                        len(info.classes) if info else MIN_CLASSES)
+        if problem:
+            raise _located(("model",), problem, self.model)
+        return self
+
     def resolved(self) -> dict:
         """The spec with every default filled in, as stored on the job row."""
         data = self.model_dump(mode="json")
         data["name"] = data["name"] or f"{self.model}-{self.dataset}"
         return data
+
+
+def image_size_problem(model: str, size: list[int] | None) -> str | None:
+    """Why hyperparameters.image_size cannot go with `model`, or None."""
+    zoo = MODELS[model].zoo
+    if size is None:
+        return None
+    if zoo is None:
+        return (f"applies to torchvision models only: {model} adapts its layers to the "
+                "dataset's image size; leave image_size out")
+    return zoo.size_problem((size[0], size[1]))
+
+
+def parameter_cap_problem(model: str, num_classes: int) -> str | None:
+    """Why `model` with num_classes classes is over TRAINHUB_MAX_MODEL_PARAMETERS, or None
+    (built-ins, whose size follows the dataset's shape, are small: never over it)."""
+    zoo, cap = MODELS[model].zoo, get_settings().max_model_parameters
+    if zoo is None or not cap or zoo.parameters(num_classes) <= cap:
+        return None
+    return (f"{model} has {zoo.parameters(num_classes):,} parameters with {num_classes} "
+            f"classes, over this server's cap of {cap:,} (TRAINHUB_MAX_MODEL_PARAMETERS); "
+            "allowed: a model with fewer (GET /models lists each one's count)")
+
+
+def check_parameter_cap(model: str, num_classes: int) -> None:
+    """The cap at the dataset's own class count (an upload's, once the API has read it):
+    FieldError on `model` (a 422) when over."""
+    problem = parameter_cap_problem(model, num_classes)
+    if problem:
+        raise FieldError("model", problem)
+
+
+def _located(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A validation error at `loc` (a model validator's own would sit on the whole body)."""
+    return ValidationError.from_exception_data("JobSpec", [InitErrorDetails(
+        type=PydanticCustomError("value_error", message), loc=loc, input=value)])

@@ -88,6 +88,23 @@ def shard_order(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor
     return order[rank::world_size]
 
 
+def complete_last_batch(order: torch.Tensor, batch_size: int, min_images: int,
+                        world_size: int = 1) -> torch.Tensor:
+    """An epoch's order whose last mini-batch holds at least min_images images on every
+    rank: a shorter one gets the first images of the order again (BatchNorm refuses a
+    training batch of one image wherever a map is 1x1). The epoch keeps its number of
+    steps (core.epochs counts them); min_images 1 (every built-in model) changes nothing,
+    nor does a batch that is never larger (batch_size // world_size below min_images)."""
+    if min_images <= 1 or batch_size // world_size < min_images or not len(order):
+        return order
+    last = len(order) % batch_size
+    need = world_size * (min_images - 1) + 1  # ceil(need / world_size) == min_images
+    if last == 0 or last >= need:
+        return order
+    extra = need - last
+    return torch.cat([order, order.repeat(-(-extra // len(order)))[:extra]])
+
+
 # ---- loading -----------------------------------------------------------------------------
 
 def read_dataset(source: dict, settings, store) -> ImageDataset:

@@ -13,10 +13,10 @@ from torch import nn
 
 from core.epochs import num_batches
 from core.tensor_datasets import ImageDataset, Split
-from models import set_mode
+from models import min_train_batch, set_image_size, set_mode
 from worker.accel import Accel
 from worker.control import RunControl
-from worker.data import batches, split_validation
+from worker.data import batches, complete_last_batch, split_validation
 from worker.feed import place
 from worker.recipe import make_criterion, new_state
 from worker.reporting import Metric
@@ -170,6 +170,8 @@ def _epoch_batches(state: TrainState, train: Split, mean: torch.Tensor, std: tor
         state.start_accumulators(mean.device)
         state.order = torch.randperm(len(train), generator=state.generator)
     order, size = state.order, hp.batch_size
+    order = complete_last_batch(order, size, min_train_batch(state.model),
+                                dist.world_size if dist is not None else 1)
     if dist is not None:
         order, size = dist.shard(order), size // dist.world_size
     for inputs, labels in batches(train, size, mean, std, order=order,
@@ -177,6 +179,15 @@ def _epoch_batches(state: TrainState, train: Split, mean: torch.Tensor, std: tor
         if state.augment_generator is not None:
             inputs = accel.augment(inputs, state.augment_generator)
         yield accel.inputs(inputs), labels
+
+
+def _use_image_size(model: nn.Module, dataset: ImageDataset, hp) -> None:
+    """A torchvision model takes the job's image_size (or its default for the dataset),
+    resizing each batch on the device (models.zoo); a built-in takes the images as they are."""
+    size = set_image_size(model, dataset.shape, getattr(hp, "image_size", None))
+    if size is not None and tuple(size) != tuple(dataset.shape[1:]):
+        log.info("images of %dx%d are resized on the device to %dx%d (image_size)",
+                 dataset.shape[1], dataset.shape[2], size[0], size[1])
 
 
 def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
@@ -198,6 +209,7 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
                                      control.device_dataset_fraction)
     mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
+    _use_image_size(model, dataset, hp)
     model.to(device)
     if device.type == "cuda":  # convolution algorithms chosen per shape, once: fixed shapes
         torch.backends.cudnn.benchmark = True

@@ -6,15 +6,17 @@ import pytest
 from pydantic import ValidationError
 
 from core.builtin_datasets import DATASET_NAMES
-from core.jobspec import Hyperparameters, JobSpec
-from models import MODEL_NAMES
+from core.config import get_settings
+from core.errors import FieldError
+from core.jobspec import Hyperparameters, JobSpec, check_parameter_cap
+from models import BUILTIN_MODEL_NAMES, MODEL_NAMES
 
 DOCUMENTED_DEFAULTS = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0.001,
                        "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
                        "loss": "cross_entropy", "scheduler": "none", "seed": 0,
                        "log_every": 2000, "validation_fraction": 0.0, "world_size": 1,
                        "compile": False, "amp": "off", "channels_last": False,
-                       "augment": None}
+                       "augment": None, "image_size": None}
 MINIMAL = {"model": "lenet", "dataset": "digits"}
 
 
@@ -106,7 +108,8 @@ def test_hyperparameter_enums(field, good, bad):
 
 @pytest.mark.parametrize("field, good, bad", [
     ("device", ["auto", "cpu", "cuda"], ["gpu", "cuda:0", "tpu"]),
-    ("model", list(MODEL_NAMES), ["vgg16", "LeNet", ""]),
+    # The message lists the built-ins by name, and the zoo as torchvision.<name>.
+    ("model", list(BUILTIN_MODEL_NAMES), ["vgg16", "LeNet", "", "resnet50"]),
     ("dataset", list(DATASET_NAMES), ["imagenet", "MNIST", ""]),
 ])
 def test_spec_enums(field, good, bad):
@@ -288,3 +291,79 @@ def test_init_from_checkpoint_refuses_what_is_not_latest_best_or_an_epoch(bad):
         JobSpec(model="lenet", dataset="digits",
                 init_from={"job_id": "a" * 32, "checkpoint": bad})
     assert refused.value.errors()[0]["loc"] == ("init_from", "checkpoint")
+
+
+# ---- torchvision models: image_size and the parameter cap --------------------------------
+
+@pytest.fixture
+def cap(monkeypatch):
+    def set_cap(value: int) -> None:
+        monkeypatch.setenv("TRAINHUB_MAX_MODEL_PARAMETERS", str(value))
+        get_settings.cache_clear()
+    yield set_cap
+    get_settings.cache_clear()
+
+
+def test_every_model_under_the_cap_is_a_valid_model_value(cap):
+    cap(0)
+    for name in MODEL_NAMES:
+        assert JobSpec(model=name, dataset="digits").model == name
+
+
+@pytest.mark.parametrize("given, stored", [(None, None), (64, [64, 64]), ([64, 48], [64, 48]),
+                                           ((80, 75), [80, 75])])
+def test_image_size_is_stored_as_height_and_width(given, stored):
+    spec = JobSpec(model="torchvision.squeezenet1_1", dataset="cifar10",
+                   hyperparameters={"image_size": given})
+    assert spec.resolved()["hyperparameters"]["image_size"] == stored
+
+
+@pytest.mark.parametrize("model, size, words", [
+    ("torchvision.inception_v3", 74, "torchvision.inception_v3 needs images of at least 75x75"),
+    ("torchvision.inception_v3", [300, 40], "at least 75x75"),
+    ("torchvision.vit_b_16", 256, "takes images of exactly 224x224; allowed: 224"),
+    ("torchvision.maxvit_t", [224, 223], "exactly 224x224"),
+    ("lenet", 32, "applies to torchvision models only: lenet adapts its layers"),
+])
+def test_an_image_size_the_model_cannot_take_is_refused_naming_the_field(model, size, words):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(model=model, dataset="cifar10", hyperparameters={"image_size": size})
+    assert error_locs(excinfo) == [("hyperparameters", "image_size")]
+    assert words in excinfo.value.errors()[0]["msg"]
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1025, True, [32], [32, 32, 3], "32", [32.5, 32]])
+def test_image_size_bounds_and_types(bad):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(model="torchvision.resnet18", dataset="cifar10",
+                hyperparameters={"image_size": bad})
+    assert all(loc[:2] == ("hyperparameters", "image_size") for loc in error_locs(excinfo))
+
+
+def test_a_model_over_the_parameter_cap_is_refused_with_the_numbers(cap):
+    cap(200_000_000)
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(model="torchvision.vit_h_14", dataset="cifar10")
+    assert error_locs(excinfo) == [("model",)]
+    assert excinfo.value.errors()[0]["msg"] == (
+        "torchvision.vit_h_14 has 630,777,610 parameters with 10 classes, over this server's "
+        "cap of 200,000,000 (TRAINHUB_MAX_MODEL_PARAMETERS); allowed: a model with fewer "
+        "(GET /models lists each one's count)")
+    assert JobSpec(model="torchvision.vit_b_16", dataset="cifar10")  # 86M
+    cap(0)  # no cap
+    assert JobSpec(model="torchvision.vit_h_14", dataset="cifar10")
+
+
+def test_the_cap_counts_the_dataset_s_classes(cap):
+    # vit_l_16: 303,311,882 parameters at 10 classes, 1,025 more per class.
+    cap(303_311_882)
+    assert JobSpec(model="torchvision.vit_l_16", dataset="mnist")
+    check_parameter_cap("torchvision.vit_l_16", 10)
+    with pytest.raises(FieldError) as refused:
+        check_parameter_cap("torchvision.vit_l_16", 11)
+    assert refused.value.field == "model"
+    assert "303,312,907 parameters with 11 classes" in refused.value.message
+    # An upload's classes are read by the API: the spec alone checks at 2, the fewest.
+    cap(303_311_882 - 8 * 1025)
+    assert JobSpec(model="torchvision.vit_l_16", dataset="a" * 32)
+    check_parameter_cap("lenet", 10**6)  # built-ins follow the dataset: never over

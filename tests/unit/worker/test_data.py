@@ -14,8 +14,10 @@ from core.tensor_datasets import ImageDataset, Split, channel_stats
 from worker.data import (
     DatasetUnavailable,
     batches,
+    complete_last_batch,
     digits_split,
     load_dataset,
+    shard_order,
     split_validation,
 )
 
@@ -273,3 +275,38 @@ def test_batches_cross_normalisation_blocks_unchanged(monkeypatch):
         idx = order[2 * i:2 * i + 2]
         assert torch.equal(labels, split.labels[idx])
         assert torch.allclose(inputs, (split.images[idx].float() / 255 - mean) / std)
+
+
+# ---- a last training batch of one image (BatchNorm) ----------------------------------------
+
+def last_shares(order: torch.Tensor, batch_size: int, world_size: int) -> list[int]:
+    """Images each rank trains on in the epoch's last mini-batch."""
+    per_rank = batch_size // world_size
+    shares = [len(shard_order(order, r, world_size)) for r in range(world_size)]
+    return [n - per_rank * ((n - 1) // per_rank) for n in shares]
+
+
+@pytest.mark.parametrize("n, batch_size, world_size", [
+    (9, 4, 1), (5, 2, 1), (1, 4, 1), (9, 8, 2), (10, 8, 2), (17, 8, 4), (13, 4, 2)])
+def test_a_last_batch_too_small_for_batchnorm_gets_images_from_the_order_s_start(
+        n, batch_size, world_size):
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    completed = complete_last_batch(order, batch_size, 2, world_size)
+    assert torch.equal(completed[:n], order)  # the epoch's own order first, unchanged
+    added = completed[n:]
+    assert torch.equal(added, order.repeat(len(added))[:len(added)])
+    assert num_batches(len(completed), batch_size) == num_batches(n, batch_size)  # same steps
+    assert min(last_shares(completed, batch_size, world_size)) >= 2
+
+
+@pytest.mark.parametrize("n, batch_size, world_size, min_images", [
+    (9, 4, 1, 1),  # a built-in model: never completed
+    (8, 4, 1, 2),  # no short batch
+    (10, 4, 1, 2),  # a last batch of 2 already
+    (9, 1, 1, 2),  # every batch holds one image: nothing to complete
+    (9, 2, 2, 2),  # one image per rank per batch, likewise
+])
+def test_an_order_that_needs_nothing_is_returned_as_it_is(n, batch_size, world_size,
+                                                          min_images):
+    order = torch.arange(n)
+    assert complete_last_batch(order, batch_size, min_images, world_size) is order
