@@ -182,10 +182,24 @@ class ModelPublic(BaseModel):
     description: str
     input: str
     default_hyperparameters: dict
+    source: Literal["builtin", "torchvision"]
+    # torchvision's module (resnet, vision_transformer, ...); "builtin" for the four.
+    family: str
+    # With a 10-class head; K classes: parameters + (K - 10) * parameters_per_class. null
+    # for a built-in (its layers follow the dataset's shape).
+    parameters: int | None
+    parameters_per_class: int | None
+    # The smallest height and width it trains at (null: any), or the one size it takes.
+    min_image_size: int | None
+    fixed_image_size: list[int] | None
+    # torchvision's published weights for it (names of get_model_weights(...)).
+    pretrained_weights: list[str]
 
 
 class ModelList(BaseModel):
     models: list[ModelPublic]
+    # TRAINHUB_MAX_MODEL_PARAMETERS (0: none): a job whose model has more is refused.
+    max_model_parameters: int
 
 
 class Health(BaseModel):

@@ -118,7 +118,8 @@ def submit(
     file: Annotated[Path | None, typer.Argument(
         help="a job spec, JSON or YAML (the body POST /jobs takes); flags override it",
         show_default=False)] = None,
-    model: Annotated[str | None, typer.Option(help="lenet, cnn, mlp, resnet18")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="lenet, cnn, mlp, resnet18, or torchvision.<name> (GET /models lists them)")] = None,
     dataset: Annotated[str | None, typer.Option(
         help="digits, fake, mnist, fashion_mnist, cifar10, or an uploaded dataset's id (or "
              "the start of it that names one)")] = None,
