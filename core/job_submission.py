@@ -22,7 +22,7 @@ from core.config import Settings
 from core.epochs import steps_per_epoch
 from core.errors import Conflict
 from core.init_from import load_init_from
-from core.jobspec import JobSpec
+from core.jobspec import JobSpec, check_parameter_cap
 from core.queue import RUN_JOB_TASK, enqueue_or_fail
 from core.routing import job_queue
 from core.states import JobStatus
@@ -78,6 +78,7 @@ def prepare(session: Session, spec: JobSpec, tenant: Tenant,
         if earlier is not None:
             return replay(earlier, digest, idempotency_key)
     view = datasets.resolve(session, spec.dataset, tenant)
+    check_parameter_cap(spec.model, len(view.classes))  # exact now that the classes are known
     if spec.init_from is not None:
         target = ckpt.architecture(spec.model, view.shape, len(view.classes))
         load_init_from(session, get_store(), spec.init_from.model_dump(), target, tenant)

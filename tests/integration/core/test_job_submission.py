@@ -11,7 +11,7 @@ import pytest
 from core import job_submission, queue
 from core.config import get_settings
 from core.db import session_scope, upgrade_schema
-from core.errors import Conflict
+from core.errors import Conflict, FieldError
 from core.jobspec import JobSpec
 from core.queue import ENQUEUE_FAILED, RUN_JOB_TASK, BrokerUnavailable
 from core.tables import Job
@@ -75,3 +75,29 @@ def test_a_broker_that_is_down_fails_the_job_and_releases_its_key(monkeypatch):
             Job.created_at.desc()).first()
         assert job is not None and job.status == "failed" and job.idempotency_key is None
         assert job_submission.by_key(session, key, LOCAL_ADMIN) is None
+
+
+def test_the_parameter_cap_counts_an_uploads_own_classes(sent, monkeypatch):
+    """The spec alone checks an upload at 2 classes (it cannot see more); the submission
+    checks it again at the upload's 1000, where the head alone adds 512 x 990 parameters."""
+    from core.ids import new_id
+    from core.tables import Dataset
+    from models import MODELS
+
+    zoo = MODELS["torchvision.resnet18"].zoo
+    monkeypatch.setenv("TRAINHUB_MAX_MODEL_PARAMETERS", str(zoo.parameters(500)))
+    get_settings.cache_clear()
+    dataset_id = new_id()
+    with session_scope() as session:
+        session.add(Dataset(id=dataset_id, name="many.zip", status="ready", options={},
+                            classes=[f"c{i}" for i in range(1000)], shape=[3, 32, 32],
+                            counts={"train": {"c0": 8}, "test": {"c0": 2}}))
+    try:
+        over = JobSpec(model="torchvision.resnet18", dataset=dataset_id)  # passes at 2 classes
+        with pytest.raises(FieldError, match=r"torchvision.resnet18 has [\d,]+ parameters "
+                                             r"with 1000 classes, over this server's cap"), \
+                session_scope() as session:
+            job_submission.submit(session, over, LOCAL_ADMIN, get_settings())
+        assert sent == []
+    finally:
+        get_settings.cache_clear()
