@@ -3,6 +3,9 @@
 // (the form has `novalidate`), so the page and the API never disagree on what is allowed.
 import {api, getJob} from "../api.js";
 import {h, replace} from "../dom.js";
+import {isZoo, parametersAt, parametersText, sizeNeed} from "../models.js";
+import {modelPicker} from "./model_picker.js";
+import {zooFields} from "./zoo_fields.js";
 
 const OPTIMIZERS = ["sgd", "adam", "adamw"];
 // Hyperparameters the form edits; the others keep the model's defaults (see /docs).
@@ -40,7 +43,7 @@ export function submitView(root, params) {
     for (const p of problems) {
       // "hyperparameters.lr" -> the lr input; an unknown path goes to the box on top.
       const target = errorSlots.get(p.field) || errorSlots.get(p.field?.split(".").slice(0, 2).join("."));
-      if (target) {
+      if (target && !target.slot.closest(".field")?.hidden) { // a hidden field's goes on top
         target.slot.hidden = false;
         target.slot.textContent = target.slot.textContent ? `${target.slot.textContent}; ${p.msg}` : p.msg;
         target.input.setAttribute("aria-invalid", "true");
@@ -49,8 +52,7 @@ export function submitView(root, params) {
       }
     }
     if (unplaced.length) { general.hidden = false; general.textContent = unplaced.join("\n"); }
-    const first = [...errorSlots.values()].find((t) => !t.slot.hidden);
-    first?.input.focus();
+    form.querySelector("[aria-invalid=true]")?.focus(); // the first in the form's order
   }
 
   function clearErrors() {
@@ -74,14 +76,19 @@ export function submitView(root, params) {
       replace(form, h("p", {class: "error-box"}, `Could not load the catalog: ${err.message}`));
       return;
     }
+    const maxParameters = models.max_model_parameters; // 0: no cap
     models = models.models;
     datasets = datasets.datasets;
     const defaults = {...(models[0]?.default_hyperparameters || {}), ...(from?.spec?.hyperparameters || {})};
 
     const name = h("input", {type: "text", placeholder: "<model>-<dataset>", maxlength: 200,
                              value: from ? from.name : ""});
-    const model = h("select", {}, models.map((m) => h("option", {value: m.name}, m.name)));
+    const picker = modelPicker(models, from?.model || (models.some((m) => m.name === "lenet") ? "lenet" : models[0]?.name),
+                               () => updateHints());
+    const model = picker.select;
+    const modelFacts = h("span", {class: "hint", id: "model-facts"});
     const modelHint = h("span", {class: "hint"});
+    const zoo = zooFields(field, from, () => updateHints());
     const dataset = h("select", {}, datasets.map((d) => {
       const usable = d.status === "ready" || d.status === "downloads on first use";
       const shape = d.shape ? ` — ${d.shape.join("×")}, ${d.num_classes} classes` : "";
@@ -94,7 +101,6 @@ export function submitView(root, params) {
       [key, h("input", {type: "number", ...attrs, value: defaults[key] ?? ""})]));
     const batchesHint = h("span", {class: "hint", id: "batches-hint"});
 
-    model.value = from?.model || (models.some((m) => m.name === "lenet") ? "lenet" : models[0]?.name);
     const firstUsable = datasets.find((d) => d.status === "ready");
     dataset.value = from?.dataset || firstUsable?.id || datasets[0]?.id;
     optimizer.value = defaults.optimizer || "sgd";
@@ -105,10 +111,18 @@ export function submitView(root, params) {
       if (train && typeof train === "object") return Object.values(train).reduce((a, b) => a + b, 0);
       return null;
     }
+    function modelLine(m, d) {
+      if (!isZoo(m)) return "built-in · its layers follow the dataset's shape";
+      const over = maxParameters && parametersAt(m, d?.num_classes) > maxParameters;
+      return [`torchvision · ${m.family}`, parametersText(m, d?.num_classes, "parameters"), sizeNeed(m)].join(" · ")
+        + (over ? ` · over this server's cap of ${maxParameters.toLocaleString("en")}: it would be refused` : "");
+    }
     function updateHints() {
       const m = models.find((x) => x.name === model.value);
       modelHint.textContent = m ? m.description : "";
       const d = datasets.find((x) => x.id === dataset.value);
+      modelFacts.textContent = m ? modelLine(m, d) : "";
+      zoo.update(m, d);
       datasetHint.textContent = d ? d.description || d.error || d.location || "" : "";
       const n = trainCount(d);
       const bs = parseInt(numbers.batch_size.value, 10);
@@ -117,10 +131,11 @@ export function submitView(root, params) {
         ? `${Math.ceil((n * (1 - valFraction)) / bs).toLocaleString("en")} mini-batches per epoch at this batch size`
         : "mini-batches between loss points";
     }
-    model.addEventListener("change", updateHints);
     dataset.addEventListener("change", updateHints);
     numbers.batch_size.addEventListener("input", updateHints);
     updateHints();
+    const modelField = field("model", "Model", model, h("span", {class: "hints"}, picker.count, modelFacts, modelHint));
+    modelField.insertBefore(picker.search, model);
 
     const submit = h("button", {class: "primary", type: "submit", id: "submit-job"}, "Submit job");
     const working = h("span", {class: "muted small"});
@@ -128,8 +143,9 @@ export function submitView(root, params) {
       general,
       h("div", {class: "fields"},
         field("name", "Name", name, "optional", true),
-        field("model", "Model", model, modelHint),
+        modelField,
         field("dataset", "Dataset", dataset, datasetHint),
+        ...zoo.fields,
         ...NUMBER_FIELDS.map(([key, labelText, , hint]) =>
           field(`hyperparameters.${key}`, labelText, numbers[key], key === "log_every" ? batchesHint : hint)),
         field("hyperparameters.optimizer", "Optimizer", optimizer, "sgd uses momentum 0.9 (the tutorial's)")),
@@ -153,6 +169,8 @@ export function submitView(root, params) {
         }
       }
       const body = {model: model.value, dataset: dataset.value, hyperparameters};
+      const problem = zoo.apply(hyperparameters, body);
+      if (problem) { showErrors([problem]); return; }
       if (name.value.trim()) body.name = name.value.trim();
       if (from) {
         body.device = from.spec.device;
