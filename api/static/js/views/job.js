@@ -9,6 +9,7 @@ import {
   TERMINAL, badge, fmtBytes, fmtDuration, fmtNumber, fmtPercent, fmtTime, h, jobDuration,
   progressBar, progressText, replace, shortId, throttleFrame, updateProgressBar,
 } from "../dom.js";
+import {architectureRows, jobArchitecture} from "../models.js";
 import {predictPanel} from "./predict.js";
 
 const EPOCH_COLUMNS = [
@@ -32,6 +33,7 @@ export function jobView(root, jobId) {
   let chart = null;
   let loss = null;
   let predict = null;
+  let architecture = null; // the model's GET /models entry and the dataset's class count
   const epochs = new Map(); // epoch -> {metric name: value}
   const controller = new AbortController();
 
@@ -99,6 +101,7 @@ export function jobView(root, jobId) {
       job.spec?.max_runtime_seconds ? [h("dt", {}, "max_runtime_seconds"), h("dd", {}, job.spec.max_runtime_seconds)] : []);
     const rows = [
       ["status", job.status + (job.cancel_requested && !TERMINAL.has(job.status) ? " (cancel requested)" : "")],
+      ...architectureRows(job, architecture),
       ["device", job.spec?.device === "auto" && job.device ? `${job.device} (auto)` : job.device || job.spec?.device],
       ["worker", job.worker || "—"],
       ["attempts", `${job.attempts} of at most ${job.max_attempts}`],
@@ -108,7 +111,7 @@ export function jobView(root, jobId) {
       ["finished", fmtTime(job.finished_at)],
       ["duration", fmtDuration(jobDuration(job))],
     ].filter(Boolean);
-    replace(details, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "—")]));
+    replace(details, rows.flatMap(([k, v, id]) => [h("dt", {}, k), h("dd", {id}, v ?? "—")]));
 
     if (job.status === "succeeded" && !predict) {
       predict = predictPanel(predictCard, job);
@@ -331,6 +334,9 @@ export function jobView(root, jobId) {
     if (stopped) return;
     renderJob();
     loadDatasetNames([job.dataset]).then(renderSoon);
+    jobArchitecture(job, controller.signal).then((found) => { architecture = found; renderSoon(); }, (err) => {
+      if (err.name !== "AbortError") { architecture = {error: err.message}; renderSoon(); }
+    });
     chart = new LineChart(chartBox, {series: [{label: "loss"}], xLabel: "step", yLabel: "loss"});
     loss = new LiveSeries(chart);
     chartNote.hidden = false;
