@@ -532,6 +532,10 @@ def test_uploads_show_by_name_and_a_new_prediction_clears_the_last(stack, page, 
     page.goto(f"{base}/#/jobs/{ids[0]}")
     page.wait_for_function(
         "() => document.querySelector('#job-dataset')?.textContent === 'browser-cats'")
+    # A built-in's architecture: GET /models gives no count (its layers follow the shape).
+    page.wait_for_function(
+        "() => /shape/.test(document.querySelector('#job-parameters')?.textContent)")
+    assert page.text_content("#job-architecture") == "mlp (built-in)"
     page.wait_for_selector("#dropzone")
     pixels = np.full((8, 8), 200, np.uint8)
     buf = io.BytesIO()
@@ -547,3 +551,147 @@ def test_uploads_show_by_name_and_a_new_prediction_clears_the_last(stack, page, 
     shot("predict-error-clears-results")
     # Chromium logs the refused request (415) as a console error: that one was wanted.
     assert [p for p in page.problems if "415" not in p] == [], page.problems
+
+
+def job_spec_fields(http: httpx.Client) -> tuple[set[str], set[str]]:
+    """What this server's POST /jobs takes: the job spec's fields and the hyperparameters'."""
+    schemas = http.get("/openapi.json").json()["components"]["schemas"]
+    return set(schemas["JobSpec"]["properties"]), set(schemas["Hyperparameters"]["properties"])
+
+
+def option_values(page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(selector, "options => options.map((o) => o.value)")
+
+
+def test_the_form_searches_the_zoo_and_the_job_page_counts_its_parameters(stack, page, tmp_path):
+    """The model field searches GET /models' whole list: lenet by default with the built-in
+    form and body as they were (that body held back by a stand-in answer: no job), then
+    typing part of a torchvision name and a key down picks torchvision.squeezenet1_1, whose
+    family, parameter count and minimum size show, with the image size, pretrained and
+    freeze fields; what the form posts and the job's spec hold what was typed, and the job's
+    page shows its architecture and parameter count. The job is cancelled at once (nothing
+    is trained to the end). "Run again…" fills the torchvision fields from it, and sends
+    none of them once lenet is chosen instead. pretrained and freeze are chosen and sent where this server's
+    job spec takes them (GET /openapi.json); elsewhere they are shown and left at none."""
+    base = stack["base"]
+    http = client(base, None)
+    shot = Shots(page, tmp_path / "screenshots-zoo")
+    catalog = http.get("/models").json()["models"]
+    squeezenet = next(m for m in catalog if m["name"] == "torchvision.squeezenet1_1")
+    spec_fields, hyperparameter_fields = job_spec_fields(http)
+    fine_tunes = "pretrained" in spec_fields and "freeze" in hyperparameter_fields
+
+    held = []
+
+    def hold(route):
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        held.append(route.request.post_data_json)
+        route.fulfill(status=422, content_type="application/json",
+                      body='{"detail": [{"field": "name", "msg": "held back by the test"}]}')
+
+    page.route("**/jobs", hold)
+    page.goto(f"{base}/#/new")
+    page.wait_for_selector("#submit-form #f-model option[value=lenet]", state="attached")
+    assert page.input_value("#f-model") == "lenet"
+    listed = option_values(page, "#f-model option")  # every model, torchvision's by family
+    assert sorted(listed) == sorted(m["name"] for m in catalog) and len(listed) >= 84
+    assert listed[:4] == ["lenet", "cnn", "mlp", "resnet18"]
+    assert page.get_attribute("#f-model optgroup >> nth=0", "label") == "built-in"
+    assert "built-in" in page.text_content("#model-facts")
+    for field in ("#f-hyperparameters-image_size", "#f-pretrained", "#f-hyperparameters-freeze"):
+        assert page.is_hidden(field), field
+    page.select_option("#f-dataset", "digits")
+    page.click("#submit-job")
+    page.wait_for_selector("#f-name-error:not([hidden])")
+    assert held == [{"model": "lenet", "dataset": "digits", "hyperparameters": {
+        "optimizer": "sgd", "epochs": 2, "batch_size": 4, "lr": 0.001, "log_every": 2000}}]
+    page.unroute("**/jobs")
+
+    # Type-ahead: "squeeze" leaves the two SqueezeNets, the first chosen; a key down the next.
+    page.locator("#f-model-search").press_sequentially("squeeze")
+    assert option_values(page, "#f-model option") == ["torchvision.squeezenet1_0",
+                                                      "torchvision.squeezenet1_1"]
+    assert page.text_content("#f-model-count") == f"2 of {len(catalog)} models match"
+    assert page.input_value("#f-model") == "torchvision.squeezenet1_0"
+    page.press("#f-model-search", "ArrowDown")
+    assert page.input_value("#f-model") == "torchvision.squeezenet1_1"
+    facts = page.text_content("#model-facts")
+    assert f"{squeezenet['parameters']:,}" in facts and "with 10 classes" in facts, facts
+    assert "squeezenet" in facts and "at least 17×17" in facts, facts
+    assert page.is_visible("#f-hyperparameters-image_size") and page.is_visible("#f-pretrained")
+    assert page.get_attribute("#f-hyperparameters-image_size", "placeholder") == "17"
+    assert page.text_content("#image-size-hint").startswith("at least 17×17; empty: 17×17")
+    assert option_values(page, "#f-pretrained option") == [
+        "", "DEFAULT", *squeezenet["pretrained_weights"]]
+    assert page.is_hidden("#f-hyperparameters-freeze")  # random weights: nothing to freeze to
+    page.select_option("#f-pretrained", "DEFAULT")
+    assert page.is_visible("#f-hyperparameters-freeze")
+    if fine_tunes:
+        page.select_option("#f-hyperparameters-freeze", "backbone")
+    else:
+        page.select_option("#f-pretrained", "")
+        assert page.is_hidden("#f-hyperparameters-freeze")
+    for field, typed in {"image_size": "24", "epochs": "1", "batch_size": "64"}.items():
+        page.fill(f"#f-hyperparameters-{field}", typed)
+    page.fill("#f-name", "browser-zoo")
+    shot("submit-form-zoo")
+    page.click("#submit-job")
+    page.wait_for_url("**/#/jobs/*")
+    job_id = page.url.rsplit("/", 1)[1]
+    try:
+        posted = [r.post_data_json for r in page.requests
+                  if r.method == "POST" and r.url == f"{base}/jobs"]
+        hyperparameters = {"optimizer": "sgd", "epochs": 1, "batch_size": 64, "lr": 0.001,
+                           "log_every": 2000, "image_size": 24}
+        expected = {"model": "torchvision.squeezenet1_1", "dataset": "digits",
+                    "name": "browser-zoo", "hyperparameters": hyperparameters}
+        if fine_tunes:
+            expected["pretrained"] = "DEFAULT"
+            hyperparameters["freeze"] = "backbone"
+        assert posted[-1] == expected
+        spec = http.get(f"/jobs/{job_id}").json()["spec"]
+        assert spec["model"] == "torchvision.squeezenet1_1"
+        assert spec["hyperparameters"]["image_size"] == [24, 24]
+        if fine_tunes:
+            assert spec["pretrained"] == "DEFAULT"
+            assert spec["hyperparameters"]["freeze"] == "backbone"
+
+        # The job's page: its architecture and parameter count (digits: 10 classes).
+        page.wait_for_function(
+            "() => /with 10 classes/.test(document.querySelector('#job-parameters')?.textContent)")
+        count = page.text_content("#job-parameters")
+        assert count.startswith(f"{squeezenet['parameters']:,} (") and count.endswith(
+            " with 10 classes"), count
+        architecture = page.text_content("#job-architecture")
+        assert architecture.startswith("torchvision.squeezenet1_1 (torchvision, squeezenet "
+                                       "family, at least 17×17)"), architecture
+        assert architecture.endswith(" · pretrained DEFAULT") == fine_tunes, architecture
+        shot("job-zoo-parameters")
+    finally:
+        http.post(f"/jobs/{job_id}/cancel")
+        wait_status(base, job_id)
+
+    # "Run again…" fills the torchvision fields from the job; switched to a built-in, the
+    # form drops what the built-in would refuse (the body held back again: no job).
+    page.route("**/jobs", hold)
+    page.goto(f"{base}/#/new?from={job_id}")
+    page.wait_for_selector("#submit-form #f-model option[value=lenet]", state="attached")
+    assert page.input_value("#f-model") == "torchvision.squeezenet1_1"
+    assert page.input_value("#f-hyperparameters-image_size") == "24"
+    assert page.input_value("#f-pretrained") == ("DEFAULT" if fine_tunes else "")
+    assert page.is_visible("#f-hyperparameters-freeze") == fine_tunes
+    page.locator("#f-model-search").press_sequentially("lenet")
+    assert page.input_value("#f-model") == "lenet"
+    for field in ("#f-hyperparameters-image_size", "#f-pretrained", "#f-hyperparameters-freeze"):
+        assert page.is_hidden(field), field
+    page.click("#submit-job")
+    page.wait_for_selector("#f-name-error:not([hidden])")
+    again = held[-1]
+    assert len(held) == 2 and again["model"] == "lenet" and "pretrained" not in again
+    assert again["hyperparameters"].get("image_size") is None
+    assert again["hyperparameters"].get("freeze", "none") == "none"
+    page.unroute("**/jobs")
+    # Chromium logs the held-back 422 as a console error: that one was wanted.
+    assert [p for p in page.problems if "422" not in p] == [], page.problems
