@@ -38,6 +38,14 @@ def note_key(key: str) -> str:
     return f"{key}.json"
 
 
+def drop_exports(store: ArtifactStore, job_id: str, checkpoint_sha256: str) -> None:
+    """Delete a checkpoint's exports in every format (retention dropped the checkpoint)."""
+    for fmt in EXPORTERS:
+        key = export_key(job_id, checkpoint_sha256, fmt)
+        store.delete(note_key(key))  # the note first: a half-deleted export is incomplete
+        store.delete(key)
+
+
 def find_export(store: ArtifactStore, key: str) -> StoredExport | None:
     """The export stored at `key` when it is complete (its note written), else None."""
     if not (store.exists(note_key(key)) and store.exists(key)):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from core import checkpoint_format as ckpt
 from core.artifacts import get_store
 from core.db import session_scope
+from core.export_cache import drop_exports
 from core.metrics import finite_values
 from core.tables import Checkpoint
 
@@ -27,16 +28,17 @@ def store_checkpoint_row(session, job_id: str, row: dict) -> None:
 def apply_retention(job_id: str, spec: dict, keep: int) -> None:
     """Keep the `keep` newest, plus best; delete the rest (rows and files)."""
     store = get_store()
-    doomed: list[str] = []
+    doomed: list[tuple[str, str]] = []
     with session_scope() as session:
         rows = ckpt.job_checkpoints(session, job_id)
         best = ckpt.select_best(rows, ckpt.best_metric_name(spec))
         for row in rows[keep:]:
             if best is not None and row.id == best.id:
                 continue
-            doomed.append(row.storage_key)
+            doomed.append((row.storage_key, row.sha256))
             session.delete(row)
     # Files only once the rows are gone: a commit lost to an outage must not leave rows
     # that point at deleted files.
-    for key in doomed:
+    for key, sha256 in doomed:
         store.delete(key)
+        drop_exports(store, job_id, sha256)
