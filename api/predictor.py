@@ -60,8 +60,14 @@ class Predictor:
             blob = ckpt.load(f)
         arch = blob["architecture"]
         shape = tuple(arch["input_shape"])
-        model = models.build(arch["name"], shape, arch["num_classes"])
-        model.load_state_dict(blob["model_state"])
+        try:
+            model = models.build(arch["name"], shape, arch["num_classes"])
+            model.load_state_dict(blob["model_state"])
+        except (ValueError, RuntimeError, KeyError) as exc:
+            # Written by another version of the architecture (or of trainhub): the caller's
+            # 409 says so rather than a 500.
+            raise ckpt.CheckpointError(f"its weights do not fit {arch['name']} as this "
+                                       f"server builds it: {str(exc).splitlines()[0]}") from None
         model.eval()
         norm = blob["normalization"]
         return LoadedModel(model, list(blob["classes"]), shape,  # type: ignore[arg-type]

@@ -527,3 +527,21 @@ def test_a_rewritten_file_with_a_new_sha_is_reloaded(tmp_path, checkpoint_blobs)
     state = new.model.state_dict()
     assert all(torch.equal(state[k], expected[k]) for k in expected)
     assert predictor.get("job1", key, new_sha) is new
+
+
+def test_weights_that_do_not_fit_the_architecture_are_a_checkpoint_error(tmp_path,
+                                                                           checkpoint_blobs):
+    """A checkpoint another version of an architecture wrote: the routes' 409, not a 500."""
+    from core.checkpoint_format import CheckpointError
+
+    _, files = checkpoint_blobs
+    blob = torch.load(io.BytesIO(files[0]), weights_only=True)
+    blob["model_state"] = {f"renamed.{k}": v for k, v in blob["model_state"].items()}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    store = LocalArtifactStore(tmp_path)
+    key = checkpoint_key("job1", 1)
+    sha = put(store, key, buf.getvalue())
+    with pytest.raises(CheckpointError, match=r"^its weights do not fit lenet as this server "
+                                              r"builds it: Error\(s\) in loading state_dict"):
+        Predictor(store, capacity=1).get("job1", key, sha)
