@@ -6,6 +6,8 @@ size travels in the model's state_dict (its extra state), so a checkpoint carrie
 /predict and to an export."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +69,14 @@ class ZooNet(nn.Module):
             raise ValueError(f"image_size {size[0]}x{size[1]}: {problem}")
         self.image_size = size
         return size
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # A checkpoint keeps the tensors alone, not the modules' versions (`_metadata`) that
+        # MNASNet needs to load (it refuses none): a state without them is this network's.
+        if getattr(state_dict, "_metadata", None) is None:
+            state_dict = OrderedDict(state_dict)
+            state_dict._metadata = self.state_dict()._metadata
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def get_extra_state(self) -> torch.Tensor:
         # A tensor: the checkpoint format holds tensors and plain types (weights_only).

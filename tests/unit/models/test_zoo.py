@@ -162,6 +162,20 @@ def test_the_image_size_travels_in_the_state_dict_and_loads_with_weights_only():
         assert torch.equal(model(x), fresh(x))
 
 
+@pytest.mark.parametrize("name", ["torchvision.mnasnet0_5", "torchvision.mnasnet1_3"])
+def test_a_checkpoint_s_tensors_load_without_the_modules_versions(name):
+    """A checkpoint keeps the state's tensors as a plain dict (worker.checkpointing), not
+    the `_metadata` of module versions that MNASNet refuses to load without."""
+    model = small_model(name, (3, 8, 8), 3)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert not hasattr(state, "_metadata")
+    fresh = small_model(name, (3, 8, 8), 3)
+    with torch.no_grad():
+        next(fresh.parameters()).add_(1)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
+
+
 @pytest.mark.parametrize("name", ["torchvision.googlenet", "torchvision.inception_v3"])
 def test_auxiliary_heads_are_off_and_training_gives_the_logits(name):
     arch = ZOO[name]
