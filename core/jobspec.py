@@ -96,6 +96,17 @@ _IMAGE_SIZE_SCHEMA = WithJsonSchema({
                    "side raised to the model's minimum (a fixed-size model: its size)"})
 ImageSize = Annotated[list[ImageSide] | None, BeforeValidator(_square), _IMAGE_SIZE_SCHEMA]
 
+# torchvision's recommended weights of a model (models.pretrained resolves it in the worker).
+DEFAULT_WEIGHTS = "DEFAULT"
+_PRETRAINED_SCHEMA = WithJsonSchema({
+    "anyOf": [{"type": "string", "enum": [DEFAULT_WEIGHTS, *sorted(
+        {w for info in MODELS.values() if info.zoo for w in info.zoo.weights})]},
+              {"type": "null"}],
+    "default": None,
+    "description": "torchvision models: start from torchvision's published weights of the "
+                   "model, DEFAULT or one of its weights' names (GET /models lists them); "
+                   "the classifier head is new when the dataset's classes differ"})
+
 
 class Augment(BaseModel):
     """Training-batch augmentation, done on the job's device (never in evaluation)."""
@@ -138,6 +149,9 @@ class Hyperparameters(BaseModel):
     # torchvision models only (GET /models: each one's minimum or fixed size); null: the
     # default (the model's fixed size, or the dataset's size raised to its minimum).
     image_size: ImageSize = Field(None, min_length=2, max_length=2)
+    # torchvision models only: "backbone" trains the classifier head alone (every other
+    # parameter, and the BatchNorm statistics, as the job started them).
+    freeze: Literal["none", "backbone"] = "none"
 
     @model_validator(mode="after")
     def _nesterov_needs_sgd_momentum(self) -> "Hyperparameters":
@@ -186,6 +200,8 @@ class JobSpec(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     init_from: InitFrom | None = None
+    # torchvision's published weights to start from (not with init_from).
+    pretrained: Annotated[str | None, _PRETRAINED_SCHEMA] = Field(None, max_length=100)
     # Wall time the job may spend training and evaluating, over all its attempts; past it
     # the job fails with the reason.
     max_runtime_seconds: OptionalInt = Field(None, ge=1, le=365 * 24 * 3600)
@@ -208,12 +224,21 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _model_takes_the_job(self) -> "JobSpec":
-        """image_size fits the model, and the model is under the parameter cap with the
-        dataset's classes (an upload's: at least MIN_CLASSES; see check_parameter_cap)."""
+        """image_size, freeze and pretrained fit the model (pretrained not beside
+        init_from), and the model is under the parameter cap with the dataset's classes (an
+        upload's: at least MIN_CLASSES; see check_parameter_cap)."""
         size = self.hyperparameters.image_size
         problem = image_size_problem(self.model, size)
         if problem:
             raise _located(("hyperparameters", "image_size"), problem, size)
+        freeze = self.hyperparameters.freeze
+        if freeze != "none" and MODELS[self.model].zoo is None:
+            raise _located(("hyperparameters", "freeze"), (
+                f"applies to torchvision models only: {self.model} has no classifier head "
+                "of its own to train alone; allowed: 'none'"), freeze)
+        problem = pretrained_problem(self.model, self.pretrained, self.init_from is not None)
+        if problem:
+            raise _located(("pretrained",), problem, self.pretrained)
         info = BUILTIN_DATASETS.get(self.dataset)
         problem = parameter_cap_problem(self.model,
                                         len(info.classes) if info else MIN_CLASSES)
@@ -237,6 +262,25 @@ def image_size_problem(model: str, size: list[int] | None) -> str | None:
         return (f"applies to torchvision models only: {model} adapts its layers to the "
                 "dataset's image size; leave image_size out")
     return zoo.size_problem((size[0], size[1]))
+
+
+def pretrained_problem(model: str, weights: str | None, init_from: bool = False) -> str | None:
+    """Why `pretrained` cannot start `model`, or None: the size table's weights' names (no
+    torch needed); DEFAULT is torchvision's default for it."""
+    if weights is None:
+        return None
+    if init_from:
+        return ("pretrained and init_from both say what the job starts from; give one: "
+                "pretrained (torchvision's published weights) or init_from (another job's "
+                "checkpoint)")
+    zoo = MODELS[model].zoo
+    if zoo is None or not zoo.weights:
+        return (f"{model} has no published weights; allowed: leave pretrained out, or a "
+                "torchvision.<name> model (GET /models lists each one's weights)")
+    if weights != DEFAULT_WEIGHTS and weights not in zoo.weights:
+        return (f"{model} has no weights {echo(weights)}; allowed: {DEFAULT_WEIGHTS} "
+                f"(torchvision's default for it), {', '.join(zoo.weights)}")
+    return None
 
 
 def parameter_cap_problem(model: str, num_classes: int) -> str | None:

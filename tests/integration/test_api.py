@@ -41,7 +41,7 @@ def test_minimal_job_gets_the_tutorial_defaults(api):
         "nesterov": False, "weight_decay": 0.0, "loss": "cross_entropy", "scheduler": "none",
         "seed": 0, "log_every": 2000, "validation_fraction": 0.0, "world_size": 1,
         "compile": False, "amp": "off", "channels_last": False, "augment": None,
-        "image_size": None}
+        "image_size": None, "freeze": "none"}
     assert job["spec"]["device"] == "auto"
     assert job["progress"] == {"epoch": 0, "step": 0, "total_steps": 2 * 360}
     assert api.get(f"/jobs/{job['id']}").json()["id"] == job["id"]

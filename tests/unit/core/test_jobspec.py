@@ -16,7 +16,7 @@ DOCUMENTED_DEFAULTS = {"epochs": 2, "batch_size": 4, "optimizer": "sgd", "lr": 0
                        "loss": "cross_entropy", "scheduler": "none", "seed": 0,
                        "log_every": 2000, "validation_fraction": 0.0, "world_size": 1,
                        "compile": False, "amp": "off", "channels_last": False,
-                       "augment": None, "image_size": None}
+                       "augment": None, "image_size": None, "freeze": "none"}
 MINIMAL = {"model": "lenet", "dataset": "digits"}
 
 
@@ -37,7 +37,8 @@ def test_model_and_dataset_alone_are_a_valid_spec():
     resolved = spec.resolved()
     assert resolved == {"name": "lenet-digits", "model": "lenet", "dataset": "digits",
                         "hyperparameters": DOCUMENTED_DEFAULTS, "device": "auto",
-                        "init_from": None, "max_runtime_seconds": None}
+                        "init_from": None, "pretrained": None,
+                        "max_runtime_seconds": None}
     named = JobSpec(**MINIMAL, name="mine").resolved()
     assert named["name"] == "mine"
 
@@ -46,6 +47,7 @@ def test_the_documented_example_body_is_valid():
     body = {"name": "lenet-cifar10", "model": "lenet", "dataset": "cifar10",
             "hyperparameters": dict(DOCUMENTED_DEFAULTS), "device": "auto"}
     assert JobSpec.model_validate(body).resolved() == {**body, "init_from": None,
+                                                       "pretrained": None,
                                                        "max_runtime_seconds": None}
 
 
@@ -93,6 +95,7 @@ def test_values_on_the_bounds_are_accepted(field, value):
     ("loss", ["cross_entropy", "mse"], ["nll", "l1"]),
     ("scheduler", ["none", "step", "cosine", "onecycle"], ["linear", None]),
     ("amp", ["off", "bf16", "fp16"], ["on", "fp32", True, None, "BF16"]),
+    ("freeze", ["none", "backbone"], ["head", "all", True, None, "Backbone"]),
 ])
 def test_hyperparameter_enums(field, good, bad):
     for value in good:
@@ -367,3 +370,73 @@ def test_the_cap_counts_the_dataset_s_classes(cap):
     cap(303_311_882 - 8 * 1025)
     assert JobSpec(model="torchvision.vit_l_16", dataset="a" * 32)
     check_parameter_cap("lenet", 10**6)  # built-ins follow the dataset: never over
+
+
+# ---- torchvision models: pretrained weights and freeze ---------------------------------------
+
+ZOO_MODEL = "torchvision.resnet50"  # weights IMAGENET1K_V1 and IMAGENET1K_V2
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2"])
+def test_pretrained_takes_default_or_a_weights_name_the_table_lists(weights):
+    spec = JobSpec(model=ZOO_MODEL, dataset="cifar10", pretrained=weights,
+                   hyperparameters={"freeze": "backbone"})
+    resolved = spec.resolved()
+    assert resolved["pretrained"] == weights  # DEFAULT is resolved by the worker
+    assert resolved["hyperparameters"]["freeze"] == "backbone"
+
+
+@pytest.mark.parametrize("model, weights, words", [
+    (ZOO_MODEL, "IMAGENET1K_V3", "torchvision.resnet50 has no weights 'IMAGENET1K_V3'; "
+                                 "allowed: DEFAULT (torchvision's default for it), "
+                                 "IMAGENET1K_V1, IMAGENET1K_V2"),
+    (ZOO_MODEL, "default", "has no weights 'default'"),
+    ("torchvision.vit_h_14", "IMAGENET1K_V1", "allowed: DEFAULT (torchvision's default for "
+                                              "it), IMAGENET1K_SWAG_E2E_V1, "
+                                              "IMAGENET1K_SWAG_LINEAR_V1"),
+    ("lenet", "DEFAULT", "lenet has no published weights; allowed: leave pretrained out, or "
+                         "a torchvision.<name> model"),
+    ("resnet18", "IMAGENET1K_V1", "resnet18 has no published weights"),
+])
+def test_weights_the_model_lacks_are_refused_naming_pretrained(model, weights, words):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(model=model, dataset="cifar10", pretrained=weights)
+    assert error_locs(excinfo) == [("pretrained",)]
+    assert words in excinfo.value.errors()[0]["msg"]
+
+
+@pytest.mark.parametrize("bad", [1, True, ["DEFAULT"], {"name": "DEFAULT"}, "x" * 101])
+def test_pretrained_is_text(bad):
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(model=ZOO_MODEL, dataset="cifar10", pretrained=bad)
+    assert error_locs(excinfo) == [("pretrained",)]
+
+
+def test_pretrained_and_init_from_together_are_refused_naming_both():
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(model=ZOO_MODEL, dataset="cifar10", pretrained="DEFAULT",
+                init_from={"job_id": "0" * 32})
+    assert error_locs(excinfo) == [("pretrained",)]
+    message = excinfo.value.errors()[0]["msg"]
+    assert message.startswith("pretrained and init_from both say what the job starts from")
+
+
+def test_freeze_backbone_is_for_torchvision_models_only():
+    with pytest.raises(ValidationError) as excinfo:
+        JobSpec(model="cnn", dataset="fashion_mnist", hyperparameters={"freeze": "backbone"})
+    assert error_locs(excinfo) == [("hyperparameters", "freeze")]
+    assert excinfo.value.errors()[0]["msg"] == (
+        "applies to torchvision models only: cnn has no classifier head of its own to train "
+        "alone; allowed: 'none'")
+    assert JobSpec(model="cnn", dataset="fashion_mnist", hyperparameters={"freeze": "none"})
+    # Without pretrained too: init_from's weights, say, or a fresh network's.
+    assert JobSpec(model=ZOO_MODEL, dataset="cifar10", hyperparameters={"freeze": "backbone"})
+
+
+def test_the_json_schema_lists_every_weights_name():
+    schema = JobSpec.model_json_schema()["properties"]["pretrained"]
+    names, null = schema["anyOf"]
+    assert null == {"type": "null"} and schema["default"] is None
+    assert names["enum"][0] == "DEFAULT"
+    assert {"IMAGENET1K_V1", "IMAGENET1K_V2", "IMAGENET1K_SWAG_E2E_V1",
+            "IMAGENET1K_FEATURES"} <= set(names["enum"])
