@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,13 @@ class ImageDataset:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    def normalized_with(self, stats: tuple[list[float], list[float]] | None) -> "ImageDataset":
+        """The same images normalised with stats (mean, std per channel) instead of their
+        own: pretrained weights' (models.pretrained.normalization); itself for None."""
+        if stats is None:
+            return self
+        return replace(self, mean=list(stats[0]), std=list(stats[1]))
 
 
 def channel_stats(images: torch.Tensor, chunk_bytes: int = 4 * 2**20

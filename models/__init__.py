@@ -89,10 +89,20 @@ def min_train_batch(model) -> int:
     return int(getattr(model, "min_train_batch", 1))
 
 
+def freeze_backbone(model) -> None:
+    """hyperparameters.freeze "backbone": a zoo model trains its classifier head alone
+    (models.zoo.ZooNet.freeze_backbone); ValueError for a built-in, which has none apart."""
+    own = getattr(model, "freeze_backbone", None)
+    if own is None:
+        raise ValueError("freeze 'backbone' applies to torchvision models only")
+    own()
+
+
 def set_mode(net, training: bool) -> None:
     """Train or eval mode, the one way the loop switches: a model that cannot take
-    nn.Module.train() (a pair of exported programs, say) defines `set_mode(training)` of its
-    own; reached through a DDP wrapper too (its `module`), which keeps its own flag."""
+    nn.Module.train() as it is (a pair of exported programs, say, or a zoo model with a
+    frozen backbone, whose BatchNorm layers stay in eval mode) defines `set_mode(training)`
+    of its own; reached through a DDP wrapper too (its `module`), which keeps its own flag."""
     model = getattr(net, "module", net)
     own = getattr(model, "set_mode", None)
     if own is None:

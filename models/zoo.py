@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.heads import find_head
 from models.zoo_table import ZooArchitecture
 
 # Builders that make auxiliary classifiers unless told not to; their weights are drawn by
@@ -28,8 +29,12 @@ def build_network(name: str, num_classes: int) -> nn.Module:
     return get_model(name, weights=None, num_classes=num_classes, **AUX_OFF.get(name, {}))
 
 
+def is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
 def has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    return any(is_batchnorm(m) for m in net.modules())
 
 
 class ZooNet(nn.Module):
@@ -48,6 +53,30 @@ class ZooNet(nn.Module):
         # A training batch of one image fails in BatchNorm wherever a map is 1x1: the loop
         # gives such a model's last batch a second image (worker.loop).
         self.min_train_batch = 2 if has_batchnorm(net) else 1
+        self.frozen_backbone = False  # hyperparameters.freeze "backbone": see freeze_backbone
+
+    def head(self) -> nn.Module:
+        """The classifier head: the layer whose outputs are the classes (models.heads)."""
+        return find_head(self.net, self.architecture.family)[2]
+
+    def freeze_backbone(self) -> None:
+        """Train the head alone: every other parameter stops taking gradients (and an
+        optimizer made of the trainable parameters never sees them), and the BatchNorm
+        layers stay in eval mode while training (set_mode), their running statistics as
+        they were."""
+        trainable = {id(p) for p in self.head().parameters()}
+        for parameter in self.parameters():
+            parameter.requires_grad_(id(parameter) in trainable)
+        self.frozen_backbone = True
+
+    def set_mode(self, training: bool) -> None:
+        """models.set_mode's switch: train or eval mode, but a frozen backbone's BatchNorm
+        layers stay in eval mode (the head has none)."""
+        self.train(training)
+        if training and self.frozen_backbone:
+            for module in self.net.modules():
+                if is_batchnorm(module):
+                    module.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.image_size:

@@ -13,7 +13,7 @@ from torch import nn
 
 from core.epochs import num_batches
 from core.tensor_datasets import ImageDataset, Split
-from models import min_train_batch, set_image_size, set_mode
+from models import freeze_backbone, min_train_batch, set_image_size, set_mode
 from worker.accel import Accel
 from worker.control import RunControl
 from worker.data import batches, complete_last_batch, split_validation
@@ -190,6 +190,18 @@ def _use_image_size(model: nn.Module, dataset: ImageDataset, hp) -> None:
                  dataset.shape[1], dataset.shape[2], size[0], size[1])
 
 
+def _freeze(model: nn.Module, hp) -> None:
+    """freeze "backbone": the head alone trains (models.zoo.ZooNet.freeze_backbone); done
+    before the optimizer is made, on every attempt and every rank."""
+    if getattr(hp, "freeze", "none") != "backbone":
+        return
+    freeze_backbone(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("freeze backbone: training the head's %d of the model's %d parameters; the "
+             "BatchNorm statistics stay as they were", trainable,
+             sum(p.numel() for p in model.parameters()))
+
+
 def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         control: RunControl | None = None, resume_from: dict | None = None) -> FitResult:
     """Train for hp.epochs, evaluating on test (and validation) after each epoch.
@@ -210,6 +222,7 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
     _use_image_size(model, dataset, hp)
+    _freeze(model, hp)
     model.to(device)
     if device.type == "cuda":  # convolution algorithms chosen per shape, once: fixed shapes
         torch.backends.cudnn.benchmark = True

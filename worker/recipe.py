@@ -23,7 +23,9 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def make_optimizer(model: nn.Module, hp) -> torch.optim.Optimizer:
-    params = list(model.parameters())
+    """The job's optimizer over the parameters that train: a frozen one (freeze "backbone")
+    is no part of it, so neither a step nor weight decay ever touches it."""
+    params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,

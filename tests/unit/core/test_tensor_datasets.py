@@ -1,5 +1,6 @@
 """Per-channel statistics of uint8 images (core/tensor_datasets.py channel_stats): what a float64
-computation over every value gives, in memory that does not grow with the dataset."""
+computation over every value gives, in memory that does not grow with the dataset; a dataset
+normalised with other statistics (pretrained weights')."""
 from __future__ import annotations
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from core.tensor_datasets import channel_stats
 from tests.memory import MB, Peak
+from tests.unit.factories import synthetic_dataset
 
 
 def reference(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -40,3 +42,12 @@ def test_channel_stats_take_memory_that_does_not_grow_with_the_images():
         means, stds = channel_stats(images)
     assert means == [0.5, 0.5, 0.5] and stds == pytest.approx([0.5] * 3, rel=1e-6)
     assert memory.rise < 64 * MB, str(memory)
+
+
+def test_normalized_with_other_stats_is_a_new_dataset_of_the_same_images():
+    dataset = synthetic_dataset(6, 2, (3, 4, 4), 2)
+    assert dataset.normalized_with(None) is dataset
+    other = dataset.normalized_with(([0.5, 0.5, 0.5], [0.25, 0.25, 0.25]))
+    assert (other.mean, other.std) == ([0.5] * 3, [0.25] * 3)
+    assert other.train is dataset.train and other.classes == dataset.classes
+    assert dataset.mean != other.mean  # the original keeps its own
