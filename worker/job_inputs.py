@@ -1,6 +1,6 @@
 """What an attempt starts from: the job's dataset (a built-in, or an upload its owner may
 use), the model, and the model's weights: the job's newest saved training state to resume
-from, init_from's checkpoint, or fresh."""
+from, init_from's checkpoint, torchvision's published weights (pretrained), or fresh."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +21,7 @@ from core.jobspec import Hyperparameters
 from core.tables import Job
 from core.tenancy import tenant_of
 from core.tensor_datasets import ImageDataset
+from models import pretrained
 from worker.checkpointing import training_state_of
 from worker.control import progress_epoch
 from worker.data import read_dataset
@@ -47,12 +48,14 @@ class JobInputs:
 def read_inputs(job_id: str, spec: dict, settings: Settings, store,
                 reporter: Reporter) -> JobInputs:
     """The seeded dataset and model, with the resume state's weights loaded (its points that
-    the database missed go to reporter). The order is the RNG's: seed, data, model."""
+    the database missed go to reporter). The order is the RNG's: seed, data, model. A job
+    with pretrained weights normalises its images with theirs (every attempt, every rank)."""
     hp = Hyperparameters(**spec["hyperparameters"])
     torch.manual_seed(hp.seed)
     owner = job_owner(job_id)
     source = dataset_source(spec["dataset"], owner)
     dataset = read_dataset(source, settings, store)
+    dataset = dataset.normalized_with(pretrained.job_normalization(spec, dataset.shape[0]))
     log.info("job %s: dataset %s loaded: %d train and %d test images of shape %s, "
              "%d classes", job_id, source.get("name", spec["dataset"]), len(dataset.train),
              len(dataset.test), "x".join(map(str, dataset.shape)), len(dataset.classes))
@@ -62,11 +65,13 @@ def read_inputs(job_id: str, spec: dict, settings: Settings, store,
 
 
 def start_weights(job_id: str, attempt: int, spec: dict, inputs: JobInputs, store) -> None:
-    """A fresh start takes init_from's weights when it names some; a resumed one records
-    where it resumes (its weights are loaded already)."""
+    """A fresh start takes init_from's or pretrained's weights when it names some; a resumed
+    one records where it resumes (its weights are loaded already)."""
     resume = inputs.resume
     if resume is None and spec.get("init_from"):
         load_initial_weights(inputs.model, spec, inputs.dataset, store, inputs.owner)
+    elif resume is None and spec.get("pretrained"):
+        load_pretrained_weights(inputs.model, spec, inputs.dataset)
     elif resume is not None:
         with session_scope() as session:
             jobs.set_resumed_from(session, job_id, attempt, resume["epoch"], resume["step"],
@@ -123,6 +128,21 @@ def dataset_source(ref: str, owner: str | None = None) -> dict:
         except datasets.DatasetNotUsable as exc:
             raise JobInputError(exc.message) from None
     return {"upload": ref, "key": view.cache_key, "name": view.name}
+
+
+def load_pretrained_weights(model, spec: dict, dataset: ImageDataset) -> None:
+    """pretrained: torchvision's published weights, from the torch hub cache (or downloaded
+    into it); a file missing offline or unlike its name's hash fails the job in one line."""
+    try:
+        done = pretrained.load_pretrained(model, pretrained.job_weights(spec), dataset.classes)
+    except pretrained.PretrainedError as exc:
+        raise JobInputError(f"pretrained: {exc}") from None
+    log.info("%s; images normalised with mean %s, std %s", done,
+             _rounded(dataset.mean), _rounded(dataset.std))
+
+
+def _rounded(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
 def load_initial_weights(model, spec: dict, dataset: ImageDataset, store,

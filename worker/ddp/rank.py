@@ -25,6 +25,7 @@ from core import checkpoint_format as ckpt
 from core.artifacts import get_store
 from core.config import get_settings
 from core.jobspec import Hyperparameters
+from models.pretrained import job_normalization
 from worker.checkpointing import training_state_of
 from worker.control import RunControl
 from worker.data import read_dataset
@@ -77,6 +78,9 @@ def main(config: dict) -> None:
     torch.manual_seed(hp.seed)  # as rank 0 did; DDP hands out rank 0's weights anyway
     settings = get_settings()
     dataset = read_dataset(config["dataset"], settings, get_store())
+    # Pretrained weights' normalisation, as rank 0's (worker.job_inputs); DDP hands out
+    # rank 0's loaded weights.
+    dataset = dataset.normalized_with(job_normalization(spec, dataset.shape[0]))
     model = models.build(spec["model"], dataset.shape, len(dataset.classes))
     resume = None
     if config["resume_key"]:  # the file rank 0 resumes from: the same optimizer state
