@@ -177,3 +177,14 @@ def dataset_upload_key(dataset_id: str) -> str:
 
 def dataset_tensors_key(dataset_id: str) -> str:
     return f"datasets/{dataset_id}/tensors.pt"
+
+
+def program_prefix(program_id: str) -> str:
+    return f"programs/{program_id}"
+
+
+def program_key(program_id: str, mode: str) -> str:
+    """A program model's archive: mode "train" or "eval"."""
+    if mode not in ("train", "eval"):
+        raise ValueError(f"a program's mode is train or eval, not {mode!r}")
+    return f"programs/{program_id}/{mode}.pt2"

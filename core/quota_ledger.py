@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.states import JobStatus
-from core.tables import Checkpoint, Dataset, Job, RateCount
+from core.tables import Checkpoint, Dataset, Job, Program, RateCount
 from core.tenancy import Tenant
 
 WINDOW_SECONDS = 60
@@ -78,10 +78,12 @@ def lock_tenant(session: Session, tenant: Tenant) -> None:
 
 
 def _stored_bytes_parts(owner: str):
-    """Bytes a tenant holds in the artifact store, as two scalar subqueries: its datasets
-    and its jobs' checkpoints."""
+    """Bytes a tenant holds in the artifact store, as scalar subqueries: its datasets, its
+    programs and its jobs' checkpoints."""
     return (select(func.coalesce(func.sum(Dataset.stored_bytes), 0))
             .where(Dataset.owner == owner).scalar_subquery(),
+            select(func.coalesce(func.sum(Program.size_bytes), 0))
+            .where(Program.owner == owner).scalar_subquery(),
             select(func.coalesce(func.sum(Checkpoint.size_bytes), 0))
             .join(Job, Checkpoint.job_id == Job.id).where(Job.owner == owner)
             .scalar_subquery())
@@ -95,9 +97,9 @@ def _active_jobs(owner: str):
 
 
 def stored_bytes(session: Session, owner: str) -> int:
-    """Bytes a tenant holds in the artifact store: its datasets and its jobs' checkpoints."""
-    datasets, checkpoints = session.execute(select(*_stored_bytes_parts(owner))).one()
-    return int(datasets) + int(checkpoints)
+    """Bytes a tenant holds in the artifact store: its datasets, programs and jobs'
+    checkpoints."""
+    return sum(map(int, session.execute(select(*_stored_bytes_parts(owner))).one()))
 
 
 def check_active_jobs(session: Session, tenant: Tenant, cap: int) -> None:
@@ -117,12 +119,12 @@ def check_job_caps(session: Session, tenant: Tenant, max_active: int, max_stored
     the shorter, the sooner the next submission of the tenant gets its turn)."""
     if tenant.is_admin or (max_active <= 0 and max_stored <= 0):
         return
-    active, datasets, checkpoints = session.execute(
+    active, *stored = session.execute(
         select(_active_jobs(tenant.user_id), *_stored_bytes_parts(tenant.user_id))).one()
     if max_active > 0:
         _refuse_active(active, max_active)
     if max_stored > 0:
-        _refuse_stored(int(datasets) + int(checkpoints), max_stored)
+        _refuse_stored(sum(map(int, stored)), max_stored)
 
 
 def _refuse_active(active: int, cap: int) -> None:
@@ -136,5 +138,5 @@ def _refuse_stored(used: int, cap: int, adding: int = 0) -> None:
     if used + adding > cap:
         more = f" and {adding} more bytes" if adding else ""
         raise CapReached(f"cap reached: this tenant stores {used} bytes{more}; at most {cap} "
-                         "(TRAINHUB_TENANT_MAX_STORED_BYTES); delete jobs or datasets first",
-                         409)
+                         "(TRAINHUB_TENANT_MAX_STORED_BYTES); delete jobs, datasets or models "
+                         "first", 409)

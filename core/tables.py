@@ -159,6 +159,29 @@ class Dataset(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class Program(Base):
+    """A tenant's own architecture: torch.export programs (train mode, and eval mode unless
+    its graph has no mode-dependent op), checked at upload (core.programs)."""
+
+    __tablename__ = "programs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # as Job.owner
+    name: Mapped[str] = mapped_column(String(200))
+    source_filename: Mapped[str | None] = mapped_column(String(255))
+    eval_source_filename: Mapped[str | None] = mapped_column(String(255))
+    train_key: Mapped[str] = mapped_column(String(512))
+    eval_key: Mapped[str | None] = mapped_column(String(512))  # None: the lone program
+    # Of the stored train file, then the eval file, hashed together (core.programs).
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # counts toward the stored bytes cap
+    input_shape: Mapped[list] = mapped_column(JSON)  # [channels, height, width]
+    num_classes: Mapped[int] = mapped_column(Integer)
+    parameter_count: Mapped[int] = mapped_column(BigInteger)
+    ops: Mapped[list] = mapped_column(JSON)  # the graph's operators, sorted
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class JobLog(Base):
     """A job's own log lines (claim, data, epochs, warnings, errors), in the order written."""
 

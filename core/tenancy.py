@@ -1,8 +1,8 @@
 """Who is asking, and the one place an owned row is loaded or listed for them.
 
-Jobs and datasets carry their owner's user id. A tenant sees only its own rows; an admin
-sees everyone's. Another tenant's row is answered exactly as a missing one (NotFound, or
-the caller's own FieldError), so an id's existence never leaks.
+Jobs, datasets and programs carry their owner's user id. A tenant sees only its own rows;
+an admin sees everyone's. Another tenant's row is answered exactly as a missing one
+(NotFound, or the caller's own FieldError), so an id's existence never leaks.
 """
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.ids import is_id
-from core.tables import Dataset, Job, User
+from core.tables import Dataset, Job, Program, User
 
-Owned = TypeVar("Owned", Job, Dataset)
+Owned = TypeVar("Owned", Job, Dataset, Program)
+# What a NotFound calls each kind of row (a program is one of GET /models' models).
+NOUNS = {Job: "job", Dataset: "dataset", Program: "model"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Tenant:
 LOCAL_ADMIN = Tenant(user_id=None, name="local", is_admin=True)
 
 
-def can_see(tenant: Tenant, row: Job | Dataset) -> bool:
+def can_see(tenant: Tenant, row: Job | Dataset | Program) -> bool:
     return tenant.is_admin or (row.owner is not None and row.owner == tenant.user_id)
 
 
@@ -42,8 +44,7 @@ def get_owned(session: Session, model: type[Owned], row_id: str, tenant: Tenant,
     naming the id by default), the same for a malformed, absent or foreign id."""
     row = session.get(model, row_id) if is_id(row_id) else None
     if row is None or not can_see(tenant, row):
-        noun = "job" if model is Job else "dataset"
-        raise missing or NotFound(f"{noun} {row_id[:64]!r} not found")
+        raise missing or NotFound(f"{NOUNS[model]} {row_id[:64]!r} not found")
     return row
 
 
