@@ -39,8 +39,8 @@ OWN_NORMALIZATION = {"googlenet": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 # The auxiliary classifiers the published files carry; trainhub builds these without them.
 AUX_PREFIXES = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
 # DenseNet's published files name a layer's parts `norm.1` where the network has `norm1`.
-DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                              r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 Download = Callable[[str, str], None]
 
@@ -111,7 +111,7 @@ def cache_folder() -> Path:
 
 def fetch(weights: Weights, folder: Path, download: Download | None = None) -> Path:
     """The weights' file in `folder`, downloaded into it first when missing (`download`:
-    torch.hub.download_url_to_file), its hash checked."""
+    torch.hub.download_url_to_file), its hash checked (a cached file's too)."""
     path = folder / weights.file_name
     if not path.is_file():
         try:
@@ -128,7 +128,11 @@ def fetch(weights: Weights, folder: Path, download: Download | None = None) -> P
 
 
 def _download(url: str, path: str) -> None:
-    torch.hub.download_url_to_file(url, path, progress=False)
+    # With the name's prefix torch hub checks the bytes before moving them into place: a
+    # bad download leaves nothing in the cache.
+    match = HASH_REGEX.search(Path(path).name)
+    torch.hub.download_url_to_file(url, path, hash_prefix=match.group(1) if match else None,
+                                   progress=False)
 
 
 def check_hash(path: Path) -> None:

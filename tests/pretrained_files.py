@@ -18,12 +18,23 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CATEGORIES = tuple(f"imagenet{i}" for i in range(1000))
 
 
-def published_state(name: str, seed: int = 1) -> OrderedDict:
+def published_state(name: str, seed: int = 1, calibrate: bool = False) -> OrderedDict:
     """What torchvision publishes for `name`: its 1000-class network's state (auxiliary
-    heads on, as its builder loads them)."""
+    heads on, as its builder loads them). `calibrate`: BatchNorm's running statistics taken
+    over a few random 32x32 batches, as training leaves them (a fresh network's mean 0 and
+    variance 1 shrink a deep network's features to about 1e-6 in eval mode)."""
     torch.manual_seed(seed)
     extra = {"aux_logits": True, "init_weights": False} if name in AUX_OFF else {}
-    return get_model(name, weights=None, num_classes=1000, **extra).state_dict()
+    net = get_model(name, weights=None, num_classes=1000, **extra)
+    if calibrate:
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = None  # a plain average over the batches
+        net.train()
+        with torch.no_grad():
+            for _ in range(4):
+                net(torch.randn(16, 3, 32, 32))
+    return net.state_dict()
 
 
 def write_weights(folder: Path, state, stem: str, prefix: str | None = None) -> Path:

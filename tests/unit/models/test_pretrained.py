@@ -140,11 +140,13 @@ def test_a_missing_file_is_downloaded_into_the_cache_and_checked(torch_home, tmp
     model = small_model()
     pretrained.load_pretrained(model, weights, ["a", "b", "c"])
     assert (torch_home / source.name).read_bytes() == source.read_bytes()
-    # A download whose bytes are not the name's is refused as a cached file is.
+    # A download whose bytes are not the name's is refused and never enters the cache.
     bad = tmp_path / "mirror" / f"{ARCH}-0badc0de.pth"
     shutil.copy(source, bad)
-    with pytest.raises(PretrainedError, match="does not match its name's hash"):
+    with pytest.raises(PretrainedError, match=r"could not be downloaded from file:.*invalid "
+                                              "hash value"):
         pretrained.fetch(Weights("w", bad.as_uri(), *IMAGENET, None), torch_home)
+    assert sorted(p.name for p in torch_home.iterdir()) == [source.name]
 
 
 class Payload:
@@ -269,7 +271,8 @@ def test_weights_that_rebuild_the_layers_as_they_load_are_refused():
         first._load_from_state_dict({}, "", {"version": 1}, False, [], [], [])
     state = first.state_dict()
     assert state._metadata[""]["version"] == 1
-    with pytest.warns(UserWarning, match="previous version"), pytest.raises(PretrainedError, match="change torchvision.mnasnet0_5's layers"):
+    with pytest.warns(UserWarning, match="previous version"), \
+            pytest.raises(PretrainedError, match="change torchvision.mnasnet0_5's layers"):
         pretrained.load_state(small_model(4, "mnasnet0_5"), state, CATEGORIES, ["a"] * 4)
 
 

@@ -40,7 +40,7 @@ def started(tmp_path, monkeypatch):
     """(model, dataset) as a job with `pretrained` has them: 3-channel 8x8 images of 3
     classes, normalised with the weights' mean and std, the weights loaded."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    path = write_weights(pretrained.cache_folder(), published_state(ARCH), ARCH)
+    path = write_weights(pretrained.cache_folder(), published_state(ARCH, calibrate=True), ARCH)
     weights = weights_entry(path.name)
     dataset = synthetic_dataset(12, 4, (3, 8, 8), 3)
     dataset = dataset.normalized_with(pretrained.normalization(weights, 3))
