@@ -364,6 +364,18 @@ def test_out_overloads_are_refused(pair, tmp_path):
     refused(rewrite(pair[1], tmp_path / "out.pt2", graph=to_out), "aten.relu.out")
 
 
+def test_docs_list_exactly_the_allowed_ops():
+    from pathlib import Path
+
+    from core.program_ops import ALLOWED_ATEN_OPS
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "concepts.md").read_text()
+    table = text.split("<!-- program-ops:")[1].split("<!-- /program-ops -->")[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ")]
+    listed = {group.strip(): {op.strip(" `") for op in ops.split(",")}
+              for group, ops in rows[1:]}
+    assert listed == {group: set(ops) for group, ops in ALLOWED_ATEN_OPS.items()}
+
 
 def _paths(value, path=()):
     if isinstance(value, dict):
