@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     dataset_max_unpacked_bytes: int = Field(4 * 1024**3, ge=1024)
     dataset_max_image_pixels: int = Field(16_000_000, ge=1)
     dataset_max_decoded_bytes: int = Field(512 * 1024**2, ge=1024)
+    # Tenants' own architectures (torch.export programs, core/program_archive.py): the largest
+    # .pt2 file, and the most its entries may unpack to (from the zip's headers, and again as
+    # each entry is read).
+    program_max_upload_bytes: int = Field(1024**3, ge=1024)
+    program_max_unpacked_bytes: int = Field(2 * 1024**3, ge=1024)
     # The most parameters a job's model may have (at its dataset's class count), checked
     # at submit from models/zoo_sizes.json: what a worker can hold (vit_h_14 has 631M;
     # its weights, gradients and Adam's two moments take 10 GB). 0: no cap.
