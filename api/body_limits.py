@@ -20,6 +20,8 @@ def body_limit(path: str) -> int:
         return settings.predict_max_bytes * settings.predict_max_images + _MULTIPART_OVERHEAD
     if path == "/datasets":
         return settings.dataset_max_upload_bytes + _MULTIPART_OVERHEAD
+    if path == "/models":  # a program's two archives, the train and the eval one
+        return 2 * settings.program_max_upload_bytes + _MULTIPART_OVERHEAD
     return settings.json_max_bytes
 
 

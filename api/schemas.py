@@ -177,16 +177,38 @@ class DatasetList(BaseModel):
     datasets: list[DatasetPublic]
 
 
+class ProgramPublic(BaseModel):
+    """A tenant's own architecture (POST /models): torch.export programs checked at upload."""
+
+    id: str  # what a job's `model` names it by
+    name: str
+    source: Literal["program"] = "program"
+    input_shape: list[int]  # (channels, height, width) of one image; any batch size
+    num_classes: int  # the K of its (N, K) output: a job's dataset must have as many
+    parameter_count: int
+    ops: list[str]  # the operators its graph calls, sorted
+    source_filename: str | None  # the train-mode program's file
+    eval_source_filename: str | None  # null: one program for both modes
+    sha256: str  # of the train file's bytes, then the eval file's
+    size_bytes: int  # held in the artifact store (counts toward the cap)
+    owner: str | None
+    created_at: datetime
+
+
 class ModelPublic(BaseModel):
+    # What a job's `model` takes: a built-in's or torchvision's name, a program's id.
+    id: str
     name: str
     description: str
     input: str
     default_hyperparameters: dict
-    source: Literal["builtin", "torchvision"]
-    # torchvision's module (resnet, vision_transformer, ...); "builtin" for the four.
+    source: Literal["program", "builtin", "torchvision"]
+    # torchvision's module (resnet, vision_transformer, ...); "builtin" for the four;
+    # "program" for a tenant's own.
     family: str
     # With a 10-class head; K classes: parameters + (K - 10) * parameters_per_class. null
-    # for a built-in (its layers follow the dataset's shape).
+    # for a built-in (its layers follow the dataset's shape); a program's: its own count
+    # (its K is fixed: parameters_per_class null).
     parameters: int | None
     parameters_per_class: int | None
     # The smallest height and width it trains at (null: any), or the one size it takes.
@@ -194,6 +216,7 @@ class ModelPublic(BaseModel):
     fixed_image_size: list[int] | None
     # torchvision's published weights for it (names of get_model_weights(...)).
     pretrained_weights: list[str]
+    program: ProgramPublic | None = None  # a program's details (GET /models/{id})
 
 
 class ModelList(BaseModel):

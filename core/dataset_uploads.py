@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 from typing import BinaryIO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import datasets, quota_ledger
+from core import datasets, jobs, quota_ledger
 from core.artifacts import dataset_prefix, dataset_upload_key, get_store
 from core.builtin_datasets import BUILTIN_DATASETS
 from core.config import Settings
 from core.errors import Conflict, FieldError, TooLarge
 from core.ids import new_id
 from core.queue import PROCESS_DATASET_TASK, enqueue_or_fail
-from core.states import DatasetStatus, JobStatus
+from core.states import DatasetStatus
 from core.tables import Dataset, Job
 from core.tenancy import Tenant, get_owned
 from core.text import storable, storable_problem
@@ -72,16 +71,16 @@ def check_upload(file: BinaryIO, size: int | None, options: dict, settings: Sett
         raise FieldError("file", f"dataset rejected: {exc}") from None
 
 
-def checked_filename(filename: str | None) -> str | None:
-    """The upload's file name as the database stores it; FieldError naming `file` if not."""
+def checked_filename(filename: str | None, field: str = "file") -> str | None:
+    """The upload's file name as the database stores it; FieldError naming `field` if not."""
     if filename is None:
         return None
     problem = storable_problem(filename)
     if problem:
-        raise FieldError("file", f"the file name {problem}")
+        raise FieldError(field, f"the file name {problem}")
     if len(filename) > MAX_FILENAME:
-        raise FieldError("file", f"the file name is {len(filename)} characters; at most "
-                                 f"{MAX_FILENAME}")
+        raise FieldError(field, f"the file name is {len(filename)} characters; at most "
+                                f"{MAX_FILENAME}")
     return filename
 
 
@@ -138,12 +137,7 @@ def delete_upload(session: Session, dataset_id: str, tenant: Tenant) -> None:
     row = get_owned(session, Dataset, dataset_id, tenant)
     if row.status == DatasetStatus.processing:
         raise Conflict(f"dataset {dataset_id} is still processing")
-    active = session.scalars(select(Job.id).where(
-        Job.dataset == dataset_id,
-        Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))).all()
-    if active:
-        raise Conflict(f"dataset {dataset_id} is used by {len(active)} queued or "
-                       f"running job(s): {', '.join(active[:5])}")
+    jobs.refuse_if_used(session, "dataset", dataset_id, Job.dataset)
     session.delete(row)
     session.commit()
     get_store().delete_prefix(dataset_prefix(dataset_id))

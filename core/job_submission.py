@@ -1,5 +1,5 @@
-"""Submitting a job: an Idempotency-Key's replay, the dataset and init_from checks, the
-tenant's caps, the insert and the enqueue. Plain functions of a session, no HTTP.
+"""Submitting a job: an Idempotency-Key's replay, the program, dataset and init_from checks,
+the tenant's caps, the insert and the enqueue. Plain functions of a session, no HTTP.
 
 POST /jobs runs them as three steps (prepare, insert, enqueue_job), waiting for the tenant's
 turn between the first two with no connection held; submit() runs the same steps in one go,
@@ -16,11 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import checkpoint_format as ckpt
-from core import datasets, jobs, quota_ledger, workers
+from core import datasets, jobs, programs, quota_ledger, workers
 from core.artifacts import get_store
-from core.config import Settings
+from core.config import Settings, get_settings
 from core.epochs import steps_per_epoch
 from core.errors import Conflict
+from core.ids import is_id
 from core.init_from import load_init_from
 from core.jobspec import JobSpec, check_parameter_cap
 from core.queue import RUN_JOB_TASK, enqueue_or_fail
@@ -77,14 +78,21 @@ def prepare(session: Session, spec: JobSpec, tenant: Tenant,
         earlier = by_key(session, idempotency_key, tenant)
         if earlier is not None:
             return replay(earlier, digest, idempotency_key)
+    # A program (a model named by its id) is looked up first: another tenant's is answered
+    # as an unknown model, whatever the dataset.
+    program = programs.program_for_job(session, spec.model, tenant) if is_id(spec.model) else None
     view = datasets.resolve(session, spec.dataset, tenant)
-    check_parameter_cap(spec.model, len(view.classes))  # exact now that the classes are known
+    if program is not None:
+        programs.check_fits(program, len(view.classes), view.name,
+                            get_settings().max_model_parameters)
+    else:
+        check_parameter_cap(spec.model, len(view.classes))  # exact now the classes are known
     if spec.init_from is not None:
         target = ckpt.architecture(spec.model, view.shape, len(view.classes))
         load_init_from(session, get_store(), spec.init_from.model_dump(), target, tenant)
     resolved = spec.resolved()
-    if spec.name is None and not view.builtin:
-        resolved["name"] = f"{spec.model}-{view.name}"
+    if spec.name is None and (program is not None or not view.builtin):
+        resolved["name"] = f"{program.name if program else spec.model}-{view.name}"
     hp = spec.hyperparameters
     total_steps = hp.epochs * steps_per_epoch(view.train_size, hp.batch_size,
                                               hp.validation_fraction)

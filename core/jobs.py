@@ -13,6 +13,7 @@ from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
+from core.errors import Conflict
 from core.ids import new_id
 from core.states import ALLOWED, InvalidTransition, JobStatus, check_transition
 from core.tables import Job, utcnow
@@ -160,6 +161,16 @@ def requeue(session: Session, job_id: str, attempt: int | None, graceful: bool,
         return job
     log.info("job %s: back to queued (%s)", job_id, reason)
     return job
+
+
+def refuse_if_used(session: Session, noun: str, ref: str, column) -> None:
+    """Conflict listing the queued or running jobs whose `column` (Job.dataset, Job.model)
+    names ref: a dataset or a model they use cannot be deleted."""
+    active = session.scalars(select(Job.id).where(
+        column == ref, Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))).all()
+    if active:
+        raise Conflict(f"{noun} {ref} is used by {len(active)} queued or running job(s): "
+                       f"{', '.join(active[:5])}")
 
 
 def mark_enqueued(session: Session, job_id: str) -> None:

@@ -60,8 +60,11 @@ OptionalInt = Annotated[int | None, BeforeValidator(_strict_int)]
 
 # The schema a client (or a schema fuzzer) builds valid jobs from; validation itself is
 # done by the validators below, whose messages list what is allowed.
-_MODEL_SCHEMA = WithJsonSchema({"type": "string", "enum": list(MODEL_NAMES),
-                                "description": "the network architecture"})
+_MODEL_SCHEMA = WithJsonSchema({
+    "anyOf": [{"type": "string", "enum": list(MODEL_NAMES), "title": "a built-in model"},
+              {"type": "string", "pattern": ID_REGEX,
+               "title": "the id of one of your own models (POST /models)"}],
+    "description": "the network architecture"})
 _DATASET_SCHEMA = WithJsonSchema({
     "anyOf": [{"type": "string", "enum": list(DATASET_NAMES), "title": "a built-in dataset"},
               {"type": "string", "pattern": ID_REGEX,
@@ -209,7 +212,8 @@ class JobSpec(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in MODEL_NAMES:
+        # A program's id is checked against the database by the API (core.programs).
+        if value not in MODEL_NAMES and not is_id(value):
             raise ValueError(unknown_model_message(value, echo(value)))
         return value
 
@@ -232,7 +236,7 @@ class JobSpec(BaseModel):
         if problem:
             raise _located(("hyperparameters", "image_size"), problem, size)
         freeze = self.hyperparameters.freeze
-        if freeze != "none" and MODELS[self.model].zoo is None:
+        if freeze != "none" and _zoo(self.model) is None:
             raise _located(("hyperparameters", "freeze"), (
                 f"applies to torchvision models only: {self.model} has no classifier head "
                 "of its own to train alone; allowed: 'none'"), freeze)
@@ -253,9 +257,15 @@ class JobSpec(BaseModel):
         return data
 
 
+def _zoo(model: str):
+    """The model's size-table entry; None for a built-in or a program (an id)."""
+    info = MODELS.get(model)
+    return info.zoo if info else None
+
+
 def image_size_problem(model: str, size: list[int] | None) -> str | None:
     """Why hyperparameters.image_size cannot go with `model`, or None."""
-    zoo = MODELS[model].zoo
+    zoo = _zoo(model)
     if size is None:
         return None
     if zoo is None:
@@ -273,7 +283,7 @@ def pretrained_problem(model: str, weights: str | None, init_from: bool = False)
         return ("pretrained and init_from both say what the job starts from; give one: "
                 "pretrained (torchvision's published weights) or init_from (another job's "
                 "checkpoint)")
-    zoo = MODELS[model].zoo
+    zoo = _zoo(model)
     if zoo is None or not zoo.weights:
         return (f"{model} has no published weights; allowed: leave pretrained out, or a "
                 "torchvision.<name> model (GET /models lists each one's weights)")
@@ -286,7 +296,7 @@ def pretrained_problem(model: str, weights: str | None, init_from: bool = False)
 def parameter_cap_problem(model: str, num_classes: int) -> str | None:
     """Why `model` with num_classes classes is over TRAINHUB_MAX_MODEL_PARAMETERS, or None
     (built-ins, whose size follows the dataset's shape, are small: never over it)."""
-    zoo, cap = MODELS[model].zoo, get_settings().max_model_parameters
+    zoo, cap = _zoo(model), get_settings().max_model_parameters
     if zoo is None or not cap or zoo.parameters(num_classes) <= cap:
         return None
     return (f"{model} has {zoo.parameters(num_classes):,} parameters with {num_classes} "

@@ -264,7 +264,8 @@ def test_413_bodies_are_plain_sentences_and_leave_nothing(stack, api):
 def test_openapi_enumerates_models_and_datasets(api):
     spec = api.get("/openapi.json").json()
     job = spec["components"]["schemas"]["JobSpec"]["properties"]
-    assert job["model"]["enum"] == list(MODEL_NAMES)
+    names, ids = job["model"]["anyOf"]
+    assert names["enum"] == list(MODEL_NAMES) and ids["pattern"] == ID_REGEX
     names, ids = job["dataset"]["anyOf"]
     assert names["enum"] == list(DATASET_NAMES) and ids["pattern"] == ID_REGEX
     post = spec["paths"]["/jobs"]["post"]

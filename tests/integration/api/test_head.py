@@ -17,7 +17,7 @@ from core.artifacts import checkpoint_key, get_store
 from core.db import session_scope
 from core.ids import new_id
 from core.jobspec import JobSpec
-from core.tables import Checkpoint, Dataset
+from core.tables import Checkpoint, Dataset, Program
 
 # Answers whose body changes from one request to the next, so their length does too:
 # Prometheus series count the requests themselves.
@@ -26,18 +26,23 @@ CHANGING_LENGTH = {"/metrics"}
 
 @pytest.fixture(scope="module")
 def resources(live_api) -> dict[str, str]:
-    """A value for each path parameter: a queued job with one checkpoint, an upload (in
-    the schema the API brought up to date as it started)."""
+    """A value for each path parameter: a queued job with one checkpoint, an upload, a
+    program (in the schema the API brought up to date as it started)."""
     with session_scope() as session:
         job_id = jobs.create_job(session, JobSpec(model="lenet", dataset="digits").resolved()).id
-        dataset_id = new_id()
+        dataset_id, model_id = new_id(), new_id()
         session.add(Dataset(id=dataset_id, name="head.npz", status="processing", options={}))
+        session.add(Program(id=model_id, name="head", train_key="programs/x/train.pt2",
+                            sha256="0" * 64, size_bytes=0, input_shape=[1, 8, 8],
+                            num_classes=10, parameter_count=1, ops=[]))
     key = checkpoint_key(job_id, 1)
     size, sha = get_store().save(key, lambda f: f.write(b"not really a model" * 100))
     with session_scope() as session:
         session.add(Checkpoint(job_id=job_id, epoch=1, step=3, storage_key=key,
                                size_bytes=size, sha256=sha, metrics={}))
-    return {"job_id": job_id, "ref": "1", "dataset_id": dataset_id}
+    yield {"job_id": job_id, "ref": "1", "dataset_id": dataset_id, "model_id": model_id}
+    with session_scope() as session:  # GET /models of a later module lists no stray program
+        session.delete(session.get(Program, model_id))
 
 
 def get_paths(values: dict[str, str]) -> list[str]:

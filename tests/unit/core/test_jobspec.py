@@ -232,7 +232,9 @@ def test_an_unknown_value_is_echoed_cut(field):
 
 def test_the_json_schema_enumerates_models_and_datasets():
     schema = JobSpec.model_json_schema()["properties"]
-    assert schema["model"]["enum"] == list(MODEL_NAMES)
+    names, program_ids = schema["model"]["anyOf"]
+    assert names["enum"] == list(MODEL_NAMES)
+    assert program_ids["pattern"] == "^[0-9a-f]{32}$"
     names, upload_ids = schema["dataset"]["anyOf"]
     assert names["enum"] == list(DATASET_NAMES)
     assert upload_ids["pattern"] == "^[0-9a-f]{32}$"

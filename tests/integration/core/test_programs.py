@@ -1,0 +1,184 @@
+"""core.programs on the real Postgres, with program rows made straight in the database (the
+archives' own checks are core.program_archive's; uploads over HTTP:
+tests/integration/api/test_programs.py): a job naming a program is checked at submission
+(its owner's only: another tenant's is the unknown model's 422; its classes against the
+dataset's, both numbers named), a program a queued job names cannot be deleted, and a
+deleted one leaves no file."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from core import job_submission, jobs, programs, queue
+from core.artifacts import get_store, program_key, program_prefix
+from core.config import get_settings
+from core.db import session_scope, upgrade_schema
+from core.errors import Conflict, FieldError, NotFound
+from core.ids import new_id
+from core.jobspec import JobSpec
+from core.quota_ledger import stored_bytes
+from core.states import JobStatus
+from core.tables import Job, Program
+from core.tenancy import Tenant
+
+
+@pytest.fixture(scope="module", autouse=True)
+def schema():
+    upgrade_schema()
+    yield
+    # The database is shared with the rest of the run: GET /models with authentication
+    # off (an admin) would list this module's programs beside the built-ins.
+    with session_scope() as session:
+        for row in session.scalars(select(Program).where(Program.id.in_(MADE))):
+            session.delete(row)
+    for program_id in MADE:
+        get_store().delete_prefix(program_prefix(program_id))
+
+
+MADE: list[str] = []
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    messages = []
+    monkeypatch.setattr(queue, "enqueue",
+                        lambda task, *args, queue=None: messages.append((task, args)))
+    return messages
+
+
+def tenant(name: str) -> Tenant:
+    return Tenant(user_id=f"{name}-{uuid.uuid4().hex[:8]}", name=name, is_admin=False)
+
+
+def make_program(owner: Tenant, num_classes: int = 10, name: str = "tiny") -> str:
+    """A program's row and two stand-in files (what they hold is not read here)."""
+    program_id = new_id()
+    MADE.append(program_id)
+    store = get_store()
+    size = sum(store.save(program_key(program_id, mode), lambda f: f.write(b"x" * 100))[0]
+               for mode in ("train", "eval"))
+    with session_scope() as session:
+        session.add(Program(id=program_id, owner=owner.user_id, name=name,
+                            source_filename="net-train.pt2", eval_source_filename="net-eval.pt2",
+                            train_key=program_key(program_id, "train"),
+                            eval_key=program_key(program_id, "eval"), sha256="0" * 64,
+                            size_bytes=size, input_shape=[1, 8, 8], num_classes=num_classes,
+                            parameter_count=1234, ops=["aten.linear.default"]))
+    return program_id
+
+
+def submit(model: str, owner: Tenant, **fields):
+    with session_scope() as session:
+        return job_submission.submit(session, JobSpec(model=model, dataset="digits", **fields),
+                                     owner, get_settings())
+
+
+def test_the_spec_takes_an_id_as_model_and_the_schema_says_so():
+    assert JobSpec(model="0" * 32, dataset="digits").model == "0" * 32
+    schema = JobSpec.model_json_schema()["properties"]["model"]
+    assert [alt.get("pattern") for alt in schema["anyOf"]] == [None, "^[0-9a-f]{32}$"]
+    with pytest.raises(ValueError, match="unknown model 'ABC'"):
+        JobSpec(model="ABC", dataset="digits")
+
+
+def test_a_job_names_its_owners_program_and_is_named_after_it(sent):
+    alice = tenant("alice")
+    program_id = make_program(alice, name="resnetish")
+    done = submit(program_id, alice)
+    assert done.job.model == program_id and done.job.name == "resnetish-digits"
+    assert len(sent) == 1
+    with session_scope() as session:
+        jobs.transition(session, done.job.id, JobStatus.cancelled)
+
+
+def test_another_tenants_program_is_the_unknown_models_422(sent):
+    alice, bob = tenant("alice"), tenant("bob")
+    program_id = make_program(alice)
+    with pytest.raises(FieldError) as foreign:
+        submit(program_id, bob)
+    missing = new_id()
+    with pytest.raises(FieldError) as absent:
+        submit(missing, bob)
+    assert foreign.value.field == absent.value.field == "model"
+    assert (foreign.value.message.replace(program_id, "<id>")
+            == absent.value.message.replace(missing, "<id>"))
+    assert foreign.value.message.startswith(f"unknown model '{program_id}'")
+    assert sent == []
+
+
+def test_classes_unlike_the_datasets_are_a_422_naming_both_numbers(sent):
+    alice = tenant("alice")
+    program_id = make_program(alice, num_classes=3)
+    with pytest.raises(FieldError) as refused:
+        submit(program_id, alice)
+    assert refused.value.field == "model"
+    assert "outputs 3 classes" in refused.value.message
+    assert "dataset digits has 10" in refused.value.message
+    assert sent == []
+
+
+def test_options_of_torchvision_models_are_refused_for_a_program():
+    for fields, field in (({"hyperparameters": {"image_size": 16}}, "image_size"),
+                          ({"hyperparameters": {"freeze": "backbone"}}, "freeze"),
+                          ({"pretrained": "DEFAULT"}, "pretrained")):
+        with pytest.raises(ValueError, match=field):
+            JobSpec(model=new_id(), dataset="digits", **fields)
+
+
+def test_a_program_a_queued_job_names_is_kept_until_the_job_ends(sent):
+    alice = tenant("alice")
+    program_id = make_program(alice)
+    job = submit(program_id, alice).job
+    with session_scope() as session, pytest.raises(Conflict, match=job.id):
+        programs.delete_program(session, program_id, alice)
+    with session_scope() as session:
+        jobs.transition(session, job.id, JobStatus.cancelled)
+    assert get_store().exists(program_key(program_id, "train"))
+    with session_scope() as session:
+        assert stored_bytes(session, alice.user_id) == 200
+        programs.delete_program(session, program_id, alice)
+    with session_scope() as session:
+        assert session.get(Program, program_id) is None
+        assert session.get(Job, job.id) is not None  # the job stays, naming what it trained
+        assert stored_bytes(session, alice.user_id) == 0
+    assert not get_store().exists(program_key(program_id, "train"))
+    assert not get_store().exists(program_key(program_id, "eval"))
+
+
+def test_only_the_owner_deletes_a_program():
+    alice, bob = tenant("alice"), tenant("bob")
+    program_id = make_program(alice)
+    with session_scope() as session, pytest.raises(NotFound, match="model"):
+        programs.delete_program(session, program_id, bob)
+    assert get_store().exists(program_key(program_id, "train"))
+    with session_scope() as session:
+        programs.delete_program(session, program_id, alice)
+
+
+def test_an_upload_past_the_stored_bytes_cap_is_refused_and_leaves_nothing(tmp_path):
+    from io import BytesIO
+
+    from core.quota_ledger import CapReached
+    from tests.programs import PlainNet, export, save
+
+    path = save(export(PlainNet(), training=True), tmp_path / "plain.pt2")
+    data = path.read_bytes()
+    alice = tenant("alice")
+    upload = programs.Upload("file", BytesIO(data), len(data), "plain.pt2")
+    for cap, taken in ((len(data) - 1, False), (len(data), True)):
+        settings = get_settings().model_copy(update={"tenant_max_stored_bytes": cap})
+        before = sorted((get_settings().artifacts_dir / "programs").rglob("*"))
+        with session_scope() as session:
+            if not taken:
+                with pytest.raises(CapReached, match="TRAINHUB_TENANT_MAX_STORED_BYTES"):
+                    programs.accept_program(session, alice, upload, None, None, settings)
+                assert sorted((get_settings().artifacts_dir / "programs").rglob("*")) == before
+                assert stored_bytes(session, alice.user_id) == 0
+            else:
+                row = programs.accept_program(session, alice, upload, None, None, settings)
+                assert row.size_bytes == len(data) and row.name == "plain"
+                assert stored_bytes(session, alice.user_id) == len(data)
+                programs.delete_program(session, row.id, alice)
+    assert not list((get_settings().data_dir / "tmp").glob("program-*"))
