@@ -1,8 +1,8 @@
 """`trainhub`: the typer command that gathers every verb, server and client.
 
 The server verbs (up, api, worker, migrate, admin ...) and the HTTP client verbs (submit, list,
-show, follow, logs, cancel, metrics, checkpoints, download, predict, datasets) each live in a
-module of their own and register themselves here. A client verb's failure (an API error,
+show, follow, logs, cancel, metrics, checkpoints, download, predict, datasets, models) each
+live in a module of their own and register themselves here. A client verb's failure (an API error,
 an unreachable server) is one `error: ...` line on stderr and exit code 1."""
 import sys
 from types import SimpleNamespace
@@ -19,6 +19,7 @@ from cli import (
     jobs,
     logs,
     metrics,
+    models,
     predict,
     server,
     submit,
@@ -78,6 +79,7 @@ checkpoints.register(app)
 export.register(app)
 predict.register(app)
 datasets.register(app)
+models.register(app)
 admin.register(app)
 
 
