@@ -1,6 +1,6 @@
 """Tenant isolation, generated from the API's own OpenAPI document: for every operation that
-takes a job or dataset id (in its path or in its body: events, logs, checkpoints, predict,
-datasets, init_from, ...), tenant bob with alice's ids gets exactly what a missing id gets
+takes a job, dataset or model id (in its path or in its body: events, logs, checkpoints,
+predict, datasets, models, init_from, a job's model, ...), tenant bob with alice's ids gets exactly what a missing id gets
 and no byte of alice's data; every protected operation answers 401 without a key and with a
 revoked one; an admin reaches both tenants' resources. Then hostile input, sent by a tenant
 at its own and at another tenant's resources.
@@ -8,6 +8,7 @@ at its own and at another tenant's resources.
 Against the auth-on distributed stack (API and worker processes, Postgres, Redis)."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -27,7 +28,7 @@ from tests.tenants import admin_cli, client, make_tenant
 
 pytestmark = pytest.mark.slow
 
-PATH_IDS = {"job_id": "job", "dataset_id": "dataset"}
+PATH_IDS = {"job_id": "job", "dataset_id": "dataset", "model_id": "model"}
 # What the other path parameters take: a checkpoint reference.
 PATH_VALUES = {"ref": "best"}
 PUBLIC = {("GET", "/health"), ("POST", "/session")}
@@ -52,9 +53,25 @@ def png_bytes(seed: int = 0) -> bytes:
     return out.getvalue()
 
 
+@functools.lru_cache(maxsize=None)
+def program_archive(seed: int = 0) -> bytes:
+    """A lone torch.export program (no mode-dependent op) of tests/programs.py's PlainNet,
+    its weights drawn from seed (each tenant's own bytes, its own sha256)."""
+    from tests.programs import PlainNet, export
+
+    torch.manual_seed(seed)
+    buffer = io.BytesIO()
+    torch.export.save(export(PlainNet(), training=True), buffer)
+    return buffer.getvalue()
+
+
 def tenant_resources(c: httpx.Client, label: str, seed: int, key: str, base: str) -> dict:
-    """An uploaded dataset and a succeeded job trained on it, named with a unique marker."""
+    """An uploaded dataset, a succeeded job trained on it and an uploaded program, named with
+    a unique marker."""
     marker = f"{label}-{uuid.uuid4().hex}"
+    program = c.post("/models", files={"file": ("plain.pt2", program_archive(seed))},
+                     data={"name": f"{marker}-model"})
+    assert program.status_code == 201, program.text
     ds = c.post("/datasets", files={"file": ("d.npz", npz_dataset(seed))},
                 data={"name": f"{marker}-dataset"})
     assert ds.status_code == 202, ds.text
@@ -70,8 +87,10 @@ def tenant_resources(c: httpx.Client, label: str, seed: int, key: str, base: str
     assert done["status"] == "succeeded", done
     checkpoints = c.get(f"/jobs/{done['id']}/checkpoints").json()["checkpoints"]
     assert checkpoints
-    return {"job": done["id"], "dataset": ds.json()["id"], "owner": done["owner"],
-            "secrets": [marker, done["owner"], *(cp["sha256"] for cp in checkpoints)]}
+    return {"job": done["id"], "dataset": ds.json()["id"], "model": program.json()["id"],
+            "owner": done["owner"],
+            "secrets": [marker, done["owner"], program.json()["sha256"],
+                        *(cp["sha256"] for cp in checkpoints)]}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +129,7 @@ def body_properties(schema: dict, op: dict) -> tuple[str | None, set[str]]:
 
 def id_variants(schema: dict, method: str, path: str, op: dict) -> list[str]:
     """How an operation takes an id: `path` (a path parameter), `predict` (a form field
-    job_id), `init_from` and `dataset` (fields of a job spec)."""
+    job_id), `init_from`, `dataset` and `model` (fields of a job spec)."""
     params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
     unknown = params - set(PATH_IDS) - set(PATH_VALUES)
     assert not unknown, f"{method} {path}: no value known for path parameters {unknown}"
@@ -121,7 +140,7 @@ def id_variants(schema: dict, method: str, path: str, op: dict) -> list[str]:
     if "init_from" in props:
         variants.append("init_from")
     if "dataset" in props and "model" in props:
-        variants.append("dataset")
+        variants += ["dataset", "model"]
     return variants
 
 
@@ -129,7 +148,8 @@ def send(c: httpx.Client, method: str, path: str, variant: str | None, ids: dict
          **extra) -> httpx.Response:
     url = path
     for name, kind in PATH_IDS.items():
-        url = url.replace("{" + name + "}", ids[kind])
+        if "{" + name + "}" in url:
+            url = url.replace("{" + name + "}", ids[kind])
     for name, value in PATH_VALUES.items():
         url = url.replace("{" + name + "}", value)
     kwargs: dict = {}
@@ -141,6 +161,10 @@ def send(c: httpx.Client, method: str, path: str, variant: str | None, ids: dict
                            "init_from": {"job_id": ids["job"], "checkpoint": "best"}}}
     elif variant == "dataset":
         kwargs = {"json": {"model": "mlp", "dataset": ids["dataset"]}}
+    elif variant == "model":  # the program's classes (5) are not digits' (10): never run
+        kwargs = {"json": {"model": ids["model"], "dataset": "digits"}}
+    elif method == "POST" and path == "/models":
+        kwargs = {"files": {"file": ("plain.pt2", program_archive())}}
     elif method == "POST" and path == "/datasets":
         kwargs = {"files": {"file": ("d.npz", npz_dataset(9))}}
     elif method == "POST" and path == "/jobs":
@@ -165,14 +189,15 @@ def test_every_id_taking_operation_treats_another_tenants_id_as_a_missing_one(wo
     schema, bob, a = world["schema"], world["bob"], world["a"]
     # bob's own dataset with alice's job (init_from) and alice's dataset with bob's nothing:
     # each variant isolates one foreign id, the rest being valid for bob.
-    missing = {"job": uuid.uuid4().hex, "dataset": uuid.uuid4().hex}
+    missing = {"job": uuid.uuid4().hex, "dataset": uuid.uuid4().hex, "model": uuid.uuid4().hex}
     covered = []
     for method, path, op in operations(schema):
         for variant in id_variants(schema, method, path, op):
-            foreign_ids = {"job": a["job"], "dataset": a["dataset"]}
+            foreign_ids = {"job": a["job"], "dataset": a["dataset"], "model": a["model"]}
             if variant == "init_from":  # the dataset is bob's own; only the job is foreign
                 foreign_ids["dataset"] = missing_ids_dataset = world["b"]["dataset"]
-                missing_ids = {"job": missing["job"], "dataset": missing_ids_dataset}
+                missing_ids = {"job": missing["job"], "dataset": missing_ids_dataset,
+                               "model": missing["model"]}
             else:
                 missing_ids = missing
             foreign = send(bob, method, path, variant, foreign_ids)
@@ -193,12 +218,15 @@ def test_every_id_taking_operation_treats_another_tenants_id_as_a_missing_one(wo
                      "GET /jobs/{job_id}/checkpoints/{ref} path",
                      "GET /jobs/{job_id}/checkpoints path", "POST /jobs init_from",
                      "POST /jobs dataset", "GET /jobs/{job_id}/metrics path",
-                     "POST /jobs/{job_id}/cancel path", "DELETE /jobs/{job_id} path"):
+                     "POST /jobs/{job_id}/cancel path", "DELETE /jobs/{job_id} path",
+                     "GET /models/{model_id} path", "DELETE /models/{model_id} path",
+                     "POST /jobs model"):
         assert expected in names, (expected, sorted(names))
     # bob's deletes and cancels changed nothing of alice's.
     alice = world["alice"]
     assert alice.get(f"/jobs/{a['job']}").json()["status"] == "succeeded"
     assert alice.get(f"/datasets/{a['dataset']}").status_code == 200
+    assert alice.get(f"/models/{a['model']}").status_code == 200
 
 
 def test_lists_show_only_the_callers_own_and_an_admin_everything(world):
@@ -206,20 +234,24 @@ def test_lists_show_only_the_callers_own_and_an_admin_everything(world):
     for c, own, other in ((world["alice"], a, b), (world["bob"], b, a)):
         jobs = {j["id"] for j in c.get("/jobs").json()["jobs"]}
         datasets = {d["id"] for d in c.get("/datasets").json()["datasets"]}
+        models = {m["id"] for m in c.get("/models").json()["models"]}
         assert own["job"] in jobs and other["job"] not in jobs
         assert own["dataset"] in datasets and other["dataset"] not in datasets
-        listing = c.get("/jobs").text + c.get("/datasets").text
+        assert own["model"] in models and other["model"] not in models
+        listing = c.get("/jobs").text + c.get("/datasets").text + c.get("/models").text
         assert not [s for s in other["secrets"] if s in listing]
     admin = world["admin"]
     jobs = {j["id"] for j in admin.get("/jobs").json()["jobs"]}
     datasets = {d["id"] for d in admin.get("/datasets").json()["datasets"]}
+    models = {m["id"] for m in admin.get("/models").json()["models"]}
     assert {a["job"], b["job"]} <= jobs and {a["dataset"], b["dataset"]} <= datasets
+    assert {a["model"], b["model"]} <= models
 
 
 def test_an_admin_reaches_every_tenants_resources(world):
     schema, admin = world["schema"], world["admin"]
     for owner in (world["a"], world["b"]):
-        ids = {"job": owner["job"], "dataset": owner["dataset"]}
+        ids = {"job": owner["job"], "dataset": owner["dataset"], "model": owner["model"]}
         for method, path, op in operations(schema):
             if method != "GET" or "path" not in id_variants(schema, method, path, op):
                 continue
@@ -244,7 +276,8 @@ def test_every_protected_operation_needs_a_valid_key(world):
     with client(world["base"], carol) as c:
         assert c.get("/jobs").status_code == 200
     admin_cli(env["env"], "revoke-key", carol)
-    ids = {"job": world["a"]["job"], "dataset": world["a"]["dataset"]}
+    ids = {"job": world["a"]["job"], "dataset": world["a"]["dataset"],
+           "model": world["a"]["model"]}
     checked = 0
     for key in (None, carol, "thk_" + "0" * 16 + "_" + "A" * 43, "not-a-key"):
         with client(world["base"], key) as c:
