@@ -18,6 +18,7 @@ from core.db import session_scope
 from core.ids import new_id
 from core.jobspec import JobSpec
 from core.tables import Checkpoint, Dataset, Program
+from tests.unit.api.test_predictor import checkpoint_blobs  # noqa: F401 - a fixture
 
 # Answers whose body changes from one request to the next, so their length does too:
 # Prometheus series count the requests themselves.
@@ -25,9 +26,10 @@ CHANGING_LENGTH = {"/metrics"}
 
 
 @pytest.fixture(scope="module")
-def resources(live_api) -> dict[str, str]:
-    """A value for each path parameter: a queued job with one checkpoint, an upload, a
-    program (in the schema the API brought up to date as it started)."""
+def resources(live_api, checkpoint_blobs) -> dict[str, str]:  # noqa: F811 - a fixture
+    """A value for each path parameter: a queued job with one real checkpoint (its export
+    is a GET too), an upload, a program (in the schema the API brought up to date as it
+    started)."""
     with session_scope() as session:
         job_id = jobs.create_job(session, JobSpec(model="lenet", dataset="digits").resolved()).id
         dataset_id, model_id = new_id(), new_id()
@@ -36,11 +38,12 @@ def resources(live_api) -> dict[str, str]:
                             sha256="0" * 64, size_bytes=0, input_shape=[1, 8, 8],
                             num_classes=10, parameter_count=1, ops=[]))
     key = checkpoint_key(job_id, 1)
-    size, sha = get_store().save(key, lambda f: f.write(b"not really a model" * 100))
+    size, sha = get_store().save(key, lambda f: f.write(checkpoint_blobs[1][0]))
     with session_scope() as session:
         session.add(Checkpoint(job_id=job_id, epoch=1, step=3, storage_key=key,
                                size_bytes=size, sha256=sha, metrics={}))
-    yield {"job_id": job_id, "ref": "1", "dataset_id": dataset_id, "model_id": model_id}
+    yield {"job_id": job_id, "ref": "1", "dataset_id": dataset_id, "model_id": model_id,
+           "checkpoint_size": str(len(checkpoint_blobs[1][0]))}
     with session_scope() as session:  # GET /models of a later module lists no stray program
         session.delete(session.get(Program, model_id))
 
@@ -101,7 +104,7 @@ def test_head_of_a_stream_returns_at_once_and_the_connection_stays_usable(live_a
 def test_checkpoint_head_gives_the_file_size_and_sha256(live_api, resources):
     head = live_api.head(f"/jobs/{resources['job_id']}/checkpoints/latest")
     assert head.status_code == 200
-    assert head.headers["content-length"] == str(len(b"not really a model" * 100))
+    assert head.headers["content-length"] == resources["checkpoint_size"]
     assert head.headers["x-checkpoint-epoch"] == "1"
     assert len(head.headers["x-checkpoint-sha256"]) == 64
 
