@@ -5,6 +5,7 @@
 //   #/new[?from=<id>]  submit form (optionally prefilled from a job)
 //   #/jobs/<id>        one job: live loss chart, per-epoch metrics, checkpoints, predict
 //   #/compare?ids=a,b  loss curves of several jobs on one chart
+//   #/models           your own architectures (torch.export programs): list, upload, delete
 //
 // Logging in: the page starts with GET /session. A 401 there, or on any request later (the
 // session ended), shows the login form in place of the view; once logged in, the page reads
@@ -18,6 +19,7 @@ import {compareView} from "./js/views/compare.js";
 import {jobView} from "./js/views/job.js";
 import {forgetJobsSelection, jobsView} from "./js/views/jobs.js";
 import {loginView} from "./js/views/login.js";
+import {programsView} from "./js/views/programs.js";
 import {submitView} from "./js/views/submit.js";
 
 const view = document.getElementById("view");
@@ -51,6 +53,9 @@ function route() {
   } else if (parts[0] === "new") {
     cleanup = submitView(view, params);
     active = "new";
+  } else if (parts[0] === "models") {
+    cleanup = programsView(view);
+    active = "models";
   } else if (parts[0] === "compare") {
     cleanup = compareView(view, params);
     active = "compare";

@@ -695,3 +695,79 @@ def test_the_form_searches_the_zoo_and_the_job_page_counts_its_parameters(stack,
     page.unroute("**/jobs")
     # Chromium logs the held-back 422 as a console error: that one was wanted.
     assert [p for p in page.problems if "422" not in p] == [], page.problems
+
+
+def test_models_view_uploads_lists_offers_and_deletes_a_program(auth_stack, page, tmp_path):
+    """Logged in as alice, the models view's form refuses a file that is no torch.export
+    archive with the 422's message, then uploads tests/programs.py's residual pair (train
+    and eval file, a name); the table lists it with its id, input shape, classes and
+    parameter count; the submit form offers it first (its id as the value, its shape and
+    classes in the label, no torchvision field); a 409 from DELETE (a stand-in answer: a job
+    using it) is shown, then Delete removes it."""
+    from tests.programs import residual_pair
+
+    base, alice = auth_stack["base"], auth_stack["alice"]
+    http = client(base, alice)
+    shot = Shots(page, tmp_path / "screenshots-models")
+    train, eval_ = residual_pair(tmp_path)
+    started = time.monotonic()
+    page.goto(f"{base}/")
+    log_in(page, alice)
+    only_expected_401s(page)  # GET /session before the login
+    page.click("#nav-models")
+    page.wait_for_selector("#programs[data-programs]")
+    assert page.get_attribute("#nav-models", "class") == "active"
+
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"no zip at all")
+    page.set_input_files("#program-file", str(junk))
+    page.click("#upload-program")
+    refused = page.wait_for_selector("#upload-error:not([hidden])").text_content()
+    assert refused.startswith("file: "), refused
+
+    page.set_input_files("#program-file", str(train))
+    page.set_input_files("#program-eval-file", str(eval_))
+    page.fill("#program-name", "browser-residual")
+    page.click("#upload-program")
+    page.wait_for_selector("#programs tbody tr")
+    assert page.is_hidden("#upload-error")
+    mine = [m for m in http.get("/models").json()["models"] if m["source"] == "program"]
+    assert [m["name"] for m in mine] == ["browser-residual"]
+    program = mine[0]["program"]
+    cells = page.eval_on_selector_all("#programs tbody tr td:not(:last-child)",
+                                      "tds => tds.map((td) => td.textContent)")
+    assert cells[:4] == ["browser-residual", program["id"],
+                         "×".join(map(str, program["input_shape"])), str(program["num_classes"])]
+    assert page.get_attribute("#programs td.parameters", "title") == f"{program['parameter_count']:,}"
+    shot("models-view")
+
+    page.click("#nav-new")
+    page.wait_for_selector("#submit-form #f-model option[value=lenet]", state="attached")
+    first = page.locator("#f-model option").first
+    assert first.get_attribute("value") == program["id"]
+    assert first.text_content() == (f"browser-residual · {'×'.join(map(str, program['input_shape']))}"
+                                    f" · {program['num_classes']} classes")
+    assert page.get_attribute("#f-model optgroup >> nth=0", "label") == "your models"
+    page.select_option("#f-model", program["id"])
+    assert page.text_content("#model-facts").startswith("your model · input ")
+    for field in ("#f-hyperparameters-image_size", "#f-pretrained", "#f-hyperparameters-freeze"):
+        assert page.is_hidden(field), field
+    shot("submit-form-program")
+
+    page.click("#nav-models")
+    page.wait_for_selector("#programs tbody tr")
+    page.on("dialog", lambda dialog: dialog.accept())
+    busy = '{"detail": "a queued or running job uses this model"}'
+    page.route(f"**/models/{program['id']}",
+               lambda route: route.fulfill(status=409, content_type="application/json", body=busy))
+    page.click("#programs button.delete")
+    shown = page.wait_for_selector("#programs-error:not([hidden])").text_content()
+    assert shown.endswith("a queued or running job uses this model"), shown
+    page.unroute(f"**/models/{program['id']}")
+    page.click("#programs button.delete")
+    page.wait_for_selector("#programs[data-programs='0']")
+    assert http.get(f"/models/{program['id']}").status_code == 404
+    shot("models-deleted")
+    print(f"\nmodels view: {time.monotonic() - started:.1f} s")
+    # Chromium logs the refused requests (the 422, the stand-in 409) as console errors.
+    assert [p for p in page.problems if "422" not in p and "409" not in p] == [], page.problems

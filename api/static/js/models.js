@@ -5,6 +5,8 @@
 import {api} from "./api.js";
 
 export const isZoo = (model) => model?.source === "torchvision";
+/** The caller's own architecture (POST /models): its facts are under `program`. */
+export const isProgram = (model) => model?.source === "program";
 
 /** Parameters with numClasses classes (10 when unknown); null for a built-in. */
 export function parametersAt(model, numClasses) {
@@ -52,13 +54,14 @@ export function defaultImageSize(model, shape) {
  */
 export async function jobArchitecture(job, signal) {
   const [list, dataset] = await Promise.all([
-    api(`/models?${new URLSearchParams({q: job.model})}`, {signal}),
+    // q filters by name: a program's job names it by id, so the whole list is read then.
+    api(/^[0-9a-f]{32}$/.test(job.model) ? "/models" : `/models?${new URLSearchParams({q: job.model})}`, {signal}),
     api(`/datasets/${encodeURIComponent(job.dataset)}`, {signal}).catch((err) => {
       if (err.name === "AbortError") throw err;
       return null;
     }),
   ]);
-  return {entry: list.models.find((m) => m.name === job.model) ?? null,
+  return {entry: list.models.find((m) => m.id === job.model) ?? null,
           numClasses: dataset?.num_classes ?? null};
 }
 
@@ -77,6 +80,12 @@ export function architectureRows(job, architecture) {
   if (!entry) {
     return [["architecture", `${job.model}${pretrained} (not listed by GET /models)`, "job-architecture"],
             ["parameters", "—", "job-parameters"]];
+  }
+  if (isProgram(entry)) {
+    const p = entry.program;
+    return [["architecture", `${entry.name} (your model, input ${p.input_shape.join("×")}, ${p.num_classes} classes)`,
+             "job-architecture"],
+            ["parameters", `${p.parameter_count.toLocaleString("en")} (${fmtCount(p.parameter_count)})`, "job-parameters"]];
   }
   if (!isZoo(entry)) {
     return [["architecture", `${entry.name} (built-in)`, "job-architecture"],

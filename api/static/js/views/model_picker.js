@@ -1,9 +1,10 @@
-// The submit form's model field: a search box over GET /models' whole list (the built-ins,
-// then torchvision's zoo) filtering the select under it as one types. The select stays the
-// field (its value is what the form posts), so picking from it works as before; the search
-// only narrows it, choosing the first match when the chosen model no longer matches.
+// The submit form's model field: a search box over GET /models' whole list (the caller's own
+// programs, the built-ins, then torchvision's zoo) filtering the select under it as one
+// types. The select stays the field (its value, the entry's id, is what the form posts: a
+// program's name need not be unique, its id is), so picking from it works as before; the
+// search only narrows it, choosing the first match when the chosen model no longer matches.
 import {h, replace} from "../dom.js";
-import {fmtCount, isZoo} from "../models.js";
+import {fmtCount, isProgram, isZoo} from "../models.js";
 
 /** A name or a family holding the text, in either case ("" matches all). */
 export function matchingModels(models, text) {
@@ -11,18 +12,24 @@ export function matchingModels(models, text) {
   return q ? models.filter((m) => m.name.toLowerCase().includes(q) || m.family.toLowerCase().includes(q)) : models;
 }
 
-/** Option groups in the list's order: the built-ins, then torchvision's by family. */
+/** What an option says: a program's input shape and classes, a torchvision model's size. */
+function optionText(m) {
+  if (isProgram(m)) return `${m.name} · ${m.program.input_shape.join("×")} · ${m.program.num_classes} classes`;
+  return m.parameters ? `${m.name} · ${fmtCount(m.parameters)}` : m.name;
+}
+
+/** Option groups in the list's order: the caller's programs, the built-ins, then torchvision's by family. */
 function optionGroups(models) {
   const groups = new Map();
   for (const m of models) {
-    const group = isZoo(m) ? `torchvision · ${m.family}` : "built-in";
+    const group = isProgram(m) ? "your models" : isZoo(m) ? `torchvision · ${m.family}` : "built-in";
     if (!groups.has(group)) groups.set(group, []);
-    groups.get(group).push(h("option", {value: m.name}, m.parameters ? `${m.name} · ${fmtCount(m.parameters)}` : m.name));
+    groups.get(group).push(h("option", {value: m.id}, optionText(m)));
   }
   return [...groups].map(([label, options]) => h("optgroup", {label}, options));
 }
 
-/** {search, select, count}: onChange() runs whenever the chosen model may have changed. */
+/** {search, select, count} (initial: an entry's id): onChange() runs whenever the chosen model may have changed. */
 export function modelPicker(models, initial, onChange) {
   const select = h("select", {});
   const search = h("input", {type: "search", id: "f-model-search", autocomplete: "off", spellcheck: "false",
@@ -35,7 +42,7 @@ export function modelPicker(models, initial, onChange) {
     const list = matchingModels(models, search.value);
     replace(select, list.length ? optionGroups(list)
       : h("option", {value: "", disabled: true}, `no model matches “${search.value.trim()}”`));
-    if (!list.some((m) => m.name === chosen)) chosen = list[0]?.name ?? "";
+    if (!list.some((m) => m.id === chosen)) chosen = list[0]?.id ?? "";
     select.value = chosen;
     count.textContent = search.value.trim() ? `${list.length} of ${models.length} models match` : "";
     onChange();

@@ -3,7 +3,7 @@
 // (the form has `novalidate`), so the page and the API never disagree on what is allowed.
 import {api, getJob} from "../api.js";
 import {h, replace} from "../dom.js";
-import {isZoo, parametersAt, parametersText, sizeNeed} from "../models.js";
+import {isProgram, isZoo, parametersAt, parametersText, sizeNeed} from "../models.js";
 import {modelPicker} from "./model_picker.js";
 import {zooFields} from "./zoo_fields.js";
 
@@ -83,7 +83,7 @@ export function submitView(root, params) {
 
     const name = h("input", {type: "text", placeholder: "<model>-<dataset>", maxlength: 200,
                              value: from ? from.name : ""});
-    const picker = modelPicker(models, from?.model || (models.some((m) => m.name === "lenet") ? "lenet" : models[0]?.name),
+    const picker = modelPicker(models, from?.model || (models.some((m) => m.id === "lenet") ? "lenet" : models[0]?.id),
                                () => updateHints());
     const model = picker.select;
     const modelFacts = h("span", {class: "hint", id: "model-facts"});
@@ -112,13 +112,20 @@ export function submitView(root, params) {
       return null;
     }
     function modelLine(m, d) {
+      if (isProgram(m)) {
+        const p = m.program;
+        const mismatch = d?.num_classes && d.num_classes !== p.num_classes
+          ? ` · the dataset has ${d.num_classes}: it would be refused` : "";
+        return `your model · input ${p.input_shape.join("×")} · `
+          + `${p.parameter_count.toLocaleString("en")} parameters · ${p.num_classes} classes${mismatch}`;
+      }
       if (!isZoo(m)) return "built-in · its layers follow the dataset's shape";
       const over = maxParameters && parametersAt(m, d?.num_classes) > maxParameters;
       return [`torchvision · ${m.family}`, parametersText(m, d?.num_classes, "parameters"), sizeNeed(m)].join(" · ")
         + (over ? ` · over this server's cap of ${maxParameters.toLocaleString("en")}: it would be refused` : "");
     }
     function updateHints() {
-      const m = models.find((x) => x.name === model.value);
+      const m = models.find((x) => x.id === model.value);
       modelHint.textContent = m ? m.description : "";
       const d = datasets.find((x) => x.id === dataset.value);
       modelFacts.textContent = m ? modelLine(m, d) : "";
