@@ -16,6 +16,7 @@ import models
 from core import checkpoint_format as ckpt
 from core.artifacts import ArtifactStore
 from core.image_decode import load_image, normalize, release_freed_memory, to_uint8
+from core.program_models import build_for_checkpoint
 
 # Decoding this many pixels in a request leaves enough freed memory to hand back at its end;
 # fewer (the usual small images) leave too little to be worth it.
@@ -61,14 +62,14 @@ class Predictor:
         arch = blob["architecture"]
         shape = tuple(arch["input_shape"])
         try:
-            model = models.build(arch["name"], shape, arch["num_classes"])
+            model = build_for_checkpoint(self.store, arch)
             model.load_state_dict(blob["model_state"])
         except (ValueError, RuntimeError, KeyError) as exc:
             # Written by another version of the architecture (or of trainhub): the caller's
             # 409 says so rather than a 500.
             raise ckpt.CheckpointError(f"its weights do not fit {arch['name']} as this "
                                        f"server builds it: {str(exc).splitlines()[0]}") from None
-        model.eval()
+        models.set_mode(model, False)
         norm = blob["normalization"]
         return LoadedModel(model, list(blob["classes"]), shape,  # type: ignore[arg-type]
                            torch.tensor(norm["mean"]).view(1, -1, 1, 1),

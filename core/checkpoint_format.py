@@ -60,9 +60,14 @@ def best_metric_name(spec: dict) -> str:
             else "eval_accuracy")
 
 
-def architecture(model: str, input_shape, num_classes: int) -> dict:
-    """What a checkpoint records of its network: enough to build it again."""
-    return {"name": model, "input_shape": list(input_shape), "num_classes": num_classes}
+def architecture(model: str, input_shape, num_classes: int,
+                 program_sha256: str | None = None) -> dict:
+    """What a checkpoint records of its network: enough to build it again. A program
+    model (`model` is its id) also records its files' sha256: weights fit that program only."""
+    recorded = {"name": model, "input_shape": list(input_shape), "num_classes": num_classes}
+    if program_sha256 is not None:
+        recorded["program_sha256"] = program_sha256
+    return recorded
 
 
 def architecture_mismatch(source: dict, target: dict) -> str | None:

@@ -9,6 +9,7 @@ import torch
 
 from core import checkpoint_format as fmt
 from core.artifacts import ArtifactStore, checkpoint_key, resume_key
+from core.program_models import program_sha256
 from core.tensor_datasets import ImageDataset
 from worker.state import EpochEnd, TrainState
 
@@ -25,7 +26,8 @@ def build_blob(model: torch.nn.Module, training_state: dict, epoch: int, step: i
     blob = {
         "format": fmt.FORMAT,
         "format_version": fmt.FORMAT_VERSION,
-        "architecture": fmt.architecture(spec["model"], dataset.shape, len(dataset.classes)),
+        "architecture": fmt.architecture(spec["model"], dataset.shape, len(dataset.classes),
+                                         program_sha256(model)),
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "epoch": epoch,
         "step": step,

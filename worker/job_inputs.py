@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import torch
 from sqlalchemy import select
 
-import models
 from core import checkpoint_format as ckpt
 from core import datasets, jobs
 from core.artifacts import resume_key
@@ -18,6 +17,8 @@ from core.db import session_scope
 from core.errors import FieldError
 from core.init_from import load_init_from
 from core.jobspec import Hyperparameters
+from core.program_archive import ProgramRejected
+from core.program_models import ProgramMissing, build_model
 from core.tables import Job
 from core.tenancy import tenant_of
 from core.tensor_datasets import ImageDataset
@@ -59,7 +60,7 @@ def read_inputs(job_id: str, spec: dict, settings: Settings, store,
     log.info("job %s: dataset %s loaded: %d train and %d test images of shape %s, "
              "%d classes", job_id, source.get("name", spec["dataset"]), len(dataset.train),
              len(dataset.test), "x".join(map(str, dataset.shape)), len(dataset.classes))
-    model = models.build(spec["model"], dataset.shape, len(dataset.classes))
+    model = build_job_model(spec["model"], dataset, store)
     resume, resume_file = load_resume_state(job_id, model, store, reporter)
     return JobInputs(hp, owner, source, dataset, model, resume, resume_file)
 
@@ -78,6 +79,15 @@ def start_weights(job_id: str, attempt: int, spec: dict, inputs: JobInputs, stor
                                   progress_epoch(resume["epoch"], resume["batch"]))
         log.info("job %s: resuming at epoch %d, step %d", job_id, resume["epoch"],
                  resume["step"])
+
+
+def build_job_model(name: str, dataset: ImageDataset, store) -> torch.nn.Module:
+    """The job's fresh network: a built-in, or its tenant's program model (whose files
+    gone or refused fail the job in one line)."""
+    try:
+        return build_model(store, name, dataset.shape, len(dataset.classes))
+    except (ProgramMissing, ProgramRejected) as exc:
+        raise JobInputError(str(exc)) from None
 
 
 def load_resume_state(job_id: str, model, store,

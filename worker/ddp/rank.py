@@ -20,11 +20,11 @@ from datetime import timedelta
 import torch
 from torch.distributed import TCPStore
 
-import models
 from core import checkpoint_format as ckpt
 from core.artifacts import get_store
 from core.config import get_settings
 from core.jobspec import Hyperparameters
+from core.program_models import build_model
 from models.pretrained import job_normalization
 from worker.checkpointing import training_state_of
 from worker.control import RunControl
@@ -81,7 +81,7 @@ def main(config: dict) -> None:
     # Pretrained weights' normalisation, as rank 0's (worker.job_inputs); DDP hands out
     # rank 0's loaded weights.
     dataset = dataset.normalized_with(job_normalization(spec, dataset.shape[0]))
-    model = models.build(spec["model"], dataset.shape, len(dataset.classes))
+    model = build_model(get_store(), spec["model"], dataset.shape, len(dataset.classes))
     resume = None
     if config["resume_key"]:  # the file rank 0 resumes from: the same optimizer state
         with get_store().open(config["resume_key"]) as f:
