@@ -84,7 +84,7 @@ def prepare(session: Session, spec: JobSpec, tenant: Tenant,
     view = datasets.resolve(session, spec.dataset, tenant)
     if program is not None:
         programs.check_fits(program, len(view.classes), view.name,
-                            get_settings().max_model_parameters)
+                            get_settings().max_model_parameters, view.shape)
     else:
         check_parameter_cap(spec.model, len(view.classes))  # exact now the classes are known
     if spec.init_from is not None:

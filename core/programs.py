@@ -168,14 +168,21 @@ def program_for_job(session: Session, model: str, tenant: Tenant) -> Program:
     return get_owned(session, Program, model, tenant, missing=missing)
 
 
-def check_fits(program: Program, num_classes: int, dataset: str, max_parameters: int) -> None:
-    """A job's program against its dataset's class count and the parameter cap: FieldError
-    on `model` naming both numbers."""
+def check_fits(program: Program, num_classes: int, dataset: str, max_parameters: int,
+               shape: tuple[int, int, int] | None = None) -> None:
+    """A job's program against its dataset's image shape, class count and the parameter cap:
+    FieldError on `model` naming both values (a program takes one fixed (C, H, W))."""
     if program.num_classes != num_classes:
         raise FieldError("model", (
             f"model {program.name} ({program.id}) outputs {program.num_classes} classes and "
             f"dataset {dataset} has {num_classes}: they must be equal; export the module "
             f"again with a {num_classes}-class output"))
+    if shape is not None and tuple(program.input_shape) != tuple(shape):
+        given, wanted = ("x".join(map(str, s)) for s in (program.input_shape, shape))
+        raise FieldError("model", (
+            f"model {program.name} ({program.id}) takes images of {given} (C x H x W) and "
+            f"dataset {dataset} has {wanted}: they must be equal; export the module again "
+            f"with an input of {wanted}"))
     if max_parameters and program.parameter_count > max_parameters:
         raise FieldError("model", (
             f"model {program.name} ({program.id}) has {program.parameter_count:,} "

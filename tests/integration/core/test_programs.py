@@ -52,7 +52,8 @@ def tenant(name: str) -> Tenant:
     return Tenant(user_id=f"{name}-{uuid.uuid4().hex[:8]}", name=name, is_admin=False)
 
 
-def make_program(owner: Tenant, num_classes: int = 10, name: str = "tiny") -> str:
+def make_program(owner: Tenant, num_classes: int = 10, name: str = "tiny",
+                 input_shape: tuple[int, int, int] = (1, 8, 8)) -> str:
     """A program's row and two stand-in files (what they hold is not read here)."""
     program_id = new_id()
     MADE.append(program_id)
@@ -64,7 +65,8 @@ def make_program(owner: Tenant, num_classes: int = 10, name: str = "tiny") -> st
                             source_filename="net-train.pt2", eval_source_filename="net-eval.pt2",
                             train_key=program_key(program_id, "train"),
                             eval_key=program_key(program_id, "eval"), sha256="0" * 64,
-                            size_bytes=size, input_shape=[1, 8, 8], num_classes=num_classes,
+                            size_bytes=size, input_shape=list(input_shape),
+                            num_classes=num_classes,
                             parameter_count=1234, ops=["aten.linear.default"]))
     return program_id
 
@@ -116,6 +118,17 @@ def test_classes_unlike_the_datasets_are_a_422_naming_both_numbers(sent):
     assert refused.value.field == "model"
     assert "outputs 3 classes" in refused.value.message
     assert "dataset digits has 10" in refused.value.message
+    assert sent == []
+
+
+def test_an_input_shape_unlike_the_datasets_is_a_422_naming_both(sent):
+    alice = tenant("alice")
+    program_id = make_program(alice, input_shape=(3, 32, 32))
+    with pytest.raises(FieldError) as refused:
+        submit(program_id, alice)
+    assert refused.value.field == "model"
+    assert "takes images of 3x32x32 (C x H x W) and dataset digits has 1x8x8" in (
+        refused.value.message)
     assert sent == []
 
 
