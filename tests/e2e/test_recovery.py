@@ -1,6 +1,7 @@
 """A job outlives its worker (distributed mode, real processes): SIGKILL of the whole worker
 mid-epoch, again and again, and SIGTERM to the worker's main process alone; and a cancel or
-max_runtime_seconds stops it however short its epochs, or while it is being handed back."""
+max_runtime_seconds stops it however short its epochs, or while it is being handed back; and a
+tenant's own architecture, uploaded by `trainhub models upload`, does as a built-in does."""
 from __future__ import annotations
 
 import os
@@ -189,3 +190,114 @@ def test_r7_a_cancel_during_a_graceful_hand_back_ends_the_job_cancelled(stack):
     time.sleep(5)  # past the reaper's re-send of a queued job (1 s passes, 2 s grace)
     again = job(base, job_id)
     assert again["status"] == "cancelled" and again["attempts"] == 1, again
+
+
+# A tenant's own architecture, written in a file of its own: BatchNorm, Dropout, a residual
+# block (issue 23's acceptance). `trainhub models upload` exports it on this machine.
+OWN_NET = '''
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn(self.conv(x)))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.block = Block(8)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.head(self.drop(self.block(torch.relu(self.stem(x))).flatten(1)))
+'''
+
+
+def test_r8_an_uploaded_architecture_trains_resumes_bit_identically_and_exports(
+        stack, tmp_path):
+    import importlib.util
+    import io
+    import subprocess
+    import sys
+
+    import torch
+    from PIL import Image
+
+    from core.image_decode import normalize
+    from tests.procs import REPO
+    from worker.data import _load_digits
+
+    base, new_worker = stack["base"], stack["new_worker"]
+    (tmp_path / "own_net.py").write_text(OWN_NET)
+    upload = subprocess.run([sys.executable, "-m", "cli", "models", "upload",
+                             f"{tmp_path / 'own_net.py'}:Net", "--input-shape", "1,8,8",
+                             "--url", base], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert upload.returncode == 0, upload.stderr
+    model_id = upload.stdout.splitlines()[-1]
+    spec = {"model": model_id, "dataset": "digits",
+            "hyperparameters": {"epochs": 3, "batch_size": 2, "optimizer": "adam",
+                                "lr": 0.001, "log_every": 50, "seed": 3}}
+    steps_per_epoch = 719  # 1437 images at batch 2
+
+    worker = new_worker()
+    reference = submit(base, spec)
+    done = wait_status(base, reference, timeout=300)
+    assert done["status"] == "succeeded", done
+    assert done["metrics"]["eval_accuracy"] >= 0.90, done["metrics"]
+
+    job_id = submit(base, spec)
+    wait_step(base, job_id, steps_per_epoch + 200)  # inside epoch 2, past a checkpoint
+    os.killpg(worker.popen.pid, signal.SIGKILL)
+    worker.popen.wait(timeout=30)
+    worker = new_worker()
+    final = wait_status(base, job_id, timeout=300)
+    assert final["status"] == "succeeded" and final["attempts"] == 2, final
+    assert final["resumed_from"]["step"] % steps_per_epoch, final["resumed_from"]
+    assert ([p["value"] for p in loss_points(base, job_id)]
+            == [p["value"] for p in loss_points(base, reference)])
+    assert final["metrics"]["eval_accuracy"] == done["metrics"]["eval_accuracy"]
+
+    # Its eval-mode outputs are an eager copy's with the job's weights, and its export's.
+    blob = torch.load(io.BytesIO(httpx.get(f"{base}/jobs/{job_id}/checkpoints/best",
+                                           timeout=60).content), weights_only=True)
+    module_spec = importlib.util.spec_from_file_location("own_net", tmp_path / "own_net.py")
+    own_net = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(own_net)
+    eager = own_net.Net()
+    eager.load_state_dict(blob["model_state"])
+    eager.eval()
+    images = _load_digits()[1].images[:6]  # uint8 (6, 1, 8, 8), as the job's test split
+    files = []
+    for i, image in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(image[0].numpy(), mode="L").save(buf, format="PNG")
+        files.append(("image", (f"{i}.png", buf.getvalue(), "image/png")))
+    answer = httpx.post(f"{base}/predict", data={"job_id": job_id, "top_k": "10"},
+                        files=files, timeout=60)
+    assert answer.status_code == 200, answer.text
+    served = torch.zeros(len(files), 10)
+    for row, ranked in enumerate(answer.json()["predictions"]):
+        for entry in ranked:
+            served[row, entry["index"]] = entry["probability"]
+    mean = torch.tensor(blob["normalization"]["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(blob["normalization"]["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        expected = torch.softmax(eager(normalize(images, mean, std)), dim=1)
+    assert torch.allclose(served, expected, atol=1e-6), (served - expected).abs().max()
+    exported = httpx.get(f"{base}/jobs/{job_id}/export", params={"format": "pt2"},
+                         timeout=300)
+    assert exported.status_code == 200, exported.text
+    (tmp_path / "own.pt2").write_bytes(exported.content)
+    program = torch.export.load(tmp_path / "own.pt2").module()
+    assert torch.allclose(program(images), served, atol=1e-5)
+    worker.stop()
