@@ -336,3 +336,22 @@ def test_compose_test_builds_a_stand_in_for_every_base_image(services):
     assert pulled == set(standins), (pulled, standins)
     for dockerfile in standins.values():
         assert (ROOT / "tests" / "compose" / dockerfile).is_file(), dockerfile
+
+
+def test_every_data_file_of_a_product_package_is_installed_with_it():
+    """A file the code reads beside its modules (the zoo's size table, the page) must be
+    package data, or an installed image (Dockerfile: pip install .) lacks it."""
+    import subprocess
+
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((repo / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]
+    tracked = subprocess.run(["git", "ls-files", "api", "core", "worker", "models", "cli"],
+                             cwd=repo, capture_output=True, text=True, check=True).stdout
+    installed = {f.relative_to(repo).as_posix() for package, globs in patterns.items()
+                 for pattern in globs for f in (repo / package).glob(pattern) if f.is_file()}
+    missing = [name for name in tracked.split()
+               if not name.endswith(".py") and name not in installed]
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
