@@ -192,36 +192,6 @@ def test_r7_a_cancel_during_a_graceful_hand_back_ends_the_job_cancelled(stack):
     assert again["status"] == "cancelled" and again["attempts"] == 1, again
 
 
-# A tenant's own architecture, written in a file of its own: BatchNorm, Dropout, a residual
-# block (issue 23's acceptance). `trainhub models upload` exports it on this machine.
-OWN_NET = '''
-import torch
-from torch import nn
-
-
-class Block(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        return torch.relu(x + self.bn(self.conv(x)))
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(1, 8, 3, padding=1)
-        self.block = Block(8)
-        self.drop = nn.Dropout(0.1)
-        self.head = nn.Linear(8 * 8 * 8, 10)
-
-    def forward(self, x):
-        return self.head(self.drop(self.block(torch.relu(self.stem(x))).flatten(1)))
-'''
-
-
 def test_r8_an_uploaded_architecture_trains_resumes_bit_identically_and_exports(
         stack, tmp_path):
     import importlib.util
@@ -233,11 +203,13 @@ def test_r8_an_uploaded_architecture_trains_resumes_bit_identically_and_exports(
     from PIL import Image
 
     from core.image_decode import normalize
+    from tests.integration.cli.test_models import NET
     from tests.procs import REPO
     from worker.data import _load_digits
 
     base, new_worker = stack["base"], stack["new_worker"]
-    (tmp_path / "own_net.py").write_text(OWN_NET)
+    # A network torchvision does not have (BatchNorm, Dropout, a residual block), in a file.
+    (tmp_path / "own_net.py").write_text(NET)
     upload = subprocess.run([sys.executable, "-m", "cli", "models", "upload",
                              f"{tmp_path / 'own_net.py'}:Net", "--input-shape", "1,8,8",
                              "--url", base], cwd=REPO, capture_output=True, text=True,
