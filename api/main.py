@@ -23,6 +23,7 @@ from api.routes import (
     predict,
     session,
     states,
+    sweeps,
     workers,
 )
 from api.routes import (
@@ -64,7 +65,8 @@ def create_app() -> FastAPI:
     for router in (session.router, jobs.router, metrics.router, events.router, logs.router, checkpoints.router,
                    export.router,
                    predict.router, datasets.router, models_route.router, health.router,
-                   workers.router, states.router, prometheus_route.router, pages.router):
+                   workers.router, states.router, prometheus_route.router, sweeps.router,
+                   pages.router):
         app.include_router(router)
     docs.install(app)
     errors.install(app)

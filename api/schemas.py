@@ -43,6 +43,14 @@ class ResumePoint(BaseModel):
     step: int  # the global step it continued after
 
 
+class TrialOf(BaseModel):
+    """A sweep's trial: the sweep, the trial's number in it and its sampled values."""
+
+    id: str
+    trial: int
+    values: dict
+
+
 class JobPublic(BaseModel):
     id: str
     owner: str | None  # the submitting user's id; null when submitted with auth off
@@ -67,6 +75,7 @@ class JobPublic(BaseModel):
     queue: str  # where it is sent: by its device (core/routing.py)
     # A queued job that no running worker can take: why (e.g. no GPU worker); else null.
     waiting: str | None = None
+    sweep: TrialOf | None = None  # the sweep the job is a trial of; null for a lone job
 
     @classmethod
     def from_row(cls, job: Job, live_queues: set[str] | None = None) -> "JobPublic":
@@ -85,7 +94,9 @@ class JobPublic(BaseModel):
             resumed_from=ResumePoint(**job.resumed_from) if job.resumed_from else None,
             worker=job.worker,
             device=job.device, metrics=finite_values(job.final_metrics or {}),
-            error=job.error, cancel_requested=job.cancel_requested)
+            error=job.error, cancel_requested=job.cancel_requested,
+            sweep=TrialOf(id=job.sweep_id, trial=job.trial, values=job.trial_values or {})
+            if job.sweep_id else None)
 
 
 class JobList(BaseModel):

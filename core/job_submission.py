@@ -101,10 +101,11 @@ def prepare(session: Session, spec: JobSpec, tenant: Tenant,
 
 
 def insert(session: Session, prepared: Prepared, tenant: Tenant, idempotency_key: str | None,
-           settings: Settings) -> Submitted:
+           settings: Settings, columns: dict | None = None) -> Submitted:
     """Count and insert under the tenant's database lock, held until the commit: another
     API process cannot pass the same cap meanwhile. Committed before the job is enqueued: a
-    fast worker must find the row (Celery's "database transactions" race)."""
+    fast worker must find the row (Celery's "database transactions" race). `columns` are
+    more of the row's values (a sweep's trial: its sweep, number and values)."""
     quota_ledger.lock_tenant(session, tenant)
     quota_ledger.check_job_caps(session, tenant, settings.tenant_max_active_jobs,
                                 settings.tenant_max_stored_bytes)
@@ -112,6 +113,8 @@ def insert(session: Session, prepared: Prepared, tenant: Tenant, idempotency_key
     job.owner = tenant.user_id
     job.total_steps = prepared.total_steps
     job.idempotency_key, job.request_hash = idempotency_key, prepared.digest
+    for column, value in (columns or {}).items():
+        setattr(job, column, value)
     try:
         session.commit()
     except IntegrityError:
@@ -143,13 +146,13 @@ def enqueue_job(session: Session, job: Job, settings: Settings) -> set[str]:
 
 
 def submit(session: Session, spec: JobSpec, tenant: Tenant, settings: Settings,
-           idempotency_key: str | None = None) -> Submitted:
+           idempotency_key: str | None = None, columns: dict | None = None) -> Submitted:
     """The whole submission in one go (prepare, insert, enqueue_job), for a caller outside
     a request: it takes no per-process turn at the tenant's caps (the database lock still
     holds them)."""
     step = prepare(session, spec, tenant, idempotency_key)
     if isinstance(step, Prepared):
-        step = insert(session, step, tenant, idempotency_key, settings)
+        step = insert(session, step, tenant, idempotency_key, settings, columns)
     if not step.replayed:
         enqueue_job(session, step.job, settings)
     return step

@@ -1,5 +1,6 @@
-"""The state machines: a job's (queued -> running -> succeeded | failed | cancelled) and an
-uploaded dataset's (processing -> ready | failed); the one list of each's terminal states."""
+"""The state machines: a job's (queued -> running -> succeeded | failed | cancelled), an
+uploaded dataset's (processing -> ready | failed) and a sweep's (running -> succeeded |
+failed | cancelled); the one list of each's terminal states."""
 from __future__ import annotations
 
 from enum import Enum
@@ -51,7 +52,27 @@ DATASET_ALLOWED = {
     DatasetStatus.processing: frozenset({DatasetStatus.ready, DatasetStatus.failed}),
 }
 
-Status = JobStatus | DatasetStatus
+
+class SweepStatus(str, Enum):
+    """A sweep runs until every trial it will make has ended (succeeded: at least one trial
+    succeeded; failed: none did) or it is cancelled."""
+
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not SweepStatus.running
+
+
+SWEEP_ALLOWED = {
+    SweepStatus.running: frozenset({SweepStatus.succeeded, SweepStatus.failed,
+                                    SweepStatus.cancelled}),
+}
+
+Status = JobStatus | DatasetStatus | SweepStatus
 
 
 # What each target state means a record does, for a refusal's message.
@@ -63,6 +84,8 @@ _BECOMING = {JobStatus.queued: "go back to the queue", JobStatus.running: "start
 
 def allowed_moves(status: Status) -> dict:
     """The machine status belongs to: each source state with the states it may move to."""
+    if isinstance(status, SweepStatus):
+        return SWEEP_ALLOWED
     return DATASET_ALLOWED if isinstance(status, DatasetStatus) else ALLOWED
 
 
@@ -74,7 +97,8 @@ class InvalidTransition(Exception):
 
 def refusal(current: Status, target: Status, record_id: str | None = None) -> str:
     """What a client reads (a 409's detail): where the job (or dataset) is, and which could."""
-    noun = "dataset" if isinstance(current, DatasetStatus) else "job"
+    noun = ("dataset" if isinstance(current, DatasetStatus)
+            else "sweep" if isinstance(current, SweepStatus) else "job")
     record = f"{noun} {record_id}" if record_id else f"the {noun}"
     where = (f"already ended ({current.value})" if current.is_terminal
              else f"is {current.value}")

@@ -58,6 +58,8 @@ class Job(Base):
         Index("ix_jobs_owner_idempotency_key", func.coalesce(text("owner"), ""),
               "idempotency_key", unique=True),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # A sweep's trial number is taken once: two schedulers racing make one job of it.
+        Index("ix_jobs_sweep_trial", "sweep_id", "trial", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -94,6 +96,36 @@ class Job(Base):
     # POST /jobs Idempotency-Key, and the hash of the body it was first sent with.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # A sweep's trial: its sweep, its number in it, and the values sampled for it (by
+    # spec path); all None for a job submitted on its own.
+    sweep_id: Mapped[str | None] = mapped_column(String(32))
+    trial: Mapped[int | None] = mapped_column(Integer)
+    trial_values: Mapped[dict | None] = mapped_column(JSON)
+
+
+class Sweep(Base):
+    """A hyperparameter search; its trials are jobs (Job.sweep_id). The body it was
+    submitted with is `spec`; the columns beside it are what queries filter on."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    strategy: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8))
+    max_trials: Mapped[int] = mapped_column(Integer)
+    max_concurrent: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    spec: Mapped[dict] = mapped_column(JSON)
+    # Why no new trial could start at the last try (the tenant's caps); None otherwise.
+    waiting: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MetricPoint(Base):

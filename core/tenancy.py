@@ -1,6 +1,6 @@
 """Who is asking, and the one place an owned row is loaded or listed for them.
 
-Jobs, datasets and programs carry their owner's user id. A tenant sees only its own rows;
+Jobs, datasets, programs and sweeps carry their owner's user id. A tenant sees only its own rows;
 an admin sees everyone's. Another tenant's row is answered exactly as a missing one
 (NotFound, or the caller's own FieldError), so an id's existence never leaks.
 """
@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.ids import is_id
-from core.tables import Dataset, Job, Program, User
+from core.tables import Dataset, Job, Program, Sweep, User
 
-Owned = TypeVar("Owned", Job, Dataset, Program)
+Owned = TypeVar("Owned", Job, Dataset, Program, Sweep)
 # What a NotFound calls each kind of row (a program is one of GET /models' models).
-NOUNS = {Job: "job", Dataset: "dataset", Program: "model"}
+NOUNS = {Job: "job", Dataset: "dataset", Program: "model", Sweep: "sweep"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Tenant:
 LOCAL_ADMIN = Tenant(user_id=None, name="local", is_admin=True)
 
 
-def can_see(tenant: Tenant, row: Job | Dataset | Program) -> bool:
+def can_see(tenant: Tenant, row: Job | Dataset | Program | Sweep) -> bool:
     return tenant.is_admin or (row.owner is not None and row.owner == tenant.user_id)
 
 

@@ -1,7 +1,9 @@
 """The reaper every worker runs beside its jobs (no separate beat process): it requeues
 running jobs whose lease expired (or fails them past max_attempts) and re-sends queued jobs
-whose message never reached the broker. Many workers may run it: one pass at a time holds a
-database lock, and claiming stays idempotent, so a duplicate message is harmless.
+whose message never reached the broker, and takes each running sweep's next step (what a
+crash between a trial's end and that step left undone). Many workers may run it: one pass
+at a time holds a database lock, and claiming stays idempotent, so a duplicate message is
+harmless; a sweep's step is idempotent too (core.sweeps.trials).
 
 Each pass also removes the TensorBoard runs of deleted jobs from this worker's data dir:
 the API removes them only where it shares that folder."""
@@ -21,6 +23,7 @@ from core.queue import RUN_JOB_TASK, enqueue
 from core.routing import job_queue
 from core.tables import Job
 from core.tensorboard_runs import prune_runs
+from worker.sweep_steps import advance_sweeps
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class ReaperThread:
 
     def _run(self) -> None:
         while True:  # a pass at start too: jobs handed back by a worker stopped before
-            for task in (reap_once, prune_tensorboard):
+            for task in (reap_once, advance_sweeps, prune_tensorboard):
                 try:
                     task(self.settings)
                 except Exception as exc:  # e.g. the database is restarting

@@ -10,8 +10,11 @@ from worker.celery_app import app
 @app.task(name=RUN_JOB_TASK, bind=True)
 def run_job(self, job_id: str) -> str:
     from worker.runner import run
+    from worker.sweep_steps import after_attempt
 
-    return run(job_id, worker_name=self.request.hostname or "worker")
+    status = run(job_id, worker_name=self.request.hostname or "worker")
+    after_attempt(job_id, status)  # a sweep's trial: its freed slot is used at once
+    return status
 
 
 @app.task(name=PROCESS_DATASET_TASK)

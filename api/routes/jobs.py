@@ -21,8 +21,8 @@ from core.config import get_settings
 from core.job_deletion import delete_job as delete_finished_job
 from core.jobspec import JobSpec
 from core.states import JobStatus
-from core.tables import Job
-from core.tenancy import Tenant, visible
+from core.tables import Job, Sweep
+from core.tenancy import Tenant, get_owned, visible
 from core.text import storable_problem
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -75,10 +75,14 @@ async def create_job(spec: JobSpec, session: SessionDep, response: Response, ten
 def list_jobs(session: SessionDep, tenant: TenantDep,
               status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: str | None = None, id_prefix: IdPrefixDep = None) -> JobList:
+              cursor: str | None = None, id_prefix: IdPrefixDep = None,
+              sweep: Annotated[str | None, Query(
+                  max_length=64, description="only this sweep's trials")] = None) -> JobList:
     """The caller's jobs (an admin's: everyone's), newest first; pass next_cursor back as
     cursor for the next page."""
     query = visible(select(Job), Job, tenant)
+    if sweep is not None:  # another tenant's sweep is a 404, as a missing one
+        query = query.where(Job.sweep_id == get_owned(session, Sweep, sweep, tenant).id)
     if status_filter is not None:
         query = query.where(Job.status == status_filter.value)
     if id_prefix is not None:

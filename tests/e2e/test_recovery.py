@@ -221,7 +221,7 @@ def test_r8_an_uploaded_architecture_trains_resumes_bit_identically_and_exports(
                                 "lr": 0.001, "log_every": 50, "seed": 3}}
     steps_per_epoch = 719  # 1437 images at batch 2
 
-    worker = new_worker()
+    worker = only_worker(stack)  # test_r7 leaves a worker that would take the job unkilled
     reference = submit(base, spec)
     done = wait_status(base, reference, timeout=300)
     assert done["status"] == "succeeded", done

@@ -23,15 +23,6 @@ def schema():
     upgrade_schema()
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """What was handed to the broker (nothing reaches Redis)."""
-    messages = []
-    monkeypatch.setattr(queue, "enqueue",
-                        lambda task, *args, queue=None: messages.append((task, args, queue)))
-    return messages
-
-
 def spec(**fields) -> JobSpec:
     return JobSpec(model="mlp", dataset="digits", **fields)
 

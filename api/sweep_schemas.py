@@ -1,0 +1,54 @@
+"""The answers of the sweep routes: a sweep with its trial counts, best trial and epochs."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.states import SweepStatus
+from core.sweeps.summary import Summary
+from core.tables import Sweep
+
+
+class BestTrial(BaseModel):
+    job_id: str
+    trial: int
+    value: float  # the sweep's metric at the trial's last epoch
+    values: dict[str, Any]  # its sampled values, by spec path
+    checkpoint: str  # where its best checkpoint downloads
+
+
+class SweepPublic(BaseModel):
+    id: str
+    owner: str | None
+    name: str
+    status: SweepStatus
+    strategy: str
+    metric: str
+    mode: str
+    max_trials: int
+    max_concurrent: int
+    seed: int
+    spec: dict  # the body it was created with, its defaults filled in
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    waiting: str | None  # why no new trial could start at the last try (a tenant cap)
+    trials: dict[str, int]  # created, and how many are in each job status
+    best: BestTrial | None  # the best succeeded trial so far (ties: the lower number)
+    epochs_spent: int  # epochs its trials have trained
+    epochs_full: int  # epochs a full search of the same trials trains
+
+    @classmethod
+    def from_row(cls, sweep: Sweep, summary: Summary) -> "SweepPublic":
+        return cls(id=sweep.id, owner=sweep.owner, name=sweep.name,
+                   status=SweepStatus(sweep.status), strategy=sweep.strategy,
+                   metric=sweep.metric, mode=sweep.mode, max_trials=sweep.max_trials,
+                   max_concurrent=sweep.max_concurrent, seed=sweep.seed, spec=sweep.spec,
+                   created_at=sweep.created_at, updated_at=sweep.updated_at,
+                   finished_at=sweep.finished_at, error=sweep.error, waiting=sweep.waiting,
+                   trials=summary.trials,
+                   best=BestTrial(**summary.best) if summary.best else None,
+                   epochs_spent=summary.epochs_spent, epochs_full=summary.epochs_full)

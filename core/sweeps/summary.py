@@ -1,0 +1,78 @@
+"""What GET /sweeps/{id} says of a sweep beyond its row: its trials by status, the best
+trial so far, the epochs spent and those a full search of the same trials would spend."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.metrics import finite
+from core.states import JobStatus
+from core.sweeps.spec import trial_job
+from core.tables import Job, MetricPoint, Sweep
+
+# One point of this metric per trained epoch, whatever the job holds out.
+EPOCH_METRIC = "eval_loss"
+
+
+@dataclass
+class Summary:
+    trials: dict[str, int] = field(default_factory=lambda: {
+        "created": 0, **{s.value: 0 for s in JobStatus}})
+    best: dict[str, Any] | None = None
+    epochs_spent: int = 0
+    epochs_full: int = 0
+
+
+def trial_value(sweep: Sweep, job: Job) -> float | None:
+    """A trial's value: the sweep's metric at its last epoch (finite, else None)."""
+    return finite((job.final_metrics or {}).get(sweep.metric))
+
+
+def _better(sweep: Sweep, value: float, trial: int, best: dict | None) -> bool:
+    if best is None:
+        return True
+    if value == best["value"]:
+        return trial < best["trial"]  # ties: the lower trial number
+    return value > best["value"] if sweep.mode == "max" else value < best["value"]
+
+
+def epochs_full(sweep: Sweep) -> int:
+    """Epochs all max_trials trials would train, each to its full length."""
+    stored = sweep.spec
+    if stored.get("asha"):
+        return sweep.max_trials * stored["asha"]["max_epochs"]
+    if "hyperparameters.epochs" not in stored["space"]:
+        epochs = stored["base"].get("hyperparameters", {}).get("epochs", 2)
+        return sweep.max_trials * epochs
+    return sum(trial_job(stored, n)[0].hyperparameters.epochs for n in range(sweep.max_trials))
+
+
+def summarize(session: Session, sweeps: list[Sweep]) -> dict[str, Summary]:
+    """Each sweep's Summary, in two queries for the lot."""
+    out = {s.id: Summary(epochs_full=epochs_full(s)) for s in sweeps}
+    if not sweeps:
+        return out
+    by_id = {s.id: s for s in sweeps}
+    trials = session.execute(select(Job.sweep_id, Job.id, Job.trial, Job.status,
+                                    Job.final_metrics, Job.trial_values)
+                             .where(Job.sweep_id.in_(list(by_id)))).all()
+    for row in trials:
+        summary, sweep = out[row.sweep_id], by_id[row.sweep_id]
+        summary.trials["created"] += 1
+        summary.trials[row.status] += 1
+        value = trial_value(sweep, row) if row.status == JobStatus.succeeded.value else None
+        if value is not None and _better(sweep, value, row.trial, summary.best):
+            summary.best = {"job_id": row.id, "trial": row.trial, "value": value,
+                            "values": row.trial_values or {},
+                            "checkpoint": f"/jobs/{row.id}/checkpoints/best"}
+    epochs = session.execute(
+        select(Job.sweep_id, func.count(MetricPoint.id))
+        .join(MetricPoint, MetricPoint.job_id == Job.id)
+        .where(Job.sweep_id.in_(list(by_id)), MetricPoint.name == EPOCH_METRIC)
+        .group_by(Job.sweep_id)).all()
+    for sweep_id, count in epochs:
+        out[sweep_id].epochs_spent = count
+    return out
