@@ -6,6 +6,7 @@ import {
   JOB_STATUSES, badge, fmtAgo, fmtDuration, fmtPercent, fmtTime, h, jobDuration, progressBar,
   progressText, replace, shortId, updateProgressBar,
 } from "../dom.js";
+import {poller} from "../poll.js";
 
 const POLL_MS = 2000;
 const PAGE = 50;
@@ -21,9 +22,6 @@ export function forgetJobsSelection() {
 
 export function jobsView(root) {
   let limit = PAGE;
-  let timer = null;
-  let stopped = false;
-  let controller = null;
   const rows = new Map(); // job id -> {tr, cells}
 
   const compareButton = h("button", {class: "primary", id: "compare-selected", disabled: true,
@@ -126,36 +124,23 @@ export function jobsView(root) {
     tbody.parentElement.dataset.jobs = String(list.jobs.length);
   }
 
-  async function refresh() {
-    clearTimeout(timer);
-    if (stopped) return;
-    controller?.abort();
-    const mine = controller = new AbortController();
+  const poll = poller(async (signal, current) => {
     try {
       const query = new URLSearchParams({limit: String(limit)});
       if (statusFilter) query.set("status", statusFilter);
-      const list = await api(`/jobs?${query}`, {signal: controller.signal});
+      const list = await api(`/jobs?${query}`, {signal});
       await loadDatasetNames(list.jobs.map((j) => j.dataset));
-      if (stopped || controller !== mine) return; // the view ended, or a newer refresh took over
+      if (!current()) return; // the view ended, or a newer refresh took over
       render(list);
       error.hidden = true;
     } catch (err) {
-      if (err.name === "AbortError") return;
+      if (err.name === "AbortError") throw err;
       error.hidden = false;
       error.textContent = `Could not load the jobs: ${err.message}`;
     }
-    if (!stopped && !document.hidden) timer = setTimeout(refresh, POLL_MS);
-  }
-
-  const onVisibility = () => { if (!document.hidden) refresh(); };
-  document.addEventListener("visibilitychange", onVisibility);
+  }, POLL_MS);
+  const refresh = poll.refresh;
   updateCompareButton();
   refresh();
-
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-    controller?.abort();
-    document.removeEventListener("visibilitychange", onVisibility);
-  };
+  return poll.stop;
 }
