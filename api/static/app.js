@@ -6,6 +6,8 @@
 //   #/jobs/<id>        one job: live loss chart, per-epoch metrics, checkpoints, predict
 //   #/compare?ids=a,b  loss curves of several jobs on one chart
 //   #/models           your own architectures (torch.export programs): list, upload, delete
+//   #/sweeps           hyperparameter sweeps (live)
+//   #/sweeps/<id>      one sweep: summary, sortable trials, value-vs-metric and loss charts
 //
 // Logging in: the page starts with GET /session. A 401 there, or on any request later (the
 // session ended), shows the login form in place of the view; once logged in, the page reads
@@ -21,6 +23,8 @@ import {forgetJobsSelection, jobsView} from "./js/views/jobs.js";
 import {loginView} from "./js/views/login.js";
 import {programsView} from "./js/views/programs.js";
 import {submitView} from "./js/views/submit.js";
+import {sweepView} from "./js/views/sweep.js";
+import {sweepsView} from "./js/views/sweeps.js";
 
 const view = document.getElementById("view");
 const banner = document.getElementById("banner");
@@ -56,6 +60,9 @@ function route() {
   } else if (parts[0] === "models") {
     cleanup = programsView(view);
     active = "models";
+  } else if (parts[0] === "sweeps") {
+    cleanup = parts[1] ? sweepView(view, decodeURIComponent(parts[1])) : sweepsView(view);
+    active = "sweeps";
   } else if (parts[0] === "compare") {
     cleanup = compareView(view, params);
     active = "compare";

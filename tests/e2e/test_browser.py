@@ -771,3 +771,85 @@ def test_models_view_uploads_lists_offers_and_deletes_a_program(auth_stack, page
     print(f"\nmodels view: {time.monotonic() - started:.1f} s")
     # Chromium logs the refused requests (the 422, the stand-in 409) as console errors.
     assert [p for p in page.problems if "422" not in p and "409" not in p] == [], page.problems
+
+
+def test_sweep_view_watches_sorts_and_charts_a_grid_sweep(stack, page, tmp_path):
+    """A grid sweep over three learning rates (one-epoch lenet trials on digits, one at a
+    time), submitted over HTTP and opened from the Sweeps navigation entry: the view follows
+    it to `succeeded` and then stops reading; its trials table has the three trials and
+    sorts by the metric's column (both ways); the lr-against-accuracy scatter has a point per
+    trial and the loss chart every loss point of the three, one labelled series each; the
+    best trial links to its job page. Real processes: the trials are jobs a real worker
+    trains, read by the page through the real API."""
+    base = stack["base"]
+    http = client(base, None)
+    shot = Shots(page, tmp_path / "screenshots-sweep")
+    started = time.monotonic()
+    made = http.post("/sweeps", json={
+        "name": "browser-sweep", "strategy": "grid", "max_trials": 3, "max_concurrent": 1,
+        "base": {"model": "lenet", "dataset": "digits",
+                 "hyperparameters": {"epochs": 1, "batch_size": 64, "log_every": 2}},
+        "space": {"hyperparameters.lr": {"grid": [0.01, 0.05, 0.1]}}})
+    assert made.status_code == 201, made.text
+    sweep_id = made.json()["id"]
+
+    page.goto(f"{base}/")
+    page.wait_for_selector("#jobs-table[data-jobs]")
+    page.click("#nav-sweeps")
+    page.click(f"#sweeps-table tr[data-id='{sweep_id}'] td.name a")
+    page.wait_for_selector(f".sweep-view[data-sweep-id='{sweep_id}']")
+    assert page.get_attribute("#nav-sweeps", "class") == "active"
+    page.wait_for_selector("#sweep-status .badge[data-status='succeeded']", timeout=600_000)
+    assert page.text_content("#sweep-name") == "browser-sweep"
+    page.wait_for_selector("#sweep-live[data-state='ended']")
+    took = time.monotonic() - started
+
+    sweep = http.get(f"/sweeps/{sweep_id}").json()
+    trials = http.get("/jobs", params={"sweep": sweep_id}).json()["jobs"]
+    assert sweep["status"] == "succeeded" and len(trials) == 3
+    # Ended: the page reads the sweep no more (it polled every 2 s while it ran).
+    def reads() -> int:
+        return sum(f"/sweeps/{sweep_id}" in r.url for r in page.requests)
+
+    before = reads()
+    page.wait_for_timeout(4500)
+    assert reads() == before
+
+    def shown_trials() -> list[int]:
+        return [int(t) for t in page.eval_on_selector_all(
+            "#sweep-trials tbody tr", "trs => trs.map((tr) => tr.dataset.trial)")]
+
+    assert page.get_attribute("#sweep-trials", "data-rows") == "3"
+    assert shown_trials() == [0, 1, 2]
+    lrs = page.eval_on_selector_all(
+        "#sweep-trials td[data-col='param:hyperparameters.lr']", "tds => tds.map((td) => td.textContent)")
+    assert lrs == ["0.01", "0.05", "0.1"]  # grid order: trial n takes the n-th value
+    value = {t["sweep"]["trial"]: t["metrics"]["eval_accuracy"] for t in trials}
+    assert len(set(value.values())) > 1, value  # else no order could differ from the trials'
+    ascending = sorted(value, key=lambda n: (value[n], n))
+    page.click("#sweep-trials th[data-sort='value'] button")
+    assert shown_trials() == ascending
+    assert page.get_attribute("#sweep-trials th[data-sort='value']", "aria-sort") == "ascending"
+    page.click("#sweep-trials th[data-sort='value'] button")
+    assert shown_trials() == sorted(value, key=lambda n: (-value[n], n))
+    assert shown_trials() != [0, 1, 2] or ascending != [0, 1, 2]
+
+    # The charts drew: a point per trial against lr, and every loss point of the three.
+    scatter = "#sweep-scatter .chart[data-param='hyperparameters.lr']"
+    assert points_drawn(page, scatter) == 3
+    assert page.locator(f"{scatter} canvas").count() == 1
+    assert points_drawn(page, "#sweep-loss") == sum(loss_points(http, t["id"]) for t in trials) > 0
+    assert page.locator("#sweep-loss canvas").count() == 1
+    labels = page.locator("#sweep-loss .u-legend .u-series .u-label").all_text_contents()
+    assert labels[1:] == ["trial 0", "trial 1", "trial 2"], labels
+
+    best = sweep["best"]
+    assert page.get_attribute("#sweep-best a", "href") == f"#/jobs/{best['job_id']}"
+    assert page.text_content("#sweep-epochs").startswith("3 spent of 3 ")
+    screenshot = shot("sweep-view")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+    page.click("#sweep-best a")
+    page.wait_for_function(
+        f"() => document.querySelector('#job-name')?.textContent === 'browser-sweep-t{best['trial']}'")
+    print(f"\nsweep view: {took:.1f} s to succeed, {time.monotonic() - started:.1f} s in all")
+    assert page.problems == [], page.problems

@@ -98,6 +98,24 @@ export const cancelJob = (id) => api(`/jobs/${id}/cancel`, {method: "POST"});
 export const deleteJob = (id) => api(`/jobs/${id}`, {method: "DELETE"});
 export const listCheckpoints = (id, signal) => api(`/jobs/${id}/checkpoints`, {signal});
 
+// ---- sweeps (issue 24): a search whose trials are jobs -----------------------------------
+export const getSweep = (id, signal) => api(`/sweeps/${id}`, {signal});
+export const cancelSweep = (id) => api(`/sweeps/${id}/cancel`, {method: "POST"});
+
+/** Every trial (a job) of a sweep: GET /jobs?sweep=<id>, following next_cursor. */
+export async function sweepTrials(sweepId, signal) {
+  const jobs = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({sweep: sweepId, limit: "500"});
+    if (cursor) query.set("cursor", cursor);
+    const page = await api(`/jobs?${query}`, {signal});
+    jobs.push(...page.jobs);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return jobs;
+}
+
 // ---- dataset names -----------------------------------------------------------------------
 // A job names its dataset by id. An upload's id means nothing to a person; its name does (the
 // upload's file name unless the uploader named it). Names come from GET /datasets, asked

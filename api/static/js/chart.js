@@ -12,9 +12,13 @@ export class LineChart {
   /**
    * @param {HTMLElement} container
    * @param {{series: {label: string, color?: string}[], xLabel?: string, yLabel?: string,
-   *          height?: number, yFormat?: (v: number) => string}} options
+   *          height?: number, yFormat?: (v: number) => string, xFormat?: (v: number) => string,
+   *          xLog?: boolean, xTicks?: number[], scatter?: boolean}} options
+   * xLog: a log10 x axis (xs > 0). xTicks: the only x ticks (ascending; categories' indexes),
+   * half a step of room each side. scatter: points only, no lines between them.
    */
-  constructor(container, {series, xLabel = "step", yLabel = "", height = 300, yFormat} = {}) {
+  constructor(container, {series, xLabel = "step", yLabel = "", height = 300, yFormat, xFormat,
+                          xLog = false, xTicks = null, scatter = false} = {}) {
     this.container = container;
     this.height = height;
     this.xs = [];
@@ -24,9 +28,14 @@ export class LineChart {
     const opts = {
       width: Math.max(container.clientWidth, 300),
       height,
-      scales: {x: {time: false}},
+      scales: {x: xLog ? {time: false, distr: 3, log: 10}
+        : xTicks?.length ? {time: false, range: () => [xTicks[0] - 0.5, xTicks[xTicks.length - 1] + 0.5]}
+          : {time: false}},
       axes: [
-        {label: xLabel, stroke: "#5f6b7a", grid: {stroke: "#eef1f4"}},
+        {label: xLabel, stroke: "#5f6b7a", grid: {stroke: "#eef1f4"},
+         splits: xTicks?.length ? () => xTicks : undefined,
+         // uPlot passes null for a tick it leaves unlabelled (a log axis' minor ones).
+         values: xFormat ? (u, vals) => vals.map((v) => (v === null ? null : xFormat(v))) : undefined},
         {label: yLabel, stroke: "#5f6b7a", grid: {stroke: "#eef1f4"}, size: 60,
          values: yFormat ? (u, vals) => vals.map(yFormat) : undefined},
       ],
@@ -38,6 +47,7 @@ export class LineChart {
           width: 2,
           spanGaps: true,
           value: (u, v) => (v === null || v === undefined ? "—" : v.toFixed(4)),
+          ...(scatter ? {paths: () => null, points: {show: true, size: 9}} : {}),
         })),
       ],
       legend: {live: true},
