@@ -1,7 +1,7 @@
 """`trainhub`: the typer command that gathers every verb, server and client.
 
 The server verbs (up, api, worker, migrate, admin ...) and the HTTP client verbs (submit, list,
-show, follow, logs, cancel, metrics, checkpoints, download, predict, datasets, models) each
+show, follow, logs, cancel, metrics, checkpoints, download, predict, datasets, models, sweep) each
 live in a module of their own and register themselves here. A client verb's failure (an API error,
 an unreachable server) is one `error: ...` line on stderr and exit code 1."""
 import sys
@@ -23,6 +23,7 @@ from cli import (
     predict,
     server,
     submit,
+    sweeps,
 )
 from cli.client import CliError
 from cli.output import error_line
@@ -80,6 +81,7 @@ export.register(app)
 predict.register(app)
 datasets.register(app)
 models.register(app)
+sweeps.register(app)
 admin.register(app)
 
 
