@@ -1,7 +1,8 @@
 """A job outlives its worker (distributed mode, real processes): SIGKILL of the whole worker
 mid-epoch, again and again, and SIGTERM to the worker's main process alone; and a cancel or
-max_runtime_seconds stops it however short its epochs, or while it is being handed back; and a
-tenant's own architecture, uploaded by `trainhub models upload`, does as a built-in does."""
+max_runtime_seconds stops it however short its epochs, or while it is being handed back; a
+tenant's own architecture, uploaded by `trainhub models upload`, does as a built-in does; and
+a sweep outlives its API and its workers."""
 from __future__ import annotations
 
 import os
@@ -45,10 +46,19 @@ def stack(tmp_path_factory):
         workers.append(proc)
         return proc
 
+    apis = [api]
+
+    def restart_api() -> None:
+        """A new API process on the same port (the old one killed): clients keep the URL."""
+        apis[-1].signal(signal.SIGKILL)
+        apis[-1].stop()
+        apis.append(start_api(env, tmp, port=int(base.rsplit(":", 1)[1]))[0])
+
     try:
-        yield {"base": base, "new_worker": new_worker, "workers": workers}
+        yield {"base": base, "new_worker": new_worker, "workers": workers,
+               "restart_api": restart_api}
     finally:
-        api.stop()
+        apis[-1].stop()
         for proc in workers:
             proc.stop()
 
@@ -273,3 +283,57 @@ def test_r8_an_uploaded_architecture_trains_resumes_bit_identically_and_exports(
     program = torch.export.load(tmp_path / "own.pt2").module()
     assert torch.allclose(program(images), served, atol=1e-5)
     worker.stop()
+
+
+def test_r9_a_sweep_outlives_a_restart_of_its_api_and_the_sigkill_of_every_worker(stack):
+    from core.sweeps.space import Space
+
+    base = stack["base"]
+    for proc in stack["workers"]:
+        if proc.popen.poll() is None:
+            proc.stop()
+    workers = [stack["new_worker"](), stack["new_worker"]()]
+    space = {"hyperparameters.lr": {"loguniform": [0.005, 0.1]},
+             "hyperparameters.batch_size": {"choice": [2, 4]}}
+    body = {"base": {"model": "lenet", "dataset": "digits",
+                     "hyperparameters": {"epochs": 2, "log_every": 20}},
+            "space": space, "strategy": "random", "max_trials": 5, "max_concurrent": 2,
+            "seed": 11}
+    resp = httpx.post(f"{base}/sweeps", json=body, timeout=30)
+    assert resp.status_code == 201, resp.text
+    sweep_id = resp.json()["id"]
+
+    def trials() -> list[dict]:
+        jobs = httpx.get(f"{base}/jobs", params={"sweep": sweep_id}, timeout=10).json()["jobs"]
+        return sorted(jobs, key=lambda j: j["sweep"]["trial"])
+
+    def running_past(step: int):
+        return lambda: [j for j in trials() if j["status"] == "running"
+                        and j["progress"]["step"] >= step]
+
+    wait_until(running_past(40), timeout=120, interval=0.1)
+    stack["restart_api"]()  # mid-sweep
+    wait_until(lambda: [j for j in running_past(40)() if j["sweep"]["trial"] >= 2],
+               timeout=180, interval=0.1)
+    for proc in workers:  # every worker at once, mid-trial
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=30)
+    killed = {j["id"] for j in trials() if j["status"] == "running"}
+    stack["new_worker"](), stack["new_worker"]()
+    done = wait_until(lambda: (lambda s: s if s["status"] != "running" else None)(
+        httpx.get(f"{base}/sweeps/{sweep_id}", timeout=10).json()), timeout=300, interval=0.5)
+    assert done["status"] == "succeeded", done
+    jobs = trials()
+    # The same trials with the same values: none lost, none made twice.
+    assert [j["sweep"]["trial"] for j in jobs] == list(range(5))
+    assert [j["sweep"]["values"] for j in jobs] == [Space(space).values("random", 11, n)
+                                                    for n in range(5)]
+    assert all(j["status"] == "succeeded" for j in jobs), [j["error"] for j in jobs]
+    # The killed ones resumed (a second attempt), the others ran once: none ran twice at once
+    # (a claim is a new attempt; the loss points of each are one per step, none doubled).
+    assert killed and all(j["attempts"] == (2 if j["id"] in killed else 1) for j in jobs), jobs
+    for job in jobs:
+        steps = [p["step"] for p in loss_points(base, job["id"])]
+        per_epoch = job["progress"]["total_steps"] // 2
+        assert steps == sorted(set(steps)) and len(steps) == 2 * (per_epoch // 20), job
+    assert done["epochs_spent"] == done["epochs_full"] == 10
