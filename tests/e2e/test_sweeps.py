@@ -4,6 +4,8 @@ and random sweeps on digits to `succeeded`, max_concurrent, a cancel, the 422s, 
 sweep as its own (its cap makes trials wait; another tenant gets 404)."""
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import httpx
@@ -43,6 +45,28 @@ def wait_ended(http: httpx.Client, sweep_id: str, timeout: float = 240,
         sweep = http.get(f"/sweeps/{sweep_id}").json()
         return sweep if sweep["status"] != "running" else None
     return wait_until(ended, timeout=timeout, interval=0.3)
+
+
+class EventWatcher:
+    """GET /sweeps/{id}/events read in a thread until its `end` event."""
+
+    def __init__(self, base: str, sweep_id: str):
+        self.events: list[dict] = []
+        self.thread = threading.Thread(target=self._read, args=(base, sweep_id), daemon=True)
+        self.thread.start()
+
+    def _read(self, base: str, sweep_id: str) -> None:
+        with httpx.stream("GET", f"{base}/sweeps/{sweep_id}/events", timeout=60) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    self.events.append(json.loads(line[6:]))
+                    if self.events[-1]["type"] == "end":
+                        return
+
+    def result(self, timeout: float = 30) -> list[dict]:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), self.events
+        return self.events
 
 
 def best_of(done: list[dict], metric: str = "eval_accuracy") -> dict:
@@ -91,9 +115,19 @@ def test_a_random_sweep_draws_each_trials_values_from_the_seed_and_its_number(st
     sweep = create(http, base=BASE, space=space, strategy="random", max_trials=3, seed=5,
                    metric="eval_loss")
     assert sweep["mode"] == "min" and sweep["name"] == "sweep-lenet-digits"
+    watcher = EventWatcher(stack["base"], sweep["id"])
     done = wait_ended(http, sweep["id"])
     assert done["status"] == "succeeded", done
     jobs = trials(http, sweep["id"])
+    # Its event stream, opened as it started, told each trial's start and end, then `end`.
+    events = watcher.result()
+    assert events[-1] == {"type": "end", "status": "succeeded"}
+    told = [(e["type"], e.get("trial")) for e in events if e["type"].startswith("trial_")]
+    assert sorted(told) == sorted((kind, n) for n in range(3) for kind in (
+        "trial_created", "trial_started", "trial_finished")), told
+    finished = {e["trial"]: e for e in events if e["type"] == "trial_finished"}
+    assert [finished[n]["value"] for n in range(3)] == [j["metrics"]["eval_loss"] for j in jobs]
+    assert [e for e in events if e["type"] == "sweep"][-1]["status"] == "succeeded"
     assert [j["sweep"]["values"] for j in jobs] == [Space(space).values("random", 5, n)
                                                     for n in range(3)]
     best = min(jobs, key=lambda j: (j["metrics"]["eval_loss"], j["sweep"]["trial"]))
