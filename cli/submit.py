@@ -24,8 +24,10 @@ def register(app: typer.Typer) -> None:
     app.command("submit", rich_help_panel="Jobs")(submit)
 
 
-def load_file(path: Path) -> dict[str, Any]:
-    """A job spec file: JSON or YAML (YAML reads JSON too), one mapping."""
+def load_file(path: Path, fields: str = "job fields (model, dataset, hyperparameters, ...)"
+              ) -> dict[str, Any]:
+    """A spec file: JSON or YAML (YAML reads JSON too), one mapping (of `fields`, for the
+    message when it is not one)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -42,8 +44,8 @@ def load_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise CliError(f"{path}: expected a mapping of job fields (model, dataset, "
-                       f"hyperparameters, ...), got a {type(data).__name__}")
+        raise CliError(f"{path}: expected a mapping of {fields}, got a "
+                       f"{type(data).__name__}")
     return data
 
 

@@ -42,7 +42,7 @@ def sweep_path(sweep_id: str, tail: str = "") -> str:
 
 def load_body(path: Path) -> dict[str, Any]:
     """The POST /sweeps body in a JSON or YAML file (read and checked as `submit`'s file)."""
-    body = load_file(path)
+    body = load_file(path, "sweep fields (base, space, strategy, metric, ...)")
     if not body:
         raise CliError(f"{path}: empty; expected a sweep (base, space, strategy, metric, ...)")
     return body

@@ -52,7 +52,8 @@ def test_a_bad_sweep_file_is_one_error_line_naming_it(tmp_path):
     assert line.startswith(f"error: {broken} (line ") and "column" in line, line
     listed = write(tmp_path, "listed.json", json.dumps([sweep_body()]))
     line = assert_one_error_line(invoke("sweep", "submit", listed, "--url", nowhere))
-    assert line.startswith(f"error: {listed}: expected a mapping") and "got a list" in line
+    assert line == (f"error: {listed}: expected a mapping of sweep fields (base, space, "
+                    "strategy, metric, ...), got a list"), line
     empty = write(tmp_path, "empty.yaml", "")
     assert_one_error_line(invoke("sweep", "submit", empty, "--url", nowhere),
                           f"error: {empty}: empty; expected a sweep (base, space, strategy, "
