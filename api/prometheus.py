@@ -1,7 +1,7 @@
 """Prometheus metrics of the API: request and /predict durations (histograms, shared by
 several API processes through prometheus-client's multiprocess mode when
-PROMETHEUS_MULTIPROC_DIR is set), and job counts read from the database at scrape time,
-so every process answers the same."""
+PROMETHEUS_MULTIPROC_DIR is set), and job, sweep and trial counts read from the database at
+scrape time, so every process answers the same."""
 from __future__ import annotations
 
 import os
@@ -12,8 +12,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from core.db import session_scope
-from core.states import JobStatus
-from core.tables import Job, MetricPoint
+from core.states import JobStatus, SweepStatus
+from core.tables import Job, MetricPoint, Sweep
 
 REQUEST_DURATION = Histogram("trainhub_request_duration_seconds",
                              "Time to answer an HTTP request, by route template",
@@ -25,22 +25,40 @@ EVENT_STREAMS = Gauge("trainhub_event_streams", "Open GET /jobs/{id}/events stre
                       multiprocess_mode="livesum")
 
 
+def _count_by_status(session, status_column, *where) -> dict[str, int]:
+    """Rows by their status, in one grouped query."""
+    return dict(session.execute(select(status_column, func.count()).where(*where)
+                                .group_by(status_column)).all())
+
+
+def _by_status(name: str, documentation: str, statuses, counts: dict[str, int]):
+    """A gauge with a series for every status, 0 where no row has it: a status nobody is in
+    reads as 0 rather than as a gap."""
+    family = GaugeMetricFamily(name, documentation, labels=["status"])
+    for status in statuses:
+        family.add_metric([status.value], counts.get(status.value, 0))
+    return family
+
+
 class DatabaseCollector:
-    """Job counts by status, queue depth and points written, from the database."""
+    """Job, sweep and trial counts by status, queue depth and points written, from the
+    database."""
 
     def collect(self):
         with session_scope() as session:
-            by_status = dict(session.execute(
-                select(Job.status, func.count()).group_by(Job.status)).all())
+            by_status = _count_by_status(session, Job.status)
+            sweeps = _count_by_status(session, Sweep.status)
+            trials = _count_by_status(session, Job.status, Job.sweep_id.is_not(None))
             points = session.scalar(select(func.count()).select_from(MetricPoint)) or 0
-        jobs = GaugeMetricFamily("trainhub_jobs", "Jobs by status", labels=["status"])
-        for status in JobStatus:
-            jobs.add_metric([status.value], by_status.get(status.value, 0))
-        yield jobs
+        yield _by_status("trainhub_jobs", "Jobs by status", JobStatus, by_status)
         yield GaugeMetricFamily("trainhub_queue_depth", "Jobs waiting for a worker (queued)",
                                 value=by_status.get(JobStatus.queued.value, 0))
         yield CounterMetricFamily("trainhub_points_written", "Metric points stored",
                                   value=points)
+        yield _by_status("trainhub_sweeps", "Sweeps by status", SweepStatus, sweeps)
+        # Trials are jobs: trainhub_jobs counts them too.
+        yield _by_status("trainhub_sweep_trials", "Sweep trials (jobs with a sweep) by status",
+                         JobStatus, trials)
 
 
 def exposition() -> bytes:

@@ -19,7 +19,8 @@ router = APIRouter(tags=["prometheus"])
                              "description": "Prometheus text exposition format"},
                        **responses(403)})
 def read_prometheus_metrics() -> Response:
-    """trainhub_jobs{status}, trainhub_queue_depth, trainhub_points_written_total (from the
-    database), trainhub_request_duration_seconds, trainhub_predict_duration_seconds and
+    """trainhub_jobs{status}, trainhub_queue_depth, trainhub_points_written_total,
+    trainhub_sweeps{status}, trainhub_sweep_trials{status} (from the database),
+    trainhub_request_duration_seconds, trainhub_predict_duration_seconds and
     trainhub_event_streams (from every API process)."""
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
