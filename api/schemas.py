@@ -13,9 +13,11 @@ from core.states import (
     ALLOWED,
     DATASET_ALLOWED,
     DATASET_TERMINAL,
+    SWEEP_ALLOWED,
     TERMINAL,
     DatasetStatus,
     JobStatus,
+    SweepStatus,
 )
 from core.tables import Checkpoint, Job, MetricPoint
 
@@ -305,9 +307,13 @@ class StatesPublic(BaseModel):
     # An upload's statuses and moves; a built-in's status (downloads on first use, missing)
     # is computed from its files and has none.
     dataset: StateMachinePublic
+    sweep: StateMachinePublic
 
     @classmethod
     def from_machines(cls) -> "StatesPublic":
+        # core.states keeps no set of a sweep's ends: SweepStatus.is_terminal says them.
+        sweep_terminal = frozenset(s for s in SweepStatus if s.is_terminal)
         return cls(job=StateMachinePublic.of(JobStatus, ALLOWED, TERMINAL),
                    dataset=StateMachinePublic.of(DatasetStatus, DATASET_ALLOWED,
-                                                 DATASET_TERMINAL))
+                                                 DATASET_TERMINAL),
+                   sweep=StateMachinePublic.of(SweepStatus, SWEEP_ALLOWED, sweep_terminal))
