@@ -38,18 +38,16 @@ export function replace(el, ...children) {
 // GET /states (core/states.py is their one home) before the first view shows (app.js).
 export const JOB_STATUSES = [];
 export const TERMINAL = new Set();
-// A sweep's ends: GET /states' `sweep` where the API lists it, else those of issue 24.
-export const SWEEP_TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// A sweep's ends, from GET /states' `sweep` as well.
+export const SWEEP_TERMINAL = new Set();
 
-/** Take the states from GET /states' answer ({job: {statuses, terminal}, dataset, sweep?}). */
+/** Take the states from GET /states' answer ({job: {statuses, terminal}, dataset, sweep}). */
 export function learnStates(states) {
   JOB_STATUSES.splice(0, JOB_STATUSES.length, ...states.job.statuses);
   TERMINAL.clear();
   for (const status of states.job.terminal) TERMINAL.add(status);
-  if (states.sweep?.terminal) {
-    SWEEP_TERMINAL.clear();
-    for (const status of states.sweep.terminal) SWEEP_TERMINAL.add(status);
-  }
+  SWEEP_TERMINAL.clear();
+  for (const status of states.sweep.terminal) SWEEP_TERMINAL.add(status);
 }
 
 export function badge(status) {

@@ -3,13 +3,12 @@
 // table and charts. Read every 2 s (GET /sweeps/{id}, GET /jobs?sweep=<id>, the new loss
 // points) until the sweep has ended, then once more, then no more.
 import {ApiError, cancelSweep, getSweep, sweepTrials} from "../api.js";
-import {SWEEP_TERMINAL, TERMINAL, badge, fmtTime, h, replace} from "../dom.js";
+import {JOB_STATUSES, SWEEP_TERMINAL, TERMINAL, badge, fmtTime, h, replace} from "../dom.js";
 import {fmtMetric, fmtValue, trialsDone} from "../sweep_format.js";
 import {sweepCharts} from "./sweep_charts.js";
 import {trialsTable} from "./sweep_trials.js";
 
 const POLL_MS = 2000;
-const COUNTS = ["queued", "running", "succeeded", "failed", "cancelled"];
 
 function summaryRows(sweep) {
   const t = sweep.trials || {};
@@ -20,7 +19,7 @@ function summaryRows(sweep) {
     ["metric", `${sweep.metric}, ${sweep.mode === "max" ? "higher" : "lower"} is better (${sweep.mode})`],
     ["strategy", `${sweep.strategy}, at most ${sweep.max_concurrent} at once, seed ${sweep.seed}`],
     ["trials", `${trialsDone(sweep)} of ${sweep.max_trials} ended, ${t.created ?? 0} made: ` +
-      COUNTS.filter((c) => t[c]).map((c) => `${t[c]} ${c}`).join(", "), "sweep-counts"],
+      JOB_STATUSES.filter((c) => t[c]).map((c) => `${t[c]} ${c}`).join(", "), "sweep-counts"],
     ["best", best ? [h("a", {href: `#/jobs/${best.job_id}`}, `trial ${best.trial}`),
       `: ${fmtMetric(sweep.metric, best.value)}`, best.epoch ? ` at epoch ${best.epoch}` : "", " (",
       Object.entries(best.values || {}).map(([k, v]) => `${k} = ${fmtValue(v)}`).join(", "), ") ",
