@@ -1,6 +1,6 @@
 """A sweep's Server-Sent Events, derived from its rows: each trial's created, started and
-finished events once each, a `sweep` event whenever its status or counts change, then
-`end`. Read from the database (about once a second) rather than a Redis stream: the trials'
+finished (or stopped) events once each, asha's rung reached and promoted once per rung, a
+`sweep` event whenever its status or counts change, then `end`. Read from the database (about once a second) rather than a Redis stream: the trials'
 rows are the record, so a stream opened late or after a crash tells the same story."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from api.sweep_schemas import SweepPublic
 from core.db import session_scope
 from core.states import JobStatus
 from core.sweeps.summary import summarize, trial_value
-from core.tables import Job, Sweep
+from core.tables import Job, Sweep, SweepRung
 
 POLL_S = 1.0
 KEEPALIVE_S = 15.0
@@ -37,12 +37,26 @@ def _snapshot(sweep_id: str) -> tuple[dict | None, list[dict]]:
                                               "values": job.trial_values or {}}))
             if job.started_at is not None:
                 happened.append((job.started_at, {"type": "trial_started", **base}))
-            if JobStatus(job.status).is_terminal:
+            if job.status == JobStatus.stopped.value:
+                happened.append((job.finished_at or job.updated_at,
+                                 {"type": "stopped", **base}))
+            elif JobStatus(job.status).is_terminal:
                 happened.append((job.finished_at or job.updated_at, {
                     "type": "trial_finished", **base, "status": job.status,
                     "value": trial_value(sweep, job)}))
+        for row in session.scalars(select(SweepRung).where(SweepRung.sweep_id == sweep_id)):
+            base = {"trial": row.trial, "job_id": row.job_id, "rung": row.rung}
+            happened.append((row.reached_at, {"type": "rung_reached", **base,
+                                              "epoch": row.epoch, "value": row.value}))
+            if row.promoted_at is not None:
+                happened.append((row.promoted_at, {"type": "promoted", **base}))
         happened.sort(key=lambda item: (item[0], item[1]["trial"]))
         return state, [{**event, "time": when.isoformat()} for when, event in happened]
+
+
+def _key(event: dict) -> tuple:
+    """What makes an event once: its type, its trial, and its rung (asha's events)."""
+    return event["type"], event["trial"], event.get("rung")
 
 
 def _frame(event: dict) -> str:
@@ -50,7 +64,7 @@ def _frame(event: dict) -> str:
 
 
 async def sweep_events(sweep_id: str) -> AsyncIterator[str]:
-    sent: set[tuple[str, int]] = set()
+    sent: set[tuple] = set()
     last_state = None
     idle = 0.0
     while True:
@@ -58,8 +72,8 @@ async def sweep_events(sweep_id: str) -> AsyncIterator[str]:
         if state is None:  # deleted meanwhile
             yield _frame({"type": "end", "status": "deleted"})
             return
-        out = [e for e in happened if (e["type"], e["trial"]) not in sent]
-        sent.update((e["type"], e["trial"]) for e in out)
+        out = [e for e in happened if _key(e) not in sent]
+        sent.update(_key(e) for e in out)
         changed = {k: state[k] for k in ("status", "trials", "best", "waiting",
                                          "epochs_spent")}
         if changed != last_state:

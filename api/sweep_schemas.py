@@ -19,6 +19,21 @@ class BestTrial(BaseModel):
     checkpoint: str  # where its best checkpoint downloads
 
 
+class RungTrial(BaseModel):
+    trial: int
+    job_id: str
+    value: float | None  # the metric at the rung's epoch; null when it diverged
+    promoted: bool
+
+
+class Rung(BaseModel):
+    rung: int
+    epoch: int
+    reached: int  # trials that reached it
+    cutoff: float | None  # the worst value among its best ⌊reached/η⌋; null while none
+    trials: list[RungTrial]
+
+
 class SweepPublic(BaseModel):
     id: str
     owner: str | None
@@ -40,6 +55,9 @@ class SweepPublic(BaseModel):
     best: BestTrial | None  # the best succeeded trial so far (ties: the lower number)
     epochs_spent: int  # epochs its trials have trained
     epochs_full: int  # epochs a full search of the same trials trains
+    # asha: each rung's epoch, the trials that reached it (best first) with their metric
+    # there and whether they were promoted, and its cutoff; [] for grid and random.
+    rungs: list[Rung]
 
     @classmethod
     def from_row(cls, sweep: Sweep, summary: Summary) -> "SweepPublic":
@@ -51,4 +69,5 @@ class SweepPublic(BaseModel):
                    finished_at=sweep.finished_at, error=sweep.error, waiting=sweep.waiting,
                    trials=summary.trials,
                    best=BestTrial(**summary.best) if summary.best else None,
-                   epochs_spent=summary.epochs_spent, epochs_full=summary.epochs_full)
+                   epochs_spent=summary.epochs_spent, epochs_full=summary.epochs_full,
+                   rungs=[Rung(**rung) for rung in summary.rungs])

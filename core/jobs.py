@@ -180,14 +180,27 @@ def mark_enqueued(session: Session, job_id: str) -> None:
                     .execution_options(synchronize_session=False))
 
 
+def pause(session: Session, job_id: str, attempt: int, final_metrics: dict | None) -> Job:
+    """running -> paused at a rung's end (an asha trial), its resume checkpoint written; or
+    -> cancelled when its cancel was requested. Like a graceful stop, it does not use up one
+    of max_attempts (its promotion is a new attempt)."""
+    try:
+        return transition(session, job_id, JobStatus.paused, attempt=attempt,
+                          unless_cancel_requested=True, final_metrics=final_metrics,
+                          worker=None, graceful_stops=Job.graceful_stops + 1)
+    except CancelRequested:
+        return _cancel_instead(session, job_id, attempt, JobStatus.running,
+                               final_metrics=final_metrics)
+
+
 def request_cancel(session: Session, job_id: str) -> Job:
-    """A queued job is cancelled at once; a running one is flagged for its loop to see, or
-    cancelled at once when its lease has expired (its worker is gone). A job that goes
-    from running back to queued meanwhile (handed back) is cancelled as a queued one."""
+    """A queued (or paused) job is cancelled at once; a running one is flagged for its loop
+    to see, or cancelled at once when its lease has expired (its worker is gone). A job that
+    goes from running back to queued meanwhile (handed back) is cancelled as a queued one."""
     while True:
         try:
             return transition(session, job_id, JobStatus.cancelled,
-                              from_states=frozenset({JobStatus.queued}))
+                              from_states=frozenset({JobStatus.queued, JobStatus.paused}))
         except InvalidTransition as exc:
             if exc.current is not JobStatus.running:
                 raise
@@ -205,7 +218,7 @@ def request_cancel(session: Session, job_id: str) -> Job:
         job = session.get(Job, job_id, populate_existing=True)
         if flagged:
             return job
-        if job.status != JobStatus.queued.value:
+        if job.status not in (JobStatus.queued.value, JobStatus.paused.value):
             raise InvalidTransition(JobStatus(job.status), JobStatus.cancelled, job_id)  # ended
 
 

@@ -1,4 +1,5 @@
-"""The state machines: a job's (queued -> running -> succeeded | failed | cancelled), an
+"""The state machines: a job's (queued -> running -> succeeded | failed | cancelled; an
+asha sweep's trial also running -> paused -> queued | stopped), an
 uploaded dataset's (processing -> ready | failed) and a sweep's (running -> succeeded |
 failed | cancelled); the one list of each's terminal states."""
 from __future__ import annotations
@@ -12,20 +13,26 @@ class JobStatus(str, Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    # An asha sweep's trial at a rung's end: its checkpoint kept, waiting to be promoted
+    # (back to queued, to resume to the next rung) or stopped.
+    paused = "paused"
+    stopped = "stopped"  # a trial its sweep never promoted: an end, not a failure
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled,
+                      JobStatus.stopped})
 
 ALLOWED = {
     JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.cancelled}),
     # running -> queued: handed back by a graceful stop, or requeued by the reaper after its
     # worker was lost; it resumes from its latest checkpoint.
     JobStatus.running: frozenset({JobStatus.queued, JobStatus.succeeded, JobStatus.failed,
-                                  JobStatus.cancelled}),
+                                  JobStatus.cancelled, JobStatus.paused}),
+    JobStatus.paused: frozenset({JobStatus.queued, JobStatus.stopped, JobStatus.cancelled}),
 }
 
 
@@ -78,7 +85,8 @@ Status = JobStatus | DatasetStatus | SweepStatus
 # What each target state means a record does, for a refusal's message.
 _BECOMING = {JobStatus.queued: "go back to the queue", JobStatus.running: "start",
              JobStatus.succeeded: "succeed", JobStatus.failed: "fail",
-             JobStatus.cancelled: "be cancelled", DatasetStatus.ready: "become ready",
+             JobStatus.cancelled: "be cancelled", JobStatus.paused: "pause",
+             JobStatus.stopped: "be stopped", DatasetStatus.ready: "become ready",
              DatasetStatus.failed: "fail"}
 
 
@@ -102,8 +110,8 @@ def refusal(current: Status, target: Status, record_id: str | None = None) -> st
     record = f"{noun} {record_id}" if record_id else f"the {noun}"
     where = (f"already ended ({current.value})" if current.is_terminal
              else f"is {current.value}")
-    sources = " or ".join(s.value for s, targets in allowed_moves(current).items()
-                          if target in targets)
+    names = [s.value for s, targets in allowed_moves(current).items() if target in targets]
+    sources = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
     becoming = _BECOMING.get(target, f"become {target.value}")
     if not sources:
         return f"{record} {where}; no {noun} can {becoming}"

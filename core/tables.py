@@ -101,6 +101,9 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(String(32))
     trial: Mapped[int | None] = mapped_column(Integer)
     trial_values: Mapped[dict | None] = mapped_column(JSON)
+    # An asha trial's current rung: the epoch at whose end this attempt pauses (None: it
+    # trains to its last epoch).
+    pause_at_epoch: Mapped[int | None] = mapped_column(Integer)
 
 
 class Sweep(Base):
@@ -126,6 +129,24 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SweepRung(Base):
+    """An asha trial that reached a rung: its metric there, and when it was promoted from
+    it (None: not, or not yet). The search's state: decisions read only these and the
+    trials' statuses."""
+
+    __tablename__ = "sweep_rungs"
+
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    trial: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rung: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: the first
+    epoch: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)  # None: diverged (never promoted)
+    reached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MetricPoint(Base):

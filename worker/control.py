@@ -63,6 +63,8 @@ class RunControl:
       checked after every mini-batch;
     dist: this rank of a DDP job (worker.ddp): every rank stops and saves at the steps
       rank 0 names, with rank 0's reason;
+    pause_after_epoch: stop ("pause") at that epoch's end, unless it is the last: an asha
+      trial at its rung, to be resumed from there if its sweep promotes it;
     device_dataset_fraction: the most of a CUDA device's free memory the dataset may take
       to be held there (worker.feed)."""
 
@@ -72,12 +74,14 @@ class RunControl:
                  policy: CheckpointPolicy = CheckpointPolicy(),
                  on_epoch_end: Callable[[EpochEnd], None] | None = None,
                  max_seconds: float | None = None, dist: Distributed | None = None,
-                 device_dataset_fraction: float = _DEVICE_DATASET_FRACTION) -> None:
+                 device_dataset_fraction: float = _DEVICE_DATASET_FRACTION,
+                 pause_after_epoch: int | None = None) -> None:
         self.reporter = reporter if reporter is not None else NullReporter()
         self.check_every_s, self.stop = check_every_s, stop or StopFlag()
         self.checkpoint, self.policy, self.on_epoch_end = checkpoint, policy, on_epoch_end
         self.max_seconds, self.dist = max_seconds, dist
         self.device_dataset_fraction = device_dataset_fraction
+        self.pause_after_epoch = pause_after_epoch
         self.total_steps = 0
         self.deadline: float | None = None
         self.next_check = 0.0
@@ -95,6 +99,12 @@ class RunControl:
                          if self.max_seconds is not None else None)
         self.next_check = self._attempt_started + self.check_every_s
         self.report_progress(state)
+
+    def paused_already(self, state: TrainState) -> bool:
+        """A run resumed at the boundary right after its pause epoch (its worker was lost
+        between the resume checkpoint and the pause): it pauses again before training."""
+        return (self.pause_after_epoch is not None and state.batch == 0
+                and state.epoch > self.pause_after_epoch)
 
     def finish(self, state: TrainState) -> None:
         state.elapsed_seconds += time.monotonic() - self._attempt_started
@@ -151,6 +161,9 @@ class RunControl:
             return None
         if self.wanted is None:
             self.wanted = self._wish(state, time.monotonic(), ask=False)
+        if self.wanted is None and self.pause_after_epoch is not None \
+                and end.epoch >= self.pause_after_epoch:
+            self.wanted = "pause"
         reason, _ = self._agree(state, False, at_epoch_end=True)
         return reason
 

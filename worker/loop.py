@@ -248,6 +248,8 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
                          state.final_metrics, reason, state)
 
     control.start(state, per_epoch * hp.epochs)
+    if control.paused_already(state):
+        return result("pause")
     while state.epoch <= hp.epochs:
         epoch = state.epoch
         with cpu_kernels(onednn):

@@ -71,13 +71,13 @@ def run(job_id: str, worker_name: str) -> str:
         return _finish(job_id, None, JobStatus.failed, redis_client, settings, error=str(exc))
     device = devices[0]
 
-    def claim() -> int:
+    def claim() -> tuple[int, int | None]:
         with session_scope() as session:
-            return jobs.claim(session, job_id, worker_name, str(device),
-                              settings.lease_seconds).attempts
+            job = jobs.claim(session, job_id, worker_name, str(device), settings.lease_seconds)
+            return job.attempts, job.pause_at_epoch
 
     try:
-        attempt = through_outage(job_id, "claiming the job", claim)
+        attempt, pause_at_epoch = through_outage(job_id, "claiming the job", claim)
     except InvalidTransition as exc:
         log.info("job %s: not claimed (%s)", job_id, exc)
         return "skipped"
@@ -92,7 +92,7 @@ def run(job_id: str, worker_name: str) -> str:
                                stop=stop, log_capture=log_capture)
         try:
             return _run_attempt(job_id, attempt, spec, devices, worker_name, settings,
-                                redis_client, reporter, stop)
+                                redis_client, reporter, stop, pause_at_epoch)
         finally:
             reporter.close()  # its background writer thread ends with the job
             try:  # the last log lines (how it ended); never wait on a database outage
@@ -102,7 +102,8 @@ def run(job_id: str, worker_name: str) -> str:
 
 
 def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_name: str,
-                 settings, redis_client, reporter: JobReporter, stop: StopFlag) -> str:
+                 settings, redis_client, reporter: JobReporter, stop: StopFlag,
+                 pause_at_epoch: int | None = None) -> str:
     device = devices[0]
     log.info("job %s: attempt %d claimed by %s on device %s", job_id, attempt, worker_name,
              device)
@@ -132,9 +133,10 @@ def _run_attempt(job_id: str, attempt: int, spec: dict, devices: list, worker_na
                     on_epoch_end=CheckpointWriter(job_id, spec, dataset, store,
                                                   reporter.record_checkpoint),
                     max_seconds=spec.get("max_runtime_seconds"), dist=dist,
-                    device_dataset_fraction=settings.device_dataset_fraction)
+                    device_dataset_fraction=settings.device_dataset_fraction,
+                    pause_after_epoch=pause_at_epoch)
                 result = fit(inputs.model, dataset, hp, device, control, resume_from=resume)
-            if result.stop_reason in ("preempt", "db_outage"):
+            if result.stop_reason in ("preempt", "db_outage", "pause"):
                 resume_writer(result.state)
             if result.stop_reason != "db_outage":
                 try:
@@ -188,6 +190,10 @@ def _conclude(job_id: str, attempt: int, result: FitResult, redis_client, settin
         return _finish(job_id, attempt, JobStatus.failed, redis_client, settings,
                        final_metrics=result.final_metrics,
                        error="stopped: it ran longer than max_runtime_seconds")
+    if reason == "pause":
+        return _record(job_id, lambda session: jobs.pause(session, job_id, attempt,
+                                                          _finite(result.final_metrics)),
+                       JobStatus.paused, redis_client, settings, None, result.final_metrics)
     if reason == "preempt":
         return hand_back(job_id, attempt, "graceful stop: the worker is shutting down",
                          redis_client, settings, result.final_metrics)
@@ -209,14 +215,27 @@ def _keep_logged_points(reporter: JobReporter) -> None:
         log.warning("could not store the buffered metric points: %s", exc)
 
 
+def _finite(final_metrics: dict | None) -> dict | None:
+    return finite_values(final_metrics) if final_metrics else None
+
+
 def _finish(job_id: str, attempt: int | None, status: JobStatus, redis_client, settings,
             error: str | None = None, final_metrics: dict | None = None) -> str:
-    final = finite_values(final_metrics) if final_metrics else None
-    fields = {"final_metrics": final, "error": error}
+    fields = {"final_metrics": _finite(final_metrics), "error": error}
+    return _record(job_id, lambda session: jobs.transition(session, job_id, status,
+                                                           attempt=attempt, **fields),
+                   status, redis_client, settings, error, final_metrics)
+
+
+def _record(job_id: str, change, status: JobStatus, redis_client, settings,
+            error: str | None, final_metrics: dict | None) -> str:
+    """Store how the attempt ended (change(session) makes the move) through a database
+    outage, then say so on the job's live stream."""
+    final = _finite(final_metrics)
 
     def record() -> str:
         with session_scope() as session:
-            return jobs.transition(session, job_id, status, attempt=attempt, **fields).status
+            return change(session).status
 
     try:
         # The outcome is known and everything else is stored: a database that goes down

@@ -1,5 +1,5 @@
-"""A sweep's next step, taken by the worker: after a trial's attempt ends (its freed slot
-is used at once) and in every reaper pass (what recovers a crash in between)."""
+"""A sweep's next step, taken by the worker: after a trial's attempt ends or pauses (its
+freed slot is used at once) and in every reaper pass (what recovers a crash in between)."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,8 @@ from core.sweeps.trials import advance_after, advance_running
 
 log = logging.getLogger(__name__)
 
-ENDED = {s.value for s in JobStatus if s.is_terminal}
+# A trial that ended, or paused at an asha rung, frees its slot.
+ENDED = {s.value for s in JobStatus if s.is_terminal} | {JobStatus.paused.value}
 
 
 def after_attempt(job_id: str, status: str) -> None:

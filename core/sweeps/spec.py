@@ -165,9 +165,10 @@ def check(spec: SweepSpec) -> tuple[Checked, list[JobSpec]]:
     if spec.strategy == "asha" and "hyperparameters.epochs" in spec.space:
         raise FieldError("space.hyperparameters.epochs", "asha sets each trial's epochs by "
                          "its rungs (asha.min_epochs to asha.max_epochs); leave epochs out")
-    if spec.strategy == "asha":
-        raise FieldError("strategy", "asha (early stopping by rungs) is not in this version "
-                                     "yet; allowed: grid, random")
+    if spec.strategy == "asha" and (spec.base.hyperparameters.world_size > 1
+                                    or "hyperparameters.world_size" in spec.space):
+        raise FieldError("base.hyperparameters.world_size", "asha pauses trials at rung ends, "
+                         "which multi-process (DDP) jobs do not yet; allowed: 1")
     stored = checked.stored()
     _check_bounds(stored, checked.space)
     trials = [trial_job(stored, n)[0] for n in range(checked.max_trials)]

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.metrics import finite
 from core.states import JobStatus
+from core.sweeps.asha import best_of_rungs, rung_table
 from core.sweeps.spec import trial_job
 from core.tables import Job, MetricPoint, Sweep
 
@@ -24,6 +25,7 @@ class Summary:
     best: dict[str, Any] | None = None
     epochs_spent: int = 0
     epochs_full: int = 0
+    rungs: list[dict] = field(default_factory=list)  # asha's rung table (asha.rung_table)
 
 
 def trial_value(sweep: Sweep, job: Job) -> float | None:
@@ -75,4 +77,13 @@ def summarize(session: Session, sweeps: list[Sweep]) -> dict[str, Summary]:
         .group_by(Job.sweep_id)).all()
     for sweep_id, count in epochs:
         out[sweep_id].epochs_spent = count
+    for sweep in sweeps:
+        out[sweep.id].rungs = rung_table(session, sweep)
+        if out[sweep.id].rungs:  # asha: the best at the highest rung reached
+            best = best_of_rungs(out[sweep.id].rungs)
+            values = {row.trial: row.trial_values for row in trials if row.sweep_id == sweep.id}
+            out[sweep.id].best = best and {
+                "job_id": best["job_id"], "trial": best["trial"], "value": best["value"],
+                "values": values.get(best["trial"]) or {},
+                "checkpoint": f"/jobs/{best['job_id']}/checkpoints/best"}
     return out

@@ -2,16 +2,17 @@
 sweep when its last trial has ended.
 
 It runs wherever something may have changed: after POST /sweeps, after a trial's attempt
-ends (the worker), and in every reaper pass (which is what recovers a crash in between).
-It is idempotent and safe to run twice at once: trial n's job has the Idempotency-Key
-`sweep-<id>-<n>` (and the unique index on (sweep_id, trial)), so a second scheduler racing
-for the same number replays the first one's job; both count trials in one statement, so
-neither starts more than `max_concurrent`."""
+ends or pauses (the worker), and in every reaper pass (which is what recovers a crash in
+between). It is idempotent and runs one at a time per sweep (sweep_lock); and trial n's job
+has the Idempotency-Key `sweep-<id>-<n>` (and the unique index on (sweep_id, trial)), so
+even two schedulers at once would make it once."""
 from __future__ import annotations
 
 import logging
+import zlib
+from contextlib import contextmanager
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from core import job_submission, jobs
@@ -19,12 +20,14 @@ from core.config import Settings
 from core.errors import Conflict, FieldError, NotFound
 from core.quota_ledger import CapReached
 from core.states import JobStatus, SweepStatus, check_transition
+from core.sweeps import asha
 from core.sweeps.spec import trial_job
 from core.tables import Job, Sweep, utcnow
 from core.tenancy import tenant_of
 
 log = logging.getLogger(__name__)
 
+# A paused trial holds no slot: only these count against max_concurrent.
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 
 
@@ -59,61 +62,114 @@ def _set_waiting(session: Session, sweep_id: str, reason: str | None) -> None:
         .execution_options(synchronize_session=False))
 
 
-def advance(session: Session, sweep_id: str, settings: Settings) -> list[str]:
-    """Start the trials the sweep has room for (their job ids), or end it when its last trial
-    has ended. Commits as it goes: each trial is a job of its own."""
-    sweep = session.get(Sweep, sweep_id, populate_existing=True)
-    if sweep is None or sweep.status != SweepStatus.running.value:
-        return []
-    made, active, succeeded = _tally(session, sweep_id)
-    if made >= sweep.max_trials and active == 0:
-        ok = succeeded > 0
-        if finish(session, sweep_id, SweepStatus.succeeded if ok else SweepStatus.failed,
-                  error=None if ok else "no trial succeeded; see the trials' errors"):
-            log.info("sweep %s: %s after %d trials", sweep_id,
-                     "succeeded" if ok else "failed", made)
-        session.commit()
-        return []
-    started: list[str] = []
-    tenant = tenant_of(session, sweep.owner)
-    stored = dict(sweep.spec)
-    for trial in range(made, min(made + sweep.max_concurrent - active, sweep.max_trials)):
+@contextmanager
+def sweep_lock(session: Session, sweep_id: str):
+    """One scheduler at a time for this sweep, across processes (a Postgres advisory lock on
+    a connection of its own, held across the step's commits; released if its process dies).
+    SQLite, one machine's embedded mode, serialises its writers by itself."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        yield
+        return
+    key = zlib.crc32(f"sweep:{sweep_id}".encode())
+    with bind.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
         try:
-            spec, values = trial_job(stored, trial)
-            submitted = job_submission.submit(
-                session, spec, tenant, settings, idempotency_key=trial_key(sweep_id, trial),
-                columns={"sweep_id": sweep_id, "trial": trial, "trial_values": values})
-        except CapReached as exc:
-            session.rollback()
-            # The trial waits for the tenant's cap (a later pass tries again), and says so.
-            _set_waiting(session, sweep_id, f"trial {trial} waits: {exc}")
-            session.commit()
+            yield
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+
+def advance(session: Session, sweep_id: str, settings: Settings) -> list[str]:
+    """Start the trials the sweep has room for, promoting first under asha (the ids of the
+    jobs started or resumed), or end it when its last trial has ended. Commits as it goes:
+    each trial is a job of its own."""
+    with sweep_lock(session, sweep_id):
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
+        if sweep is None or sweep.status != SweepStatus.running.value:
+            return []
+        return _advance(session, sweep, settings)
+
+
+def _advance(session: Session, sweep: Sweep, settings: Settings) -> list[str]:
+    is_asha = sweep.strategy == "asha"
+    if is_asha:
+        asha.record_rungs(session, sweep)
+    made, active, _ = _tally(session, sweep.id)
+    started: list[str] = []
+    waiting = None
+    tenant = tenant_of(session, sweep.owner)
+    while active < sweep.max_concurrent:
+        row = asha.promotable(session, sweep) if is_asha else None
+        if row is not None:
+            started.append(asha.promote(session, sweep, row, settings))
+            log.info("sweep %s: trial %d promoted from rung %d", sweep.id, row.trial, row.rung)
+        elif made < sweep.max_trials:
+            try:
+                job_id = _start_trial(session, sweep, made, tenant, settings)
+            except CapReached as exc:
+                session.rollback()
+                waiting = f"trial {made} waits: {exc}"  # a later step tries again
+                break
+            except (FieldError, NotFound, Conflict) as exc:
+                # Something it needs went away since it was checked (its dataset deleted...).
+                session.rollback()
+                cancel_trials(session, sweep.id)
+                finish(session, sweep.id, SweepStatus.failed, error=f"trial {made}: {exc}")
+                session.commit()
+                return started
+            started += [job_id] if job_id else []
+            made += 1
+        else:
             break
-        except (FieldError, NotFound, Conflict) as exc:
-            # Something it needs went away since it was checked (its dataset deleted...).
-            session.rollback()
-            cancel_trials(session, sweep_id)
-            finish(session, sweep_id, SweepStatus.failed, error=f"trial {trial}: {exc}")
-            session.commit()
-            return started
-        if not submitted.replayed:
-            started.append(submitted.job.id)
-            log.info("sweep %s: trial %d is job %s", sweep_id, trial, submitted.job.id)
-    else:
-        _set_waiting(session, sweep_id, None)
+        active += 1
+    _set_waiting(session, sweep.id, waiting)
     session.commit()
+    if active == 0 and made >= sweep.max_trials:
+        _end(session, sweep)
     # A cancel that landed while trials were being made: the new ones go with it.
-    if started and session.scalar(select(Sweep.status).where(Sweep.id == sweep_id)) \
+    elif started and session.scalar(select(Sweep.status).where(Sweep.id == sweep.id)) \
             != SweepStatus.running.value:
-        cancel_trials(session, sweep_id)
+        cancel_trials(session, sweep.id)
     return started
 
 
+def _start_trial(session: Session, sweep: Sweep, trial: int, tenant,
+                 settings: Settings) -> str | None:
+    """Trial `trial`'s job, made and sent; None when another scheduler made it first."""
+    spec, values = trial_job(dict(sweep.spec), trial)
+    columns = {"sweep_id": sweep.id, "trial": trial, "trial_values": values}
+    if sweep.strategy == "asha":
+        columns["pause_at_epoch"] = asha.first_pause(sweep)
+    submitted = job_submission.submit(session, spec, tenant, settings,
+                                      idempotency_key=trial_key(sweep.id, trial),
+                                      columns=columns)
+    if submitted.replayed:
+        return None
+    log.info("sweep %s: trial %d is job %s", sweep.id, trial, submitted.job.id)
+    return submitted.job.id
+
+
+def _end(session: Session, sweep: Sweep) -> None:
+    """Every trial has ended (asha: the paused ones it never promoted are stopped now)."""
+    if sweep.strategy == "asha":
+        asha.stop_paused(session, sweep.id)
+    made, _, succeeded = _tally(session, sweep.id)
+    # Under asha a sweep of few trials may end with none at the last rung: a trial that
+    # reached any rung with a value is a result (the best is at the highest rung reached).
+    ok = succeeded > 0 or (sweep.strategy == "asha" and asha.any_ranked(session, sweep.id))
+    if finish(session, sweep.id, SweepStatus.succeeded if ok else SweepStatus.failed,
+              error=None if ok else "no trial succeeded; see the trials' errors"):
+        log.info("sweep %s: %s after %d trials", sweep.id, "succeeded" if ok else "failed",
+                 made)
+    session.commit()
+
+
 def cancel_trials(session: Session, sweep_id: str) -> list[str]:
-    """Cancel the sweep's queued and running trials (a running one stops at its loop's next
-    check); their ids. Commits."""
-    ids = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id,
-                                                    Job.status.in_(ACTIVE))))
+    """Cancel the sweep's queued, paused and running trials (a running one stops at its
+    loop's next check); their ids. Commits."""
+    ids = list(session.scalars(select(Job.id).where(
+        Job.sweep_id == sweep_id, Job.status.in_([*ACTIVE, JobStatus.paused.value]))))
     for job_id in ids:
         try:
             jobs.request_cancel(session, job_id)

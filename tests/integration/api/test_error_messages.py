@@ -79,8 +79,8 @@ def test_cancelling_a_cancelled_job_says_it_already_ended(client):
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 202
     again = client.post(f"/jobs/{job_id}/cancel")
     assert again.status_code == 409
-    assert again.json() == {"detail": f"job {job_id} already ended (cancelled); only a queued "
-                                      "or running job can be cancelled"}
+    assert again.json() == {"detail": f"job {job_id} already ended (cancelled); only a queued, "
+                                      "running or paused job can be cancelled"}
 
 
 def test_cancelling_a_finished_job_names_how_it_ended(client):
@@ -90,5 +90,5 @@ def test_cancelling_a_finished_job_names_how_it_ended(client):
         jobs.transition(session, job_id, JobStatus.succeeded)
     resp = client.post(f"/jobs/{job_id}/cancel")
     assert resp.status_code == 409
-    assert resp.json()["detail"] == (f"job {job_id} already ended (succeeded); only a queued or "
-                                     "running job can be cancelled")
+    assert resp.json()["detail"] == (f"job {job_id} already ended (succeeded); only a queued, "
+                                     "running or paused job can be cancelled")

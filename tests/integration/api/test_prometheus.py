@@ -75,7 +75,7 @@ def test_sweeps_and_their_trials_by_status_come_from_the_database(client):
         SweepStatus.cancelled: 1}
     assert {s: added("trainhub_sweep_trials", s) for s in JobStatus} == {
         JobStatus.queued: 1, JobStatus.running: 1, JobStatus.succeeded: 1,
-        JobStatus.failed: 0, JobStatus.cancelled: 1}
+        JobStatus.failed: 0, JobStatus.cancelled: 1, JobStatus.paused: 0, JobStatus.stopped: 0}
     # Trials are jobs: trainhub_jobs counts them and the job without a sweep.
     assert added("trainhub_jobs", JobStatus.queued) == 2
     with session_scope() as session:

@@ -33,9 +33,10 @@ def states():
 
 def test_the_job_machine_is_core_states(states):
     job = states["job"]
-    assert job["statuses"] == ["queued", "running", "succeeded", "failed", "cancelled"]
+    assert job["statuses"] == ["queued", "running", "succeeded", "failed", "cancelled",
+                               "paused", "stopped"]
     assert job["statuses"] == [s.value for s in JobStatus]
-    assert job["terminal"] == ["succeeded", "failed", "cancelled"]
+    assert job["terminal"] == ["succeeded", "failed", "cancelled", "stopped"]
     assert set(job["terminal"]) == {s.value for s in TERMINAL}
     assert {(a, b) for a, targets in job["transitions"].items() for b in targets} == {
         (a.value, b.value) for a, targets in ALLOWED.items() for b in targets}

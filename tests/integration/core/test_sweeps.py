@@ -112,6 +112,9 @@ def test_a_trials_values_follow_from_the_seed_and_its_number_alone():
     ({"strategy": "asha", "asha": {"min_epochs": 1, "reduction_factor": 3, "max_epochs": 9},
       "space": {"hyperparameters.epochs": {"choice": [1, 2]}}}, "space.hyperparameters.epochs"),
     ({"strategy": "asha"}, "asha"),
+    ({"strategy": "asha", "asha": {"min_epochs": 1, "reduction_factor": 3, "max_epochs": 3},
+      "base": {**BASE, "hyperparameters": {"world_size": 2, "batch_size": 64}}},
+     "base.hyperparameters.world_size"),
     ({"asha": {"min_epochs": 1, "reduction_factor": 3, "max_epochs": 9}}, "asha"),
     ({"metric": "val_accuracy"}, "metric"),
 ])

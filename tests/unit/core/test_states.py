@@ -1,5 +1,6 @@
-"""The state machines: a job's, queued -> running -> succeeded | failed | cancelled; an
-uploaded dataset's, processing -> ready | failed."""
+"""The state machines: a job's, queued -> running -> succeeded | failed | cancelled (and an
+asha trial's running -> paused -> queued | stopped | cancelled); an uploaded dataset's,
+processing -> ready | failed."""
 from __future__ import annotations
 
 import itertools
@@ -22,6 +23,9 @@ EDGES = {
     (S.queued, S.running), (S.queued, S.failed), (S.queued, S.cancelled),
     (S.running, S.succeeded), (S.running, S.failed), (S.running, S.cancelled),
     (S.running, S.queued),  # a graceful stop hands the job back; the reaper requeues it
+    # An asha trial pauses at a rung; promoted it is queued again, else stopped.
+    (S.running, S.paused), (S.paused, S.queued), (S.paused, S.stopped),
+    (S.paused, S.cancelled),
 }
 ALL_PAIRS = list(itertools.product(JobStatus, JobStatus))
 
@@ -60,8 +64,8 @@ def test_cancelling_an_ended_job_names_it_and_what_can_be_cancelled():
     job_id = "3f2c" + "0" * 28
     with pytest.raises(InvalidTransition) as excinfo:
         check_transition(S.cancelled, S.cancelled, job_id)
-    assert str(excinfo.value) == (f"job {job_id} already ended (cancelled); only a queued or "
-                                  "running job can be cancelled")
+    assert str(excinfo.value) == (f"job {job_id} already ended (cancelled); only a queued, "
+                                  "running or paused job can be cancelled")
     assert excinfo.value.job_id == job_id
 
 
