@@ -22,12 +22,12 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image
 
 from tests.procs import REPO, wait_status
@@ -773,14 +773,16 @@ def test_models_view_uploads_lists_offers_and_deletes_a_program(auth_stack, page
     assert [p for p in page.problems if "422" not in p and "409" not in p] == [], page.problems
 
 
-def test_sweep_view_watches_sorts_and_charts_a_grid_sweep(stack, page, tmp_path):
+def test_sweep_view_watches_sorts_and_charts_a_grid_and_an_asha_sweep(stack, page, tmp_path):
     """A grid sweep over three learning rates (one-epoch lenet trials on digits, one at a
     time), submitted over HTTP and opened from the Sweeps navigation entry: the view follows
     it to `succeeded` and then stops reading; its trials table has the three trials and
     sorts by the metric's column (both ways); the lr-against-accuracy scatter has a point per
     trial and the loss chart every loss point of the three, one labelled series each; the
-    best trial links to its job page. Real processes: the trials are jobs a real worker
-    trains, read by the page through the real API."""
+    best trial links to its job page. Then a three-trial asha sweep (rungs at epochs 1 and
+    3), made at the start so that it trains meanwhile: its rung table, rung columns, stopped
+    trials and the promotion's marker on the loss chart. Real processes: the trials are jobs
+    a real worker trains (and pauses, and resumes), read by the page through the real API."""
     base = stack["base"]
     http = client(base, None)
     shot = Shots(page, tmp_path / "screenshots-sweep")
@@ -792,6 +794,13 @@ def test_sweep_view_watches_sorts_and_charts_a_grid_sweep(stack, page, tmp_path)
         "space": {"hyperparameters.lr": {"grid": [0.01, 0.05, 0.1]}}})
     assert made.status_code == 201, made.text
     sweep_id = made.json()["id"]
+    asha = http.post("/sweeps", json={
+        "name": "browser-asha", "strategy": "asha", "max_trials": 3, "max_concurrent": 1,
+        "seed": 1, "asha": {"min_epochs": 1, "reduction_factor": 3, "max_epochs": 3},
+        "base": {"model": "lenet", "dataset": "digits",
+                 "hyperparameters": {"batch_size": 64, "log_every": 2}},
+        "space": {"hyperparameters.lr": {"loguniform": [0.005, 0.1]}}})
+    assert asha.status_code == 201, asha.text
 
     page.goto(f"{base}/")
     page.wait_for_selector("#jobs-table[data-jobs]")
@@ -853,3 +862,44 @@ def test_sweep_view_watches_sorts_and_charts_a_grid_sweep(stack, page, tmp_path)
         f"() => document.querySelector('#job-name')?.textContent === 'browser-sweep-t{best['trial']}'")
     print(f"\nsweep view: {took:.1f} s to succeed, {time.monotonic() - started:.1f} s in all")
     assert page.problems == [], page.problems
+    asha_view(page, http, asha.json()["id"], shot)
+    print(f"asha sweep view: {time.monotonic() - started:.1f} s in all")
+    assert page.problems == [], page.problems
+
+
+def asha_view(page, http, sweep_id: str, shot) -> None:
+    """The asha sweep's view once it ended: rungs at epochs 1 (three trials, one promoted)
+    and 3 (one), a column per rung in the trials table, the two never promoted `stopped`
+    (not drawn as a failure), and a marker where the promoted trial left rung 0."""
+    page.click("#nav-sweeps")
+    page.click(f"#sweeps-table tr[data-id='{sweep_id}'] td.name a")
+    page.wait_for_selector("#sweep-status .badge[data-status='succeeded']", timeout=120_000)
+    page.wait_for_selector("#sweep-live[data-state='ended']")
+    sweep = http.get(f"/sweeps/{sweep_id}").json()
+    trials = http.get("/jobs", params={"sweep": sweep_id}).json()["jobs"]
+    promoted = [t["trial"] for t in sweep["rungs"][0]["trials"] if t["promoted"]]
+    assert len(promoted) == 1, sweep["rungs"]
+
+    rows = page.eval_on_selector_all("#sweep-rungs tbody tr", """trs => trs.map((tr) => [
+        tr.dataset.epoch, tr.dataset.reached, tr.querySelectorAll('li').length,
+        [...tr.querySelectorAll("li[data-promoted='true']")].map((li) => Number(li.dataset.trial))])""")
+    assert rows == [["1", "3", 3, promoted], ["3", "1", 1, []]], rows
+    assert page.text_content("#sweep-rungs li[data-promoted='true'] .promoted-mark").strip() == "▲ promoted"
+
+    heads = page.eval_on_selector_all("#sweep-trials th", "ths => ths.map((th) => th.dataset.sort)")
+    assert heads[heads.index("param:hyperparameters.lr") + 1:][:2] == ["rung:0", "rung:1"], heads
+    stopped = "#sweep-trials .badge[data-status='stopped']"
+    assert page.locator(stopped).count() == 2
+    assert page.locator("#sweep-trials .badge[data-status='succeeded']").count() == 1
+    assert page.eval_on_selector(stopped, "b => getComputedStyle(b).backgroundColor") == "rgb(255, 255, 255)"
+    at_last_rung = page.eval_on_selector_all(
+        "#sweep-trials td[data-col='rung:1']", "tds => tds.map((td) => td.textContent)")
+    assert at_last_rung.count("—") == 2, at_last_rung  # the stopped ones never got there
+
+    # One promotion, one marker; the curves are every loss point of the three trials.
+    assert page.get_attribute("#sweep-loss", "data-markers") == "1"
+    assert points_drawn(page, "#sweep-loss") == sum(loss_points(http, t["id"]) for t in trials) > 0
+    labels = page.locator("#sweep-loss .u-legend .u-series .u-label").all_text_contents()
+    assert labels[1:] == [f"trial {n}" for n in sorted(t["sweep"]["trial"] for t in trials)] + ["promoted"]
+    screenshot = shot("asha-sweep-view")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000

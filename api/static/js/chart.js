@@ -8,23 +8,57 @@ function finite(v) {
   return v === null || v === undefined || !Number.isFinite(v) ? null : v;
 }
 
+const MARKER_EDGE = "#1d2530";
+
+/** Upward triangles at the markers' (x, y), each filled with its color, on the plot's area. */
+function drawMarkers(u, markers) {
+  if (!markers.length) return;
+  const r = 6 * uPlot.pxRatio;
+  const {left, top, width, height} = u.bbox;
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(left, top, width, height);
+  ctx.clip();
+  ctx.lineWidth = uPlot.pxRatio;
+  ctx.strokeStyle = MARKER_EDGE;
+  for (const {x, y, color} of markers) {
+    const cx = u.valToPos(x, "x", true);
+    const cy = u.valToPos(y, "y", true);
+    ctx.beginPath();
+    ctx.moveTo(cx, cy - r);
+    ctx.lineTo(cx + r, cy + 0.8 * r);
+    ctx.lineTo(cx - r, cy + 0.8 * r);
+    ctx.closePath();
+    ctx.fillStyle = color || MARKER_EDGE;
+    ctx.fill();
+    ctx.stroke();
+  }
+  ctx.restore();
+}
+
 export class LineChart {
   /**
    * @param {HTMLElement} container
    * @param {{series: {label: string, color?: string}[], xLabel?: string, yLabel?: string,
    *          height?: number, yFormat?: (v: number) => string, xFormat?: (v: number) => string,
-   *          xLog?: boolean, xTicks?: number[], scatter?: boolean}} options
+   *          xLog?: boolean, xTicks?: number[], scatter?: boolean, markers?: string}} options
    * xLog: a log10 x axis (xs > 0). xTicks: the only x ticks (ascending; categories' indexes),
-   * half a step of room each side. scatter: points only, no lines between them.
+   * half a step of room each side. scatter: points only, no lines between them. markers: the
+   * legend's label for the triangles setData's third argument draws (several may share an
+   * x, which one series' points could not).
    */
   constructor(container, {series, xLabel = "step", yLabel = "", height = 300, yFormat, xFormat,
-                          xLog = false, xTicks = null, scatter = false} = {}) {
+                          xLog = false, xTicks = null, scatter = false, markers = null} = {}) {
     this.container = container;
     this.height = height;
     this.xs = [];
     this.ys = series.map(() => []);
     this.drawn = 0;
+    this.markers = [];
+    this.hasMarkers = Boolean(markers);
     container.dataset.points = "0";
+    container.dataset.markers = "0";
     const opts = {
       width: Math.max(container.clientWidth, 300),
       height,
@@ -49,11 +83,16 @@ export class LineChart {
           value: (u, v) => (v === null || v === undefined ? "—" : v.toFixed(4)),
           ...(scatter ? {paths: () => null, points: {show: true, size: 9}} : {}),
         })),
+        // The markers' legend entry: a series of no points; hooks.draw paints the triangles.
+        ...(markers ? [{label: markers, stroke: MARKER_EDGE, fill: MARKER_EDGE, paths: () => null,
+                        points: {show: false}, value: () => String(this.markers.length)}] : []),
       ],
       legend: {live: true},
       cursor: {drag: {x: true, y: false}},
+      hooks: {draw: [(u) => drawMarkers(u, this.markers)]},
     };
-    this.plot = new uPlot(opts, [this.xs, ...this.ys], container);
+    this.plot = new uPlot(opts, this.plotData(), container);
+    if (markers) this.plot.root.querySelector(".u-legend .u-series:last-child")?.classList.add("marker");
     this.resize = new ResizeObserver(() => {
       const width = Math.max(container.clientWidth, 300);
       if (width !== this.plot.width) this.plot.setSize({width, height: this.height});
@@ -61,19 +100,28 @@ export class LineChart {
     this.resize.observe(container);
   }
 
-  /** Replaces every series: xs ascending, ys[i] aligned with xs (null = no point). */
-  setData(xs, ys) {
+  /**
+   * Replaces every series: xs ascending, ys[i] aligned with xs (null = no point); and, on a
+   * chart made with `markers`, its triangles: [{x, y, color}] (kept when left out).
+   */
+  setData(xs, ys, markers = this.markers) {
     this.xs = xs;
     this.ys = ys;
+    this.markers = markers.filter((m) => finite(m.x) !== null && finite(m.y) !== null);
     this.redraw();
   }
 
+  plotData() {
+    return [this.xs, ...this.ys, ...(this.hasMarkers ? [this.xs.map(() => null)] : [])];
+  }
+
   redraw() {
-    this.plot.setData([this.xs, ...this.ys]);
+    this.plot.setData(this.plotData());
     let drawn = 0;
     for (const ys of this.ys) for (const y of ys) if (y !== null && y !== undefined) drawn++;
     this.drawn = drawn;
     this.container.dataset.points = String(drawn);
+    this.container.dataset.markers = String(this.markers.length);
   }
 
   destroy() {

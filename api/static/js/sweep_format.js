@@ -1,11 +1,11 @@
 // What the sweep views share: a sweep's trial counts, its metric's values as a person reads
 // them, and the parameters it samples (its spec.space, in the order the spec lists them).
-import {fmtNumber, fmtPercent} from "./dom.js";
+import {TERMINAL, fmtNumber, fmtPercent} from "./dom.js";
 
-/** Trials that have ended, whatever their end. */
+/** Trials that have ended, whatever their end (GET /states' terminal job statuses). */
 export function trialsDone(sweep) {
   const t = sweep.trials || {};
-  return (t.succeeded || 0) + (t.failed || 0) + (t.cancelled || 0);
+  return [...TERMINAL].reduce((sum, status) => sum + (t[status] || 0), 0);
 }
 
 /** An accuracy as a percentage, a loss as a number. */

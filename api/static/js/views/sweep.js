@@ -1,14 +1,22 @@
 // One sweep: its summary (status, metric and mode, trial counts, the best trial, epochs
-// spent against a full search's, why it waits), a Cancel button while it runs, its trials'
-// table and charts. Read every 2 s (GET /sweeps/{id}, GET /jobs?sweep=<id>, the new loss
+// spent against a full search's, why it waits), a Cancel button while it runs, an asha
+// sweep's rung table, its trials' table and charts. Read every 2 s (GET /sweeps/{id}, GET /jobs?sweep=<id>, the new loss
 // points) until the sweep has ended, then once more, then no more.
 import {ApiError, cancelSweep, getSweep, sweepTrials} from "../api.js";
 import {JOB_STATUSES, SWEEP_TERMINAL, TERMINAL, badge, fmtTime, h, replace} from "../dom.js";
 import {fmtMetric, fmtValue, trialsDone} from "../sweep_format.js";
 import {sweepCharts} from "./sweep_charts.js";
+import {drawRungs} from "./sweep_rungs.js";
 import {trialsTable} from "./sweep_trials.js";
 
 const POLL_MS = 2000;
+
+/** "asha (rungs at epochs 1, 3; η 3)", or the strategy's name. */
+function strategyText(sweep) {
+  const asha = sweep.spec?.asha;
+  if (!asha || !sweep.rungs?.length) return sweep.strategy;
+  return `${sweep.strategy} (rungs at epochs ${sweep.rungs.map((r) => r.epoch).join(", ")}; η ${asha.reduction_factor})`;
+}
 
 function summaryRows(sweep) {
   const t = sweep.trials || {};
@@ -17,7 +25,7 @@ function summaryRows(sweep) {
   return [
     ["status", badge(sweep.status), "sweep-status"],
     ["metric", `${sweep.metric}, ${sweep.mode === "max" ? "higher" : "lower"} is better (${sweep.mode})`],
-    ["strategy", `${sweep.strategy}, at most ${sweep.max_concurrent} at once, seed ${sweep.seed}`],
+    ["strategy", `${strategyText(sweep)}, at most ${sweep.max_concurrent} at once, seed ${sweep.seed}`],
     ["trials", `${trialsDone(sweep)} of ${sweep.max_trials} ended, ${t.created ?? 0} made: ` +
       JOB_STATUSES.filter((c) => t[c]).map((c) => `${t[c]} ${c}`).join(", "), "sweep-counts"],
     ["best", best ? [h("a", {href: `#/jobs/${best.job_id}`}, `trial ${best.trial}`),
@@ -43,6 +51,8 @@ export function sweepView(root, sweepId) {
   const waiting = h("p", {class: "notice", id: "sweep-waiting", hidden: true});
   const errorBox = h("p", {class: "error-box", id: "sweep-error", hidden: true});
   const summary = h("dl", {class: "kv", id: "sweep-summary"});
+  const rungsBox = h("div", {id: "sweep-rungs-box"});
+  const rungsCard = h("section", {class: "card wide", hidden: true}, h("h2", {}, "Rungs"), rungsBox);
   const trialsBox = h("div", {id: "sweep-trials-box"});
   const scatterBox = h("div", {class: "grid", id: "sweep-scatter"});
   const lossBox = h("div", {class: "chart", id: "sweep-loss", dataset: {points: "0"}});
@@ -55,6 +65,7 @@ export function sweepView(root, sweepId) {
     waiting, errorBox,
     h("div", {class: "grid"},
       h("section", {class: "card wide"}, h("h2", {}, "Summary"), summary),
+      rungsCard,
       h("section", {class: "card wide"}, h("h2", {}, "Trials"), trialsBox),
       h("section", {class: "card wide"}, h("h2", {}, "Sampled values against the metric"), scatterBox),
       h("section", {class: "card wide"}, h("h2", {}, "Training loss of each trial"), lossBox))));
@@ -69,6 +80,8 @@ export function sweepView(root, sweepId) {
     waiting.textContent = sweep.waiting ? `Waiting: ${sweep.waiting}` : "";
     errorBox.hidden = !sweep.error;
     errorBox.textContent = sweep.error ? `Error: ${sweep.error}` : "";
+    rungsCard.hidden = !sweep.rungs?.length;
+    if (sweep.rungs?.length) drawRungs(rungsBox, sweep);
   }
 
   async function refresh() {

@@ -1,9 +1,10 @@
 // A sweep's charts: for each sampled parameter, its value against the metric (one point per
 // trial with a value; a log x axis for a loguniform parameter, the listed options as the x
 // axis's ticks for choice and grid), and the trials' loss curves overlaid (GET
-// /jobs/{id}/metrics?name=loss, read on from the last step while a trial runs).
+// /jobs/{id}/metrics?name=loss, read on from the last step while a trial runs); on an asha
+// sweep's, a triangle where a trial was promoted: its curve at the end of that rung's epoch.
 import {metricPoints} from "../api.js";
-import {LineChart, alignSeries} from "../chart.js";
+import {LineChart, PALETTE, alignSeries} from "../chart.js";
 import {TERMINAL, h, replace} from "../dom.js";
 import {fmtValue, spaceParams, trialLabel, trialValue} from "../sweep_format.js";
 
@@ -35,6 +36,36 @@ function scatterCard(sweep, param, trials) {
   const chart = new LineChart(box, {series: [{label: sweep.metric}], xLabel: param.label, yLabel: sweep.metric,
     height: 240, scatter: true, xLog: param.kind === "loguniform", xFormat: axis.format, xTicks: axis.ticks});
   return {card, chart, param, axis};
+}
+
+/** The loss at `step` on the line through a run's points (the nearest one past either end). */
+function lossAt(points, step) {
+  let before = null;
+  let after = null;
+  for (const [s, v] of points) {
+    if (s <= step && (before === null || s > before[0])) before = [s, v];
+    if (s >= step && (after === null || s < after[0])) after = [s, v];
+  }
+  if (!before || !after) return (before || after)?.[1] ?? null;
+  if (after[0] === before[0]) return before[1];
+  return before[1] + ((after[1] - before[1]) * (step - before[0])) / (after[0] - before[0]);
+}
+
+/**
+ * A marker per promotion ([{x, y, color}]): the promoted trial's curve at the last step of
+ * the rung's epoch (steps per epoch: its total_steps over its epochs), in the trial's color.
+ */
+function promotions(sweep, shown, runs) {
+  const index = new Map(shown.map((j, i) => [j.id, i]));
+  return (sweep.rungs || []).flatMap((rung) => rung.trials.filter((t) => t.promoted).map((t) => {
+    const job = shown[index.get(t.job_id)];
+    const epochs = job?.spec?.hyperparameters?.epochs;
+    const total = job?.progress?.total_steps;
+    if (!epochs || !total) return null;
+    const step = (rung.epoch * total) / epochs;
+    const y = lossAt(runs.get(job.id)?.points || [], step);
+    return y === null ? null : {x: step, y, color: PALETTE[index.get(t.job_id) % PALETTE.length]};
+  })).filter(Boolean);
 }
 
 /** The charts inside scatterBox and lossBox; update(sweep, trials) reads what is new. */
@@ -69,14 +100,14 @@ export function sweepCharts(scatterBox, lossBox, signal) {
     run.done = ended;
   }
 
-  function drawLoss(trials) {
+  function drawLoss(sweep, trials) {
     const shown = [...trials].sort((a, b) => (a.sweep?.trial ?? 0) - (b.sweep?.trial ?? 0));
     const ids = shown.map((j) => j.id).join(",");
     if (ids !== lossIds) { // a new trial: a chart with one more series
       lossChart?.destroy();
       replace(lossBox);
       lossChart = shown.length ? new LineChart(lossBox, {series: shown.map((j) => ({label: trialLabel(j)})),
-                                                         xLabel: "step", yLabel: "loss"}) : null;
+        xLabel: "step", yLabel: "loss", markers: sweep.rungs?.length ? "promoted" : null}) : null;
       lossIds = ids;
     }
     if (!lossChart) return;
@@ -85,14 +116,14 @@ export function sweepCharts(scatterBox, lossBox, signal) {
       return [steps, steps.map((s) => runs.get(j.id).points.get(s))];
     });
     const [xs, ...ys] = alignSeries(tables);
-    lossChart.setData(xs, ys);
+    lossChart.setData(xs, ys, promotions(sweep, shown, runs));
   }
 
   return {
     async update(sweep, trials) {
       await Promise.all(trials.map(readLoss));
       drawScatters(sweep, trials);
-      drawLoss(trials);
+      drawLoss(sweep, trials);
     },
     destroy() {
       for (const s of scatters || []) s.chart.destroy();

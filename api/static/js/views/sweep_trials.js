@@ -1,8 +1,27 @@
-// A sweep's trials as a table: trial, status, each sampled value, the metric's value and the
-// epochs trained. A click on a column's header sorts by it (again: the other way); the
-// order holds across refreshes. Trials without a value sort last either way.
+// A sweep's trials as a table: trial, status, each sampled value, on an asha sweep the
+// metric at each rung's epoch (▲: promoted from it), the metric's value and the epochs
+// trained. A click on a column's header sorts by it (again: the other way); the order holds
+// across refreshes. Trials without a value sort last either way.
 import {JOB_STATUSES, badge, h, replace} from "../dom.js";
 import {fmtMetric, fmtValue, spaceParams, trialValue} from "../sweep_format.js";
+
+/** A column per asha rung: the trial's value there; "—" short of it, "diverged" if none. */
+function rungColumns(sweep) {
+  return (sweep.rungs || []).map((rung) => {
+    const at = new Map(rung.trials.map((t) => [t.job_id, t]));
+    return {
+      key: `rung:${rung.rung}`, label: `epoch ${rung.epoch}`, num: true,
+      title: `${sweep.metric} at rung ${rung.rung}'s end (epoch ${rung.epoch})`,
+      get: (j) => at.get(j.id)?.value ?? null,
+      cell: (j) => {
+        const t = at.get(j.id);
+        if (!t) return "—";
+        return [t.value === null ? "diverged" : fmtMetric(sweep.metric, t.value),
+          t.promoted ? h("span", {class: "promoted-mark", title: "promoted to the next rung"}, " ▲") : null];
+      },
+    };
+  });
+}
 
 function columns(sweep) {
   const params = spaceParams(sweep).map((p) => ({
@@ -15,6 +34,7 @@ function columns(sweep) {
      cell: (j) => h("a", {href: `#/jobs/${j.id}`}, String(j.sweep?.trial ?? "?"))},
     {key: "status", label: "status", get: (j) => JOB_STATUSES.indexOf(j.status), cell: (j) => badge(j.status)},
     ...params,
+    ...rungColumns(sweep),
     {key: "value", label: sweep.metric, num: true, get: (j) => trialValue(j, sweep),
      cell: (j) => fmtMetric(sweep.metric, trialValue(j, sweep))},
     {key: "epochs", label: "epochs", num: true, get: (j) => j.progress?.epoch ?? 0,
