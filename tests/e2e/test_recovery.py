@@ -337,3 +337,64 @@ def test_r9_a_sweep_outlives_a_restart_of_its_api_and_the_sigkill_of_every_worke
         per_epoch = job["progress"]["total_steps"] // 2
         assert steps == sorted(set(steps)) and len(steps) == 2 * (per_epoch // 20), job
     assert done["epochs_spent"] == done["epochs_full"] == 10
+
+
+def test_r10_an_asha_sweep_decides_the_same_through_kills_and_an_api_restart(stack):
+    base = stack["base"]
+    body = {"base": {"model": "lenet", "dataset": "digits",
+                     "hyperparameters": {"batch_size": 4, "log_every": 50}},
+            "space": {"hyperparameters.lr": {"loguniform": [0.002, 0.05]}},
+            "strategy": "asha", "max_trials": 4, "max_concurrent": 1, "seed": 21,
+            "asha": {"min_epochs": 1, "reduction_factor": 2, "max_epochs": 4}}
+
+    def start() -> str:
+        resp = httpx.post(f"{base}/sweeps", json=body, timeout=30)
+        assert resp.status_code == 201, resp.text
+        return resp.json()["id"]
+
+    def sweep(sweep_id: str) -> dict:
+        return httpx.get(f"{base}/sweeps/{sweep_id}", timeout=10).json()
+
+    def trials(sweep_id: str) -> list[dict]:
+        jobs = httpx.get(f"{base}/jobs", params={"sweep": sweep_id}, timeout=10).json()["jobs"]
+        return sorted(jobs, key=lambda j: j["sweep"]["trial"])
+
+    def ended(sweep_id: str) -> dict:
+        return wait_until(lambda: (lambda s: s if s["status"] != "running" else None)(
+            sweep(sweep_id)), timeout=300, interval=0.3)
+
+    def outcome(done: dict) -> tuple:
+        jobs = trials(done["id"])
+        return (done["status"], done["best"]["trial"], done["best"]["value"],
+                [(j["sweep"]["values"], j["status"]) for j in jobs],
+                [(r["epoch"], r["cutoff"], [(t["trial"], t["value"], t["promoted"])
+                                            for t in r["trials"]]) for r in done["rungs"]])
+
+    worker = only_worker(stack)
+    undisturbed = ended(start())
+    assert undisturbed["status"] == "succeeded" and undisturbed["rungs"][1]["reached"] == 2
+
+    sweep_id = start()
+    last: tuple[str, int] = ("", 0)
+    for kill in range(3):  # SIGKILL the worker mid-trial, each time after fresh progress
+        running = wait_until(lambda: [j for j in trials(sweep_id) if j["status"] == "running"
+                                      and j["progress"]["step"] >= 60
+                                      and (j["id"] != last[0]
+                                           or j["progress"]["step"] >= last[1])],
+                             timeout=120, interval=0.05)[0]
+        os.killpg(worker.popen.pid, signal.SIGKILL)
+        worker.popen.wait(timeout=30)
+        last = (running["id"], running["progress"]["step"] + 100)
+        if kill == 0:
+            stack["restart_api"]()
+        worker = stack["new_worker"]()
+    disturbed = ended(sweep_id)
+    # The same trials, rung records and promotions as the undisturbed sweep of the seed.
+    assert outcome(disturbed) == outcome(undisturbed)
+    assert disturbed["epochs_spent"] == undisturbed["epochs_spent"]
+    for job in trials(sweep_id):  # none ran twice at once: no loss point written twice
+        steps = [p["step"] for p in loss_points(base, job["id"])]
+        assert steps == sorted(set(steps)), job["id"]
+    # The kills hit running trials: they took attempts the undisturbed sweep did not.
+    assert (sum(j["attempts"] for j in trials(sweep_id))
+            > sum(j["attempts"] for j in trials(undisturbed["id"])))
