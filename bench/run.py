@@ -12,7 +12,7 @@ MLflow reference from ingest).
 Results go to BENCHMARKS.md (markdown, committed) and bench/results/<time>.json (raw, ignored
 by git). BENCHMARKS.md is only rewritten when every selected benchmark succeeded.
 
-    .venv/bin/python bench/run.py               # full run (about 15 minutes on 2 cores)
+    .venv/bin/python bench/run.py               # full run (about 20 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick       # a short smoke run (numbers are noisy)
     .venv/bin/python bench/run.py --only training --p1-runs 5    # P1/P2 only
     .venv/bin/python bench/run.py --only predict --requests 2000 --duration 30
@@ -169,8 +169,8 @@ The training and `/predict` benchmarks start their own trainhub in embedded mode
 cli up` on a free port, `TRAINHUB_DATA_DIR` a fresh temporary folder (SQLite database,
 filesystem broker), with `TRAINHUB_DATABASE_URL`, `TRAINHUB_BROKER_URL` and
 `TRAINHUB_REDIS_URL` removed from the environment, so nothing outside the machine is
-involved. The ingest, API reads and live-progress benchmarks use a fresh database on the
-local PostgreSQL (created and dropped by the benchmark) and the local Redis. The clients run
+involved. The ingest, API reads, live-progress and ASHA benchmarks use a fresh database on
+the local PostgreSQL (created and dropped by the benchmark) and the local Redis. The clients run
 in the benchmark process on the same machine, over loopback HTTP (httpx), and share its CPUs
 with the server. Each section says what it times; what follows details `/predict`'s.
 
@@ -279,8 +279,8 @@ def render(info: dict, results: list[dict], quick: bool) -> str:
               "```", "",
               "Needs the virtualenv (`make install`), the CIFAR-10 archive "
               "(`../shared/datasets/cifar10-jpg.tar.gz`, or `--cifar-archive`), and the local "
-              "PostgreSQL and Redis (`make services`) for the ingest, API reads and "
-              "live-progress benchmarks; the full run installs MLflow into its own venv "
+              "PostgreSQL and Redis (`make services`) for the ingest, API reads, "
+              "live-progress and ASHA benchmarks; the full run installs MLflow into its own venv "
               "(`~/.cache/trainhub-bench/venv-mlflow`, with pip) and wrk (apt) when they are "
               "missing. "
               "Close other CPU-heavy programs first. Each flag also reads from the environment "

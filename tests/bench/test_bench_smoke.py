@@ -3,7 +3,9 @@
 Each benchmark module runs on its own, `bench/run.py --quick --no-write --only <module>`, in a
 subprocess with the environment `make bench` would have (no TRAINHUB_* settings of the test
 session), so a failure names the module. The printed report must hold the module's section
-and the summary table; the training module's must hold the `P1 ratio:` line."""
+and the summary table; the training module's must hold the `P1 ratio:` line, the asha
+module's (real API and worker processes: pausing and promoting happen between them) a seed's
+row and the claim's verdict."""
 from __future__ import annotations
 
 import json
@@ -25,7 +27,7 @@ NEEDS_CIFAR = {"cifar_tutorial_bench", "gpu_resnet_bench", "training_bench"}
 
 def test_every_benchmark_module_is_smoke_tested():
     assert {"api_reads_bench", "ingest_bench", "predict_bench", "training_bench",
-            "cifar_tutorial_bench"} <= set(MODULES)
+            "cifar_tutorial_bench", "asha_bench"} <= set(MODULES)
 
 
 def _title(module: str) -> str:
@@ -51,6 +53,10 @@ def test_quick_benchmark_runs(module):
         assert re.search(r"^P1 ratio: \d+\.\d+$", out, re.M), out[-3000:]
         assert re.search(r"^\| P1: tutorial job .*\|$", out, re.M)
         assert re.search(r"^P2 overhead .*: (met|NOT met): [+-]\d", out, re.M)
+    if module == "asha_bench":  # 3 trials, max_epochs 3: a seed's row and the claim's line
+        assert re.search(r"^\| 0 \| \d+\.\d\d% \| \d+\.\d\d% \| [+-]\d+\.\d\d \| 5 \| 9 \|",
+                         out, re.M), out[-3000:]
+        assert re.search(r"^Claim \(median .*\): (met|NOT met): [+-]\d", out, re.M)
 
 
 _RENDER = """
@@ -109,3 +115,36 @@ def test_gpu_benchmark_judges_all_three_targets(running, accuracy, rate, met):
     # a machine without CUDA says so rather than filling the row with a CPU figure
     assert ("Not measured on this machine: GPU: ResNet-18, CIFAR-10, through the API "
             "(no CUDA device on this machine).") in report["table"]
+
+
+_ASHA_REPORT = """
+import json, sys
+sys.path[:0] = [{bench!r}]
+import asha_bench as asha
+seeds = [dict(seed=n, asha_best=a, random_best=0.95, gap_points=(0.95 - a) * 100,
+              asha_epochs=63, random_epochs=243, asha_seconds=30.0 + n, random_seconds=90.0,
+              asha_rungs=[27, 9, 3], last_rung_trials=[4, 7, 1], last_rung_equal=3,
+              random_best_trial=4, random_best_at_last_rung=True)
+         for n, a in enumerate({asha_bests})]
+raw = dict(seeds=seeds, trials=27, max_epochs=9, cores=2, cpu="c", busy_before=0.0, git="g",
+           date="d", medians=asha.medians(seeds))
+print(json.dumps(dict(markdown=asha.markdown(raw), summary=asha.summary(raw))))
+"""
+
+
+@pytest.mark.parametrize("asha_bests, met, gap", [
+    ([0.94, 0.93, 0.90], True, "+2.00"),  # the median seed's gap is exactly 2 points
+    ([0.94, 0.92, 0.90], False, "+3.00"),
+    ([0.96, 0.96, 0.90], True, "-1.00"),  # asha ahead on the median seed
+])
+def test_asha_benchmark_judges_the_median_gap(asha_bests, met, gap):
+    done = subprocess.run([sys.executable, "-c", _ASHA_REPORT.format(
+        bench=str(BENCH), asha_bests=asha_bests)], capture_output=True, text=True,
+        timeout=120, check=True)
+    report = json.loads(done.stdout)
+    assert report["summary"][0]["met"] is met
+    verdict = "met" if met else "NOT met"
+    assert f"within 2 points of random's): {verdict}: {gap} points." in report["markdown"]
+    assert "Epochs: 63 against 243 (0.26); wall time: 31.0 s against 90.0 s (0.34)." \
+        in report["markdown"]
+    assert "| **median** |" in report["markdown"]
