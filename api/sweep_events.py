@@ -1,7 +1,7 @@
-"""A sweep's Server-Sent Events, derived from its rows: each trial's created, started and
-finished (or stopped) events once each, asha's rung reached and promoted once per rung, a
-`sweep` event whenever its status or counts change, then `end`. Read from the database (about once a second) rather than a Redis stream: the trials'
-rows are the record, so a stream opened late or after a crash tells the same story."""
+"""A sweep's Server-Sent Events (core.sweeps.history's story): each trial's and rung's
+event once, a `sweep` event whenever its status or counts change, then `end`. Read from the
+database about once a second rather than from a Redis stream: the rows are the record, so a
+stream opened late or after a crash tells the same story."""
 from __future__ import annotations
 
 import asyncio
@@ -9,49 +9,23 @@ import json
 from typing import AsyncIterator
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
 
 from api.sweep_schemas import SweepPublic
 from core.db import session_scope
-from core.states import JobStatus
-from core.sweeps.summary import summarize, trial_value
-from core.tables import Job, Sweep, SweepRung
+from core.sweeps.history import snapshot
 
 POLL_S = 1.0
 KEEPALIVE_S = 15.0
 
 
 def _snapshot(sweep_id: str) -> tuple[dict | None, list[dict]]:
-    """The sweep as SweepPublic's JSON, and its trials' events so far in time order."""
+    """The sweep as SweepPublic's JSON, and its events so far in time order."""
     with session_scope() as session:
-        sweep = session.get(Sweep, sweep_id)
-        if sweep is None:
+        story = snapshot(session, sweep_id)
+        if story is None:
             return None, []
-        summary = summarize(session, [sweep])[sweep_id]
-        state = json.loads(SweepPublic.from_row(sweep, summary).model_dump_json())
-        trials = session.scalars(select(Job).where(Job.sweep_id == sweep_id)).all()
-        happened = []
-        for job in trials:
-            base = {"trial": job.trial, "job_id": job.id}
-            happened.append((job.created_at, {"type": "trial_created", **base,
-                                              "values": job.trial_values or {}}))
-            if job.started_at is not None:
-                happened.append((job.started_at, {"type": "trial_started", **base}))
-            if job.status == JobStatus.stopped.value:
-                happened.append((job.finished_at or job.updated_at,
-                                 {"type": "stopped", **base}))
-            elif JobStatus(job.status).is_terminal:
-                happened.append((job.finished_at or job.updated_at, {
-                    "type": "trial_finished", **base, "status": job.status,
-                    "value": trial_value(sweep, job)}))
-        for row in session.scalars(select(SweepRung).where(SweepRung.sweep_id == sweep_id)):
-            base = {"trial": row.trial, "job_id": row.job_id, "rung": row.rung}
-            happened.append((row.reached_at, {"type": "rung_reached", **base,
-                                              "epoch": row.epoch, "value": row.value}))
-            if row.promoted_at is not None:
-                happened.append((row.promoted_at, {"type": "promoted", **base}))
-        happened.sort(key=lambda item: (item[0], item[1]["trial"]))
-        return state, [{**event, "time": when.isoformat()} for when, event in happened]
+        sweep, summary, happened = story
+        return json.loads(SweepPublic.from_row(sweep, summary).model_dump_json()), happened
 
 
 def _key(event: dict) -> tuple:

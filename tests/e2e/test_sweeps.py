@@ -99,7 +99,7 @@ def test_a_grid_sweep_runs_every_point_and_names_the_best(stack):
     assert http.get(done["best"]["checkpoint"]).status_code == 200
     assert done["epochs_spent"] == done["epochs_full"] == 3
     assert done["trials"] == {"created": 3, "queued": 0, "running": 0, "succeeded": 3,
-                              "failed": 0, "cancelled": 0}
+                              "failed": 0, "cancelled": 0, "paused": 0, "stopped": 0}
     # Its trials are jobs like any other: metrics, and /predict against the best.
     points = http.get(f"/jobs/{best['id']}/metrics", params={"name": "loss"}).json()
     assert points["metrics"], points

@@ -17,7 +17,7 @@ from core.artifacts import checkpoint_key, get_store
 from core.db import session_scope
 from core.ids import new_id
 from core.jobspec import JobSpec
-from core.tables import Checkpoint, Dataset, Program
+from core.tables import Checkpoint, Dataset, Program, Sweep
 from tests.unit.api.test_predictor import checkpoint_blobs  # noqa: F401 - a fixture
 
 # Answers whose body changes from one request to the next, so their length does too:
@@ -37,12 +37,21 @@ def resources(live_api, checkpoint_blobs) -> dict[str, str]:  # noqa: F811 - a f
         session.add(Program(id=model_id, name="head", train_key="programs/x/train.pt2",
                             sha256="0" * 64, size_bytes=0, input_shape=[1, 8, 8],
                             num_classes=10, parameter_count=1, ops=[]))
+    sweep_id = new_id()  # ended, with no trial: its event stream ends at once
+    with session_scope() as session:
+        session.add(Sweep(id=sweep_id, name="head", status="succeeded", strategy="grid",
+                          metric="eval_accuracy", mode="max", max_trials=1, max_concurrent=1,
+                          seed=0, spec={"name": "head", "base": JobSpec(
+                              model="lenet", dataset="digits").resolved(),
+                              "space": {"hyperparameters.lr": {"grid": [0.1]}},
+                              "strategy": "grid", "asha": None}))
     key = checkpoint_key(job_id, 1)
     size, sha = get_store().save(key, lambda f: f.write(checkpoint_blobs[1][0]))
     with session_scope() as session:
         session.add(Checkpoint(job_id=job_id, epoch=1, step=3, storage_key=key,
                                size_bytes=size, sha256=sha, metrics={}))
     yield {"job_id": job_id, "ref": "1", "dataset_id": dataset_id, "model_id": model_id,
+           "sweep_id": sweep_id,
            "checkpoint_size": str(len(checkpoint_blobs[1][0]))}
     with session_scope() as session:  # GET /models of a later module lists no stray program
         session.delete(session.get(Program, model_id))

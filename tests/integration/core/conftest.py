@@ -14,3 +14,21 @@ def sent(monkeypatch):
     monkeypatch.setattr(queue, "enqueue",
                         lambda task, *args, queue=None: messages.append((task, args, queue)))
     return messages
+
+
+@pytest.fixture(scope="module")
+def sweeps_cancelled_after():
+    """The module's sweeps left running are cancelled at its end: a worker of a later test
+    on the same database would otherwise take their next steps in its reaper passes."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.sweeps.lifecycle import cancel_sweep
+    from core.tables import Sweep, utcnow
+
+    started = utcnow()
+    yield
+    with session_scope() as session:
+        for sweep in session.scalars(select(Sweep).where(
+                Sweep.status == "running", Sweep.created_at >= started)).all():
+            cancel_sweep(session, sweep)

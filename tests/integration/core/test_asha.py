@@ -25,6 +25,9 @@ from core.tenancy import LOCAL_ADMIN
 SCORES = [0.5, 0.9, 0.1, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4]
 
 
+pytestmark = pytest.mark.usefixtures("sweeps_cancelled_after")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def schema():
     upgrade_schema()

@@ -24,6 +24,8 @@ from core.sweeps.trials import advance
 from core.tables import Job, Sweep, User
 from core.tenancy import LOCAL_ADMIN, Tenant
 
+pytestmark = pytest.mark.usefixtures("sweeps_cancelled_after")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def schema():
