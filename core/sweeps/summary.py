@@ -2,12 +2,15 @@
 trial so far, the epochs spent and those a full search of the same trials would spend."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.jobspec import Hyperparameters
 from core.metrics import finite
 from core.states import JobStatus
 from core.sweeps.asha import best_of_rungs, rung_table
@@ -43,13 +46,21 @@ def _better(sweep: Sweep, value: float, trial: int, best: dict | None) -> bool:
 
 def epochs_full(sweep: Sweep) -> int:
     """Epochs all max_trials trials would train, each to its full length."""
-    stored = sweep.spec
+    return _epochs_full(sweep.id, sweep.max_trials, json.dumps(sweep.spec, sort_keys=True))
+
+
+@lru_cache(maxsize=1024)
+def _epochs_full(_sweep_id: str, max_trials: int, spec_json: str) -> int:
+    # With epochs searched, every trial's spec is drawn (1,000 at most): once per sweep, as
+    # its spec never changes, not at every read.
+    stored = json.loads(spec_json)
     if stored.get("asha"):
-        return sweep.max_trials * stored["asha"]["max_epochs"]
+        return max_trials * stored["asha"]["max_epochs"]
     if "hyperparameters.epochs" not in stored["space"]:
-        epochs = stored["base"].get("hyperparameters", {}).get("epochs", 2)
-        return sweep.max_trials * epochs
-    return sum(trial_job(stored, n)[0].hyperparameters.epochs for n in range(sweep.max_trials))
+        epochs = stored["base"].get("hyperparameters", {}).get(
+            "epochs", Hyperparameters.model_fields["epochs"].default)
+        return max_trials * epochs
+    return sum(trial_job(stored, n)[0].hyperparameters.epochs for n in range(max_trials))
 
 
 def summarize(session: Session, sweeps: list[Sweep]) -> dict[str, Summary]:
