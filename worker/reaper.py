@@ -6,7 +6,8 @@ at a time holds a database lock, and claiming stays idempotent, so a duplicate m
 harmless; a sweep's step is idempotent too (core.sweeps.trials).
 
 Each pass also removes the TensorBoard runs of deleted jobs from this worker's data dir:
-the API removes them only where it shares that folder."""
+the API removes them only where it shares that folder, and on Postgres keeps the planner's
+statistics current after bulk loads (refresh_statistics)."""
 from __future__ import annotations
 
 import logging
@@ -14,14 +15,14 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core import jobs
 from core.config import Settings
 from core.db import session_scope
 from core.queue import RUN_JOB_TASK, enqueue
 from core.routing import job_queue
-from core.tables import Job
+from core.tables import Base, Job
 from core.tensorboard_runs import prune_runs
 from worker.sweep_steps import advance_sweeps
 
@@ -70,6 +71,36 @@ def prune_tensorboard(settings: Settings) -> list[Path]:
     return gone
 
 
+# The sink writes metric points in bulk (a COPY a batch), and autovacuum analyzes a table
+# only once a tenth of it has changed (never where it is off): a new job's 100,000 points
+# left the planner guessing 1 row for that job. So a table is analyzed here once the
+# rows changed since its last ANALYZE reach a tenth of it, at least STALE_MIN and at most
+# STALE_MAX. Reading the counters is cheap, and ANALYZE reads a fixed sample (30,000 rows at
+# the default statistics target), so its cost does not grow with the table; SKIP_LOCKED
+# leaves a table another worker is analyzing right now to that one.
+STALE_MIN, STALE_MAX = 1_000, 100_000
+_STALE = text("SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(:names) "
+              "AND schemaname = current_schema() "
+              "AND n_mod_since_analyze >= least(:most, greatest(:least, n_live_tup / 10))")
+
+
+def refresh_statistics(settings: Settings) -> list[str]:
+    """ANALYZE trainhub's tables whose statistics are stale by the rule above (Postgres
+    only); their names."""
+    with session_scope() as session:
+        dialect = session.get_bind().dialect
+        if dialect.name != "postgresql":
+            return []
+        stale = sorted(session.scalars(_STALE, {"names": list(Base.metadata.tables),
+                                                "least": STALE_MIN, "most": STALE_MAX}))
+        for name in stale:
+            quoted = dialect.identifier_preparer.quote(name)
+            session.execute(text(f"ANALYZE (SKIP_LOCKED) {quoted}"))
+    if stale:
+        log.info("analyzed %s (statistics stale after many changed rows)", ", ".join(stale))
+    return stale
+
+
 class ReaperThread:
     """reap_once every reaper_interval_seconds until stopped; errors are logged, not fatal."""
 
@@ -91,7 +122,7 @@ class ReaperThread:
 
     def _run(self) -> None:
         while True:  # a pass at start too: jobs handed back by a worker stopped before
-            for task in (reap_once, advance_sweeps, prune_tensorboard):
+            for task in (reap_once, advance_sweeps, prune_tensorboard, refresh_statistics):
                 try:
                     task(self.settings)
                 except Exception as exc:  # e.g. the database is restarting
