@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import Session
 
 from core.ids import is_id
@@ -42,9 +42,9 @@ def newest_first(session: Session, query: Select, table: Any, cursor: str | None
     """One page of query's rows of table, newest first, after cursor; and the cursor of the
     next page (None on the last)."""
     if cursor:
-        created, row_id = decode_cursor(cursor)
-        query = query.where(or_(table.created_at < created,
-                                and_(table.created_at == created, table.id < row_id)))
+        # A row comparison: the (created_at, id) index starts the page at the cursor. The
+        # same test written with OR was a filter, read from the newest row down to it.
+        query = query.where(tuple_(table.created_at, table.id) < decode_cursor(cursor))
     rows = session.scalars(query.order_by(table.created_at.desc(), table.id.desc())
                            .limit(limit + 1)).all()
     page = list(rows[:limit])

@@ -50,6 +50,15 @@ class Base(DeclarativeBase):
     pass
 
 
+def newest_first_indexes(table: str, *filters: tuple[str, ...]) -> tuple[Index, ...]:
+    """The indexes of a list read newest first (api.paging: ORDER BY created_at DESC, id
+    DESC after a (created_at, id) cursor): one for the whole table, and one per set of
+    columns the list filters on by equality, those columns first. Each serves its page in
+    order from where the cursor points, so a page reads its own rows and sorts none."""
+    return tuple(Index("_".join(("ix", table, *columns, "created_at_id")), *columns,
+                       "created_at", "id") for columns in ((), *filters))
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -60,17 +69,24 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         # A sweep's trial number is taken once: two schedulers racing make one job of it.
         Index("ix_jobs_sweep_trial", "sweep_id", "trial", unique=True),
+        # GET /jobs: anyone's or one owner's, with or without a status.
+        *newest_first_indexes("jobs", ("owner",), ("status",), ("owner", "status")),
+        # GET /jobs?sweep=: of trials only (most jobs are none: they stay out of it). On
+        # Postgres, migration 0010's st_jobs_sweep_owner says a sweep decides its owner.
+        Index("ix_jobs_sweep_id_created_at_id", "sweep_id", "created_at", "id",
+              postgresql_where=text("sweep_id IS NOT NULL"),
+              sqlite_where=text("sweep_id IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     # The submitting user's id; None with authentication off (then every caller is admin).
-    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(64))
     dataset: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -111,11 +127,13 @@ class Sweep(Base):
     submitted with is `spec`; the columns beside it are what queries filter on."""
 
     __tablename__ = "sweeps"
+    # GET /sweeps: anyone's or one owner's, with or without a status.
+    __table_args__ = newest_first_indexes("sweeps", ("owner",), ("status",), ("owner", "status"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     strategy: Mapped[str] = mapped_column(String(16))
     metric: Mapped[str] = mapped_column(String(32))
     mode: Mapped[str] = mapped_column(String(8))
@@ -126,7 +144,7 @@ class Sweep(Base):
     # Why no new trial could start at the last try (the tenant's caps); None otherwise.
     waiting: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -153,7 +171,9 @@ class MetricPoint(Base):
     __tablename__ = "metric_points"
     __table_args__ = (
         UniqueConstraint("job_id", "name", "step", name="uq_metric_points_job_name_step"),
-        Index("ix_metric_points_job_step", "job_id", "step"),
+        # A page of all names, in (step, id) order (GET /jobs/{id}/metrics without a name;
+        # with one, the unique constraint above is that page's order).
+        Index("ix_metric_points_job_step_id", "job_id", "step", "id"),
     )
 
     # Monotonic per database: doubles as the event id for live streams.
@@ -186,9 +206,11 @@ class Dataset(Base):
     """An uploaded dataset: the raw upload, then a materialised uint8 tensor file."""
 
     __tablename__ = "datasets"
+    # GET /datasets: anyone's or one owner's, newest first.
+    __table_args__ = newest_first_indexes("datasets", ("owner",))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # as Job.owner
+    owner: Mapped[str | None] = mapped_column(String(64))  # as Job.owner
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)  # processing | ready | failed
     error: Mapped[str | None] = mapped_column(Text)
@@ -207,7 +229,7 @@ class Dataset(Base):
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -217,9 +239,11 @@ class Program(Base):
     its graph has no mode-dependent op), checked at upload (core.programs)."""
 
     __tablename__ = "programs"
+    # GET /models: anyone's or one owner's programs, newest first.
+    __table_args__ = newest_first_indexes("programs", ("owner",))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # as Job.owner
+    owner: Mapped[str | None] = mapped_column(String(64))  # as Job.owner
     name: Mapped[str] = mapped_column(String(200))
     source_filename: Mapped[str | None] = mapped_column(String(255))
     eval_source_filename: Mapped[str | None] = mapped_column(String(255))
@@ -232,7 +256,7 @@ class Program(Base):
     num_classes: Mapped[int] = mapped_column(Integer)
     parameter_count: Mapped[int] = mapped_column(BigInteger)
     ops: Mapped[list] = mapped_column(JSON)  # the graph's operators, sorted
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class JobLog(Base):
