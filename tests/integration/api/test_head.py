@@ -17,6 +17,7 @@ from core.artifacts import checkpoint_key, get_store
 from core.db import session_scope
 from core.ids import new_id
 from core.jobspec import JobSpec
+from core.sweeps.spec import SweepSpec, check
 from core.tables import Checkpoint, Dataset, Program, Sweep
 from tests.unit.api.test_predictor import checkpoint_blobs  # noqa: F401 - a fixture
 
@@ -38,13 +39,13 @@ def resources(live_api, checkpoint_blobs) -> dict[str, str]:  # noqa: F811 - a f
                             sha256="0" * 64, size_bytes=0, input_shape=[1, 8, 8],
                             num_classes=10, parameter_count=1, ops=[]))
     sweep_id = new_id()  # ended, with no trial: its event stream ends at once
+    stored = check(SweepSpec.model_validate({
+        "name": "head", "base": {"model": "lenet", "dataset": "digits"}, "strategy": "grid",
+        "space": {"hyperparameters.lr": {"grid": [0.1]}}}))[0].stored()
     with session_scope() as session:
         session.add(Sweep(id=sweep_id, name="head", status="succeeded", strategy="grid",
                           metric="eval_accuracy", mode="max", max_trials=1, max_concurrent=1,
-                          seed=0, spec={"name": "head", "base": JobSpec(
-                              model="lenet", dataset="digits").resolved(),
-                              "space": {"hyperparameters.lr": {"grid": [0.1]}},
-                              "strategy": "grid", "asha": None}))
+                          seed=0, spec=stored))
     key = checkpoint_key(job_id, 1)
     size, sha = get_store().save(key, lambda f: f.write(checkpoint_blobs[1][0]))
     with session_scope() as session:

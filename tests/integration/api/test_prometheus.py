@@ -13,6 +13,7 @@ from core.db import session_scope
 from core.ids import new_id
 from core.jobspec import JobSpec
 from core.states import JobStatus, SweepStatus
+from core.sweeps.spec import SweepSpec, check
 from core.tables import Job, Sweep
 
 
@@ -46,15 +47,19 @@ def test_job_counts_and_queue_depth_come_from_the_database(client):
 
 def _sweep_with_trials(session, status: SweepStatus, trials: list[JobStatus]) -> None:
     """A sweep's row and a trial job per status, as core.sweeps would leave them."""
+    stored = check(SweepSpec.model_validate({
+        "name": "metrics", "base": {"model": "mlp", "dataset": "digits"}, "strategy": "grid",
+        "space": {"hyperparameters.lr": {"grid": [0.1 * (n + 1) for n in range(len(trials))]}},
+    }))[0].stored()  # a real sweep's spec: GET /sweeps of a later test reads every sweep
     sweep = Sweep(id=new_id(), name="metrics", status=status.value, strategy="grid",
                   metric="eval_accuracy", mode="max", max_trials=len(trials),
-                  max_concurrent=len(trials), seed=0, spec={})
+                  max_concurrent=len(trials), seed=0, spec=stored)
     session.add(sweep)
     spec = JobSpec(model="mlp", dataset="digits").resolved()
     for trial, trial_status in enumerate(trials):
         job = jobs.create_job(session, spec)
         job.status, job.sweep_id, job.trial, job.trial_values = (
-            trial_status.value, sweep.id, trial, {"optimizer.lr": 0.1})
+            trial_status.value, sweep.id, trial, {"hyperparameters.lr": 0.1 * (trial + 1)})
 
 
 def test_sweeps_and_their_trials_by_status_come_from_the_database(client):
