@@ -71,7 +71,7 @@ async def create_job(spec: JobSpec, session: SessionDep, response: Response, ten
     return JobPublic.from_row(step.job, consumed)
 
 
-@router.get("", response_model=JobList, responses=responses(422))
+@router.get("", response_model=JobList, responses=responses(404, 422))
 def list_jobs(session: SessionDep, tenant: TenantDep,
               status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,

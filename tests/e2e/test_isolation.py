@@ -28,7 +28,8 @@ from tests.tenants import admin_cli, client, make_tenant
 
 pytestmark = pytest.mark.slow
 
-PATH_IDS = {"job_id": "job", "dataset_id": "dataset", "model_id": "model"}
+PATH_IDS = {"job_id": "job", "dataset_id": "dataset", "model_id": "model",
+            "sweep_id": "sweep"}
 # What the other path parameters take: a checkpoint reference.
 PATH_VALUES = {"ref": "best"}
 PUBLIC = {("GET", "/health"), ("POST", "/session")}
@@ -87,8 +88,14 @@ def tenant_resources(c: httpx.Client, label: str, seed: int, key: str, base: str
     assert done["status"] == "succeeded", done
     checkpoints = c.get(f"/jobs/{done['id']}/checkpoints").json()["checkpoints"]
     assert checkpoints
+    # A sweep, cancelled at once (its event stream ends; its one trial never runs).
+    sweep = c.post("/sweeps", json={"name": f"{marker}-sweep", "base": {
+        "model": "mlp", "dataset": ds.json()["id"]}, "space": {
+        "hyperparameters.lr": {"grid": [0.01]}}, "strategy": "grid"})
+    assert sweep.status_code == 201, sweep.text
+    assert c.post(f"/sweeps/{sweep.json()['id']}/cancel").status_code == 202
     return {"job": done["id"], "dataset": ds.json()["id"], "model": program.json()["id"],
-            "owner": done["owner"],
+            "sweep": sweep.json()["id"], "owner": done["owner"],
             "secrets": [marker, done["owner"], program.json()["sha256"],
                         *(cp["sha256"] for cp in checkpoints)]}
 
@@ -189,15 +196,17 @@ def test_every_id_taking_operation_treats_another_tenants_id_as_a_missing_one(wo
     schema, bob, a = world["schema"], world["bob"], world["a"]
     # bob's own dataset with alice's job (init_from) and alice's dataset with bob's nothing:
     # each variant isolates one foreign id, the rest being valid for bob.
-    missing = {"job": uuid.uuid4().hex, "dataset": uuid.uuid4().hex, "model": uuid.uuid4().hex}
+    missing = {"job": uuid.uuid4().hex, "dataset": uuid.uuid4().hex, "model": uuid.uuid4().hex,
+               "sweep": uuid.uuid4().hex}
     covered = []
     for method, path, op in operations(schema):
         for variant in id_variants(schema, method, path, op):
-            foreign_ids = {"job": a["job"], "dataset": a["dataset"], "model": a["model"]}
+            foreign_ids = {"job": a["job"], "dataset": a["dataset"], "model": a["model"],
+                           "sweep": a["sweep"]}
             if variant == "init_from":  # the dataset is bob's own; only the job is foreign
                 foreign_ids["dataset"] = missing_ids_dataset = world["b"]["dataset"]
                 missing_ids = {"job": missing["job"], "dataset": missing_ids_dataset,
-                               "model": missing["model"]}
+                               "model": missing["model"], "sweep": missing["sweep"]}
             else:
                 missing_ids = missing
             foreign = send(bob, method, path, variant, foreign_ids)
@@ -220,13 +229,16 @@ def test_every_id_taking_operation_treats_another_tenants_id_as_a_missing_one(wo
                      "POST /jobs dataset", "GET /jobs/{job_id}/metrics path",
                      "POST /jobs/{job_id}/cancel path", "DELETE /jobs/{job_id} path",
                      "GET /models/{model_id} path", "DELETE /models/{model_id} path",
-                     "POST /jobs model"):
+                     "POST /jobs model", "GET /sweeps/{sweep_id} path",
+                     "GET /sweeps/{sweep_id}/events path", "POST /sweeps/{sweep_id}/cancel path",
+                     "DELETE /sweeps/{sweep_id} path"):
         assert expected in names, (expected, sorted(names))
     # bob's deletes and cancels changed nothing of alice's.
     alice = world["alice"]
     assert alice.get(f"/jobs/{a['job']}").json()["status"] == "succeeded"
     assert alice.get(f"/datasets/{a['dataset']}").status_code == 200
     assert alice.get(f"/models/{a['model']}").status_code == 200
+    assert alice.get(f"/sweeps/{a['sweep']}").json()["status"] == "cancelled"
 
 
 def test_lists_show_only_the_callers_own_and_an_admin_everything(world):
@@ -235,10 +247,13 @@ def test_lists_show_only_the_callers_own_and_an_admin_everything(world):
         jobs = {j["id"] for j in c.get("/jobs").json()["jobs"]}
         datasets = {d["id"] for d in c.get("/datasets").json()["datasets"]}
         models = {m["id"] for m in c.get("/models").json()["models"]}
+        sweeps = {s["id"] for s in c.get("/sweeps").json()["items"]}
+        assert own["sweep"] in sweeps and other["sweep"] not in sweeps
         assert own["job"] in jobs and other["job"] not in jobs
         assert own["dataset"] in datasets and other["dataset"] not in datasets
         assert own["model"] in models and other["model"] not in models
-        listing = c.get("/jobs").text + c.get("/datasets").text + c.get("/models").text
+        listing = (c.get("/jobs").text + c.get("/datasets").text + c.get("/models").text
+                   + c.get("/sweeps").text)
         assert not [s for s in other["secrets"] if s in listing]
     admin = world["admin"]
     jobs = {j["id"] for j in admin.get("/jobs").json()["jobs"]}
@@ -251,7 +266,8 @@ def test_lists_show_only_the_callers_own_and_an_admin_everything(world):
 def test_an_admin_reaches_every_tenants_resources(world):
     schema, admin = world["schema"], world["admin"]
     for owner in (world["a"], world["b"]):
-        ids = {"job": owner["job"], "dataset": owner["dataset"], "model": owner["model"]}
+        ids = {"job": owner["job"], "dataset": owner["dataset"], "model": owner["model"],
+               "sweep": owner["sweep"]}
         for method, path, op in operations(schema):
             if method != "GET" or "path" not in id_variants(schema, method, path, op):
                 continue
@@ -277,7 +293,7 @@ def test_every_protected_operation_needs_a_valid_key(world):
         assert c.get("/jobs").status_code == 200
     admin_cli(env["env"], "revoke-key", carol)
     ids = {"job": world["a"]["job"], "dataset": world["a"]["dataset"],
-           "model": world["a"]["model"]}
+           "model": world["a"]["model"], "sweep": world["a"]["sweep"]}
     checked = 0
     for key in (None, carol, "thk_" + "0" * 16 + "_" + "A" * 43, "not-a-key"):
         with client(world["base"], key) as c:
