@@ -2,7 +2,6 @@
 trial n, which depend on the sweep's seed and n alone (grid: the n-th point of the grid)."""
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -96,9 +95,6 @@ class Space:
         # A string seed is hashed with SHA-512 by random.Random: the same in every process.
         rng = random.Random(f"trainhub-sweep:{seed}:{trial}")
         return {path: dist.sample(rng) for path, dist in self.dists.items()}
-
-    def grid_points(self):
-        return itertools.product(*(d.args for d in self.dists.values()))
 
 
 def set_path(spec: dict, path: str, value: Any) -> dict:

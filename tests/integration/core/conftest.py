@@ -32,3 +32,25 @@ def sweeps_cancelled_after():
         for sweep in session.scalars(select(Sweep).where(
                 Sweep.status == "running", Sweep.created_at >= started)).all():
             cancel_sweep(session, sweep)
+
+
+def advance_at_once(sweep_id: str, schedulers: int = 4) -> None:
+    """`schedulers` threads take the sweep's next step at the same moment."""
+    import threading
+
+    from core.config import get_settings
+    from core.db import session_scope
+    from core.sweeps.trials import advance
+
+    barrier = threading.Barrier(schedulers)
+
+    def step():
+        barrier.wait()
+        with session_scope() as session:
+            advance(session, sweep_id, get_settings())
+
+    threads = [threading.Thread(target=step) for _ in range(schedulers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

@@ -4,8 +4,6 @@ makes, step by step; the trials it never promoted end `stopped`; a step taken tw
 four schedulers at once, decides once. (tests/e2e/test_asha.py trains real trials.)"""
 from __future__ import annotations
 
-import threading
-
 import pytest
 from sqlalchemy import select
 
@@ -20,6 +18,7 @@ from core.sweeps.summary import summarize
 from core.sweeps.trials import advance
 from core.tables import Job, Sweep, SweepRung
 from core.tenancy import LOCAL_ADMIN
+from tests.integration.core.conftest import advance_at_once
 
 # Trial n's eval_accuracy at rung 0; each later epoch adds 0.01.
 SCORES = [0.5, 0.9, 0.1, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4]
@@ -110,18 +109,7 @@ def test_four_schedulers_at_once_promote_once(sent):
         with session_scope() as session:
             advance(session, sweep_id, settings)
     play_queued(sweep_id)  # trial 2 paused: trial 1 is now due for promotion
-    barrier = threading.Barrier(4)
-
-    def step():
-        barrier.wait()
-        with session_scope() as session:
-            advance(session, sweep_id, settings)
-
-    threads = [threading.Thread(target=step) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    advance_at_once(sweep_id)
     with session_scope() as session:
         promoted = session.scalars(select(SweepRung.trial).where(
             SweepRung.sweep_id == sweep_id, SweepRung.promoted_at.is_not(None))).all()

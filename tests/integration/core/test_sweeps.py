@@ -5,7 +5,6 @@ the sweep's end, and a cancel. Messages to the broker are recorded, not sent: no
 runs here (tests/e2e/test_sweeps.py runs sweeps end to end)."""
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
@@ -23,6 +22,7 @@ from core.sweeps.summary import summarize
 from core.sweeps.trials import advance
 from core.tables import Job, Sweep, User
 from core.tenancy import LOCAL_ADMIN, Tenant
+from tests.integration.core.conftest import advance_at_once
 
 pytestmark = pytest.mark.usefixtures("sweeps_cancelled_after")
 
@@ -163,18 +163,7 @@ def test_two_schedulers_at_once_make_each_trial_once(sent):
         sweep_id = create_sweep(session, sweep_spec(max_concurrent=1, max_trials=3),
                                 LOCAL_ADMIN, settings).id
     end_trial(trials(sweep_id)[0].id, JobStatus.succeeded, 0.5)
-    barrier = threading.Barrier(4)
-
-    def step():
-        barrier.wait()
-        with session_scope() as session:
-            advance(session, sweep_id, settings)
-
-    threads = [threading.Thread(target=step) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    advance_at_once(sweep_id)
     made = trials(sweep_id)
     assert [t.trial for t in made] == [0, 1]
     assert sorted(job_ids(sent)) == sorted(t.id for t in made)  # each sent once
