@@ -23,6 +23,7 @@ from core.errors import (
     NotFound,
     TooLarge,
     Unauthorized,
+    validator_reason,
 )
 from core.image_decode import NotAnImage
 from core.queue import BrokerUnavailable
@@ -97,10 +98,6 @@ def _field(loc) -> str:
     return ".".join(parts) or "body"
 
 
-# pydantic's words before what a validator raised (ValueError, assert): the reason is the rest.
-_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
-
-
 def _invalid_json(err: dict, body) -> dict:
     """pydantic gives a character offset (loc ["body", 39]): say where, as a person reads a
     file, and why (json's own reason)."""
@@ -122,8 +119,7 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> JS
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field; see GET /docs for the allowed fields"
-        for prefix in _PYDANTIC_PREFIXES:
-            msg = msg.removeprefix(prefix)
+        msg = validator_reason(msg)
         loc = [_loc_part(p) for p in err["loc"]]
         detail.append({"field": _field(loc), "msg": safe(msg), "type": err["type"], "loc": loc})
     return JSONResponse({"detail": detail}, status_code=422)

@@ -14,6 +14,19 @@ class TooLarge(Exception):
     """A body, file or image is over a configured limit."""
 
 
+# pydantic's words before what a validator raised (a ValueError, an assert): the reason is the
+# rest.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def validator_reason(msg: str) -> str:
+    """A pydantic error's `msg` as a person reads it: without pydantic's words in front of
+    what a validator raised (a 422's msg, and a sweep's message quoting a trial's)."""
+    for prefix in _PYDANTIC_PREFIXES:
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
 class FieldError(Exception):
     """A request field names something that cannot be used; `field` is its dotted path."""
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.errors import FieldError
+from core.errors import FieldError, validator_reason
 from core.jobspec import JobSpec, StorableStr
 from core.sweeps.space import Space, set_path
 
@@ -81,14 +81,14 @@ def check_path(path: str) -> None:
 def _located(exc: ValidationError, trial: int, values: dict[str, Any]) -> FieldError:
     """A trial's validation error, located at the space path that caused it (else in base)."""
     error = exc.errors()[0]
-    loc = ".".join(str(p) for p in error["loc"])
+    loc, reason = ".".join(str(p) for p in error["loc"]), validator_reason(error["msg"])
     for path, value in values.items():
         if loc == path or loc.startswith(path + ".") or path.startswith(loc + "."):
             return FieldError(f"space.{path}", f"trial {trial} draws {path}={value!r}, which "
-                                               f"no job takes: {error['msg']}")
+                                               f"no job takes: {reason}")
     culprits = ", ".join(f"{p}={v!r}" for p, v in values.items())
     return FieldError(f"base.{loc}" if loc else "base",
-                      f"trial {trial} ({culprits}) is not a valid job: {error['msg']}")
+                      f"trial {trial} ({culprits}) is not a valid job: {reason}")
 
 
 class Checked:
@@ -138,9 +138,10 @@ def _check_bounds(stored: dict, space: Space) -> None:
             try:
                 JobSpec.model_validate(raw)
             except ValidationError as exc:
+                reason = validator_reason(exc.errors()[0]["msg"])
                 raise FieldError(f"space.{path}", f"{path}={value!r} (a bound of its "
                                                   f"{dist.kind}) is not a value a job takes: "
-                                                  f"{exc.errors()[0]['msg']}") from None
+                                                  f"{reason}") from None
 
 
 def check(spec: SweepSpec) -> tuple[Checked, list[JobSpec]]:

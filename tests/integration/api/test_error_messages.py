@@ -1,6 +1,7 @@
 """Error messages a person reads, with no parser's raw words in them: malformed JSON says
 where (line and column, as an editor counts them) and why, a validator's reason comes
-without pydantic's "Value error, " in front, and cancelling a job that has ended says so.
+without pydantic's "Value error, " in front (a sweep's quote of a trial's too), and
+cancelling a job that has ended says so.
 In-process (TestClient) on the test database: the app's own answers are the point."""
 from __future__ import annotations
 
@@ -67,6 +68,28 @@ def test_a_validators_reason_comes_without_pydantics_prefix(client, job, field, 
     [problem] = resp.json()["detail"]
     assert problem["field"] == field and problem["type"] == "value_error"
     assert problem["msg"].startswith(start), problem["msg"]
+
+
+@pytest.mark.parametrize("space, field, reason", [
+    ({"hyperparameters.world_size": {"grid": [1, 3]}}, "space.hyperparameters.world_size",
+     "hyperparameters.world_size=3 (a bound of its grid) is not a value a job takes: must "
+     "divide batch_size 4"),
+    ({"hyperparameters.nesterov": {"grid": [False, True]},
+      "hyperparameters.momentum": {"grid": [0.9, 0]}}, "space.hyperparameters.momentum",
+     "trial 3 draws hyperparameters.momentum=0, which no job takes: nesterov: true needs "
+     "optimizer 'sgd' with momentum > 0"),
+])
+def test_a_sweeps_message_quotes_a_trials_reason_without_pydantics_prefix(client, space,
+                                                                         field, reason):
+    """POST /sweeps checks each trial's job spec and quotes why one is refused: the
+    validator's reason, not pydantic's `Value error, ` before it."""
+    resp = client.post("/sweeps", json={
+        "base": {"model": "lenet", "dataset": "digits", "hyperparameters": {"batch_size": 4}},
+        "strategy": "grid", "space": space})
+    assert resp.status_code == 422, resp.text
+    [problem] = resp.json()["detail"]
+    assert problem["field"] == field and problem["msg"].startswith(reason), problem["msg"]
+    assert "error," not in problem["msg"]
 
 
 def new_job() -> str:
