@@ -3,7 +3,8 @@ archives' own checks are core.program_archive's; uploads over HTTP:
 tests/integration/api/test_programs.py): a job naming a program is checked at submission
 (its owner's only: another tenant's is the unknown model's 422; its classes against the
 dataset's, both numbers named), a program a queued job names cannot be deleted, and a
-deleted one leaves no file."""
+deleted one leaves no file; on an S3 artifact store (moto's
+server) as on a local one."""
 from __future__ import annotations
 
 import uuid
@@ -22,6 +23,7 @@ from core.quota_ledger import stored_bytes
 from core.states import JobStatus
 from core.tables import Job, Program
 from core.tenancy import Tenant
+from tests.s3server import s3_server  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -195,3 +197,41 @@ def test_an_upload_past_the_stored_bytes_cap_is_refused_and_leaves_nothing(tmp_p
                 assert stored_bytes(session, alice.user_id) == len(data)
                 programs.delete_program(session, row.id, alice)
     assert not list((get_settings().data_dir / "tmp").glob("program-*"))
+
+
+def test_a_programs_files_live_in_an_s3_store_too(s3_server, monkeypatch, tmp_path):  # noqa: F811
+    """The artifact store may be S3 (moto's server): the upload stores both archives under
+    programs/<id>/, the worker's build reads them back into a pair whose sha256 is the
+    row's, and a delete leaves no key."""
+    from io import BytesIO
+
+    import torch
+
+    from core.program_models import build_program_model
+    from core.s3store import S3ArtifactStore
+    from tests.programs import CLASSES, SHAPE, residual_pair
+
+    bucket = s3_server.new_bucket()
+    store = S3ArtifactStore(bucket, "trainhub", client=s3_server.client(),
+                            tmp_dir=tmp_path / "s3-tmp")
+    monkeypatch.setattr(programs, "get_store", lambda: store)
+    train, eval_ = residual_pair(tmp_path)
+    uploads = [programs.Upload(field, BytesIO(path.read_bytes()), path.stat().st_size,
+                               path.name)
+               for field, path in (("file", train), ("eval_file", eval_))]
+    alice = tenant("alice")
+    with session_scope() as session:
+        row = programs.accept_program(session, alice, *uploads, None, get_settings())
+        program_id, sha256 = row.id, row.sha256
+    assert s3_server.keys(bucket) == [f"trainhub/programs/{program_id}/eval.pt2",
+                                      f"trainhub/programs/{program_id}/train.pt2"]
+
+    pair = build_program_model(store, program_id)
+    assert pair.program_sha256 == sha256
+    pair.eval()
+    with torch.no_grad():
+        assert pair(torch.zeros(2, *SHAPE)).shape == (2, CLASSES)
+
+    with session_scope() as session:
+        programs.delete_program(session, program_id, alice)
+    assert s3_server.keys(bucket) == []
