@@ -163,13 +163,15 @@ TRAINING_CORE = ("worker.loop", "worker.control", "worker.recipe", "worker.repor
 WORKER_PROCESS = ("worker.runner", "worker.sink", "worker.celery_app", "worker.tasks",
                   "worker.heartbeat", "worker.presence", "worker.reaper", "worker.joblog",
                   "worker.job_inputs", "worker.handback", "worker.outages",
-                  "worker.live_events", "worker.checkpoint_rows", "worker.tensorboard_tee")
+                  "worker.live_events", "worker.checkpoint_rows", "worker.tensorboard_tee",
+                  "worker.sweep_steps")
 SERVICE_SIDE = WORKER_PROCESS + ("worker.checkpointing", "worker.tensorboard", "core.db",
                                  "core.tables", "core.jobs", "core.queue", "core.events",
                                  "core.metrics.store", "core.metrics.pages",
                                  "core.job_submission", "core.job_deletion",
                                  "core.dataset_uploads", "core.datasets", "core.uploads",
-                                 "sqlalchemy", "celery", "redis")
+                                 "core.sweeps", "core.programs", "sqlalchemy", "celery",
+                                 "redis")
 
 
 def test_the_training_loop_imports_nothing_of_the_service_and_ddp_sits_on_top():
