@@ -109,7 +109,8 @@ def progress(job: dict) -> str:
 
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
-                "cancelled": "magenta", "ready": "green", "processing": "yellow"}
+                "cancelled": "magenta", "paused": "blue", "stopped": "dim",
+                "ready": "green", "processing": "yellow"}
 
 
 def status(name: str | None) -> str:

@@ -18,8 +18,9 @@ from cli import output
 from cli.client import Api, CliError, KeyOption, Unreachable, UrlOption
 from cli.sse import GIVE_UP_AFTER_S
 from cli.submit import load_file, resolve_ids
+from core.states import JobStatus, SweepStatus
 
-ENDED = frozenset({"succeeded", "failed", "cancelled"})
+ENDED = frozenset(s.value for s in SweepStatus if s.is_terminal)  # a sweep's ends
 POLL_S = 1.0
 JOBS_PAGE = 500  # GET /jobs' largest limit
 SWEEPS_PAGE = 200  # GET /sweeps' largest limit
@@ -146,8 +147,7 @@ class TrialRows:
 
 def counts_text(sweep: dict[str, Any]) -> str:
     counts = sweep.get("trials") or {}
-    shown = [f"{n} {state}" for state in ("queued", "running", "succeeded", "failed",
-                                           "cancelled") if (n := counts.get(state))]
+    shown = [f"{n} {state.value}" for state in JobStatus if (n := counts.get(state.value))]
     return f"{counts.get('created', 0)} of at most {sweep['max_trials']} created" + (
         f" ({', '.join(shown)})" if shown else "")
 

@@ -95,3 +95,16 @@ def test_the_cli_stops_following_at_the_terminal_states_of_core_states():
     from cli.logs import ENDED
 
     assert ENDED == {s.value for s in TERMINAL}
+
+
+def test_no_cli_module_keeps_its_own_list_of_states():
+    from cli.sweeps import ENDED
+
+    assert ENDED == {s.value for s in SweepStatus if s.is_terminal}
+    terminal = re.compile(r'["\'](succeeded|failed|cancelled)["\']\s*,\s*'
+                          r'["\'](succeeded|failed|cancelled)["\']')
+    cli = STATIC.parents[1] / "cli"
+    copies = [f"cli/{path.name}:{n}" for path in cli.rglob("*.py")
+              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+              if terminal.search(line)]
+    assert not copies, copies
