@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.sweep_schemas import SweepPublic
 from core.db import session_scope
+from core.states import JobStatus, SweepStatus
 from core.sweeps.history import snapshot
 
 POLL_S = 1.0
@@ -31,6 +32,13 @@ def _snapshot(sweep_id: str) -> tuple[dict | None, list[dict]]:
 def _key(event: dict) -> tuple:
     """What makes an event once: its type, its trial, and its rung (asha's events)."""
     return event["type"], event["trial"], event.get("rung")
+
+
+def _ended(state: dict) -> bool:
+    """The sweep and every trial of it have ended (core.states' terminal states: a trial
+    still paused, say of a sweep just cancelled, has not)."""
+    return SweepStatus(state["status"]).is_terminal and not any(
+        state["trials"].get(s.value) for s in JobStatus if not s.is_terminal)
 
 
 def _frame(event: dict) -> str:
@@ -57,9 +65,7 @@ async def sweep_events(sweep_id: str) -> AsyncIterator[str]:
             yield _frame(event)
         if out:
             idle = 0.0
-        ended = state["status"] != "running" and not (
-            state["trials"]["queued"] or state["trials"]["running"])
-        if ended:
+        if _ended(state):
             yield _frame({"type": "end", "status": state["status"]})
             return
         idle += POLL_S
