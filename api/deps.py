@@ -14,8 +14,8 @@ How a route reaches the database (one rule; docs/operations.md#how-a-route-reach
    tenant's turn at its caps; POST /predict: its batch) takes SessionDep and runs each step
    with `await run_in_threadpool(step, session, ...)`.
 4. What must not hold the request's session opens a short core.db.session_scope(): the
-   event stream (it outlives the request) and the rate limit's count (committed on its own,
-   before the route runs).
+   event streams (they outlive the request), the rate limit's count (committed on its own,
+   before the route runs) and GET /metrics' collector (prometheus_client calls it).
 """
 from __future__ import annotations
 
