@@ -214,6 +214,38 @@ def test_a_sigterm_hands_the_job_back_with_a_resume_checkpoint(monkeypatch):
     assert steps == sorted(set(steps))
 
 
+def test_a_job_resumed_mid_epoch_shows_the_progress_it_was_handed_back_with(monkeypatch):
+    """#20 finding 4 (the epoch went backwards on resume): the row's progress as the next
+    attempt claims and resumes the job, and each progress it reports, start where the
+    queued job stood, and never go back."""
+    import worker.runner as runner
+
+    preempt_when(monkeypatch)
+    job_id = create_job()
+    assert run(job_id, WORKER) == "queued"
+    monkeypatch.undo()
+    queued = load_job(job_id)
+    assert queued.epoch == 1 and 0 < queued.step < queued.total_steps  # mid-epoch
+    resumed_with, shown = [], []
+    set_resumed_from, progress = jobs.set_resumed_from, runner.JobReporter.progress
+
+    def recording_set_resumed_from(session, job_id_, attempt, epoch, step, progress_epoch):
+        resumed_with.append((progress_epoch, step))
+        set_resumed_from(session, job_id_, attempt, epoch, step, progress_epoch)
+
+    def recording_progress(self, epoch, step, total_steps):
+        shown.append((epoch, step))
+        progress(self, epoch, step, total_steps)
+
+    monkeypatch.setattr(jobs, "set_resumed_from", recording_set_resumed_from)
+    monkeypatch.setattr(runner.JobReporter, "progress", recording_progress)
+    assert run(job_id, WORKER) == "succeeded"
+    assert resumed_with == [(queued.epoch, queued.step)]
+    assert shown[0] == (queued.epoch, queued.step)
+    assert [e for e, _ in shown] == sorted(e for e, _ in shown)
+    assert [s for _, s in shown] == sorted(s for _, s in shown)
+
+
 def test_a_cancel_requested_while_the_job_is_handed_back_ends_it_cancelled(monkeypatch):
     from core.artifacts import resume_key
 

@@ -92,6 +92,44 @@ def test_a_run_stopped_and_resumed_mid_epoch_matches_the_undisturbed_run(hp):
         {k: v for k, v in plain_result.final_metrics.items() if k not in timing}
 
 
+class ShowsProgress(StopAtStep):
+    """StopAtStep that keeps every (epoch, step) the job's progress would show."""
+
+    def __init__(self, stop: StopFlag, step: int | None = None):
+        super().__init__(stop, step if step is not None else 10**9)
+        self.shown: list[tuple[int, int]] = []
+
+    def progress(self, epoch: int, step: int, total_steps: int) -> None:
+        self.shown.append((epoch, step))
+
+
+def test_a_run_resumed_mid_epoch_shows_the_epoch_it_stopped_in_never_the_one_before():
+    """#20 finding 4: a job handed back in its second epoch showed {"epoch": 2, ...} while
+    queued and {"epoch": 1, ...} once running again (fit's first progress said the epoch
+    before the state's, right only at an epoch's boundary)."""
+    dataset = synthetic_dataset(50, 20, (3, 8, 8), 4, seed=1)  # 13 mini-batches an epoch
+    hp = params()
+    with one_torch_thread():
+        torch.manual_seed(hp.seed)
+        model = models.build("lenet", dataset.shape, len(dataset.classes))
+        stop = StopFlag()
+        first = ShowsProgress(stop, 15)  # the log point at batch 5 of epoch 2 (step 18)
+        result = fit(model, dataset, hp, CPU, RunControl(first, check_every_s=1e9, stop=stop))
+        state = result.state
+        assert result.stopped and (state.epoch, state.batch, state.step) == (2, 5, 18)
+        resume = as_file(build_blob(state.model, state.state_dict(), state.epoch - 1,
+                                    state.step, state.final_metrics, SPEC, dataset))
+        model = models.build("lenet", dataset.shape, len(dataset.classes))
+        model.load_state_dict(resume["model_state"])
+        second = ShowsProgress(StopFlag())
+        fit(model, dataset, hp, CPU, RunControl(second, check_every_s=1e9),
+            resume_from=training_state_of(resume))
+    assert first.shown[-1] == (2, 18)  # what the queued job shows
+    assert second.shown[0] == (2, 18)  # and the same once it runs again
+    epochs = [epoch for epoch, _step in first.shown + second.shown]
+    assert epochs == sorted(epochs) and epochs[-1] == 3
+
+
 def test_checkpoint_policy_hands_the_state_over_every_n_steps():
     dataset = synthetic_dataset(40, 8, (1, 4, 4), 3, seed=0)
     seen = []
