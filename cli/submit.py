@@ -121,7 +121,8 @@ def submit(
         help="a job spec, JSON or YAML (the body POST /jobs takes); flags override it",
         show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
-        help="lenet, cnn, mlp, resnet18, or torchvision.<name> (GET /models lists them)")] = None,
+        help="lenet, cnn, mlp, resnet18, torchvision.<name>, or your own model's id "
+             "(trainhub models upload; GET /models lists them)")] = None,
     dataset: Annotated[str | None, typer.Option(
         help="digits, fake, mnist, fashion_mnist, cifar10, or an uploaded dataset's id (or "
              "the start of it that names one)")] = None,
