@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from cli import output
+from cli import ids, output
 from cli.client import Api, CliError, KeyOption, Unreachable, UrlOption
 from cli.sse import GIVE_UP_AFTER_S
 from cli.submit import load_file, resolve_ids
@@ -29,7 +29,8 @@ app = typer.Typer(help="Hyperparameter sweeps: searches whose trials are ordinar
                   no_args_is_help=True)
 
 SweepArg = Annotated[str, typer.Argument(metavar="SWEEP", show_default=False,
-                                         help="a sweep's id (`sweep submit` printed it)")]
+                                         help="a sweep's id (`sweep submit` printed it), or "
+                                              "its start when that names one sweep")]
 JsonOption = Annotated[bool, typer.Option("--json", help="as the API returns it")]
 
 
@@ -314,7 +315,7 @@ def show(sweep_id: SweepArg, as_json: JsonOption = False,
          url: UrlOption = None, key: KeyOption = None) -> None:
     """One sweep: its search, trial counts, best trial, then a table of its trials."""
     with Api(url, key) as api:
-        sweep = api.get(sweep_path(sweep_id))
+        sweep = api.get(sweep_path(ids.sweep_id(api, sweep_id)))
         if as_json:
             output.line(json.dumps(sweep, indent=2))
             return
@@ -327,7 +328,7 @@ def show(sweep_id: SweepArg, as_json: JsonOption = False,
 def cancel(sweep_id: SweepArg, url: UrlOption = None, key: KeyOption = None) -> None:
     """Cancel a sweep: no new trial starts, and its queued and running trials are cancelled."""
     with Api(url, key) as api:
-        sweep = api.post(sweep_path(sweep_id, "/cancel"))
+        sweep = api.post(sweep_path(ids.sweep_id(api, sweep_id), "/cancel"))
     output.line(f"sweep {sweep['id']} {sweep['status']}: {counts_text(sweep)}")
 
 
@@ -336,7 +337,7 @@ def best(sweep_id: SweepArg, url: UrlOption = None, key: KeyOption = None) -> No
     """The best trial so far: a summary, then its job id alone on the last line (an error
     while no trial has succeeded)."""
     with Api(url, key) as api:
-        sweep = api.get(sweep_path(sweep_id))
+        sweep = api.get(sweep_path(ids.sweep_id(api, sweep_id)))
     if not sweep.get("best"):
         raise CliError(f"sweep {sweep['id']} ({sweep['status']}): no trial has succeeded yet; "
                        f"{counts_text(sweep)}")
@@ -348,5 +349,6 @@ def best(sweep_id: SweepArg, url: UrlOption = None, key: KeyOption = None) -> No
 def delete(sweep_id: SweepArg, url: UrlOption = None, key: KeyOption = None) -> None:
     """Delete an ended sweep and its trial jobs (not while it or a trial still runs)."""
     with Api(url, key) as api:
-        api.request("DELETE", sweep_path(sweep_id))
-    output.line(f"sweep {sweep_id.strip()} deleted, with its trial jobs")
+        whole = ids.sweep_id(api, sweep_id).strip()
+        api.request("DELETE", sweep_path(whole))
+    output.line(f"sweep {whole} deleted, with its trial jobs")

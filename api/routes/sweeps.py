@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import TenantDep
-from api.deps import SessionDep
+from api.deps import IdPrefixDep, SessionDep
 from api.errors import responses
 from api.paging import newest_first
 from api.quota_checks import rate_limited
@@ -63,11 +63,15 @@ def create_sweep(spec: SweepSpec, session: SessionDep, tenant: TenantDep,
 def list_sweeps(session: SessionDep, tenant: TenantDep,
                 status_filter: Annotated[SweepStatus | None, Query(alias="status")] = None,
                 limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                cursor: str | None = None) -> Page[SweepPublic]:
-    """The caller's sweeps (an admin's: everyone's), newest first."""
+                cursor: str | None = None,
+                id_prefix: IdPrefixDep = None) -> Page[SweepPublic]:
+    """The caller's sweeps (an admin's: everyone's), newest first; with id_prefix, only
+    those whose id starts with it."""
     query = visible(select(Sweep), Sweep, tenant)
     if status_filter is not None:
         query = query.where(Sweep.status == status_filter.value)
+    if id_prefix is not None:
+        query = query.where(Sweep.id.startswith(id_prefix))
     page, next_cursor = newest_first(session, query, Sweep, cursor, limit)
     summaries = summarize(session, page)
     return Page[SweepPublic](items=[SweepPublic.from_row(s, summaries[s.id]) for s in page],

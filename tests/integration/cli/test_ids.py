@@ -1,17 +1,24 @@
-"""Ids as people type them, against the real API: every verb that takes a job's or an
-upload's id takes a unique start of it; a start several ids share is one error line listing
-them; a start no id has is the 404 a whole unknown id gets. Underneath, `GET /jobs` and
-`GET /datasets` take `id_prefix` (hex digits only, a 422 naming it otherwise)."""
+"""Ids as people type them, against the real API: every verb that takes a job's, an
+upload's or a sweep's id takes a unique start of it; a start several ids share is one error
+line listing them; a start no id has is the 404 a whole unknown id gets. Underneath, `GET
+/jobs`, `GET /datasets` and `GET /sweeps` take `id_prefix` (hex digits only, a 422 naming it
+otherwise)."""
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 from sqlalchemy import update
 
 from core.db import session_scope
-from core.tables import Dataset, Job, JobLog
-from tests.integration.cli.conftest import assert_one_error_line, finish_job, tutorial_points
+from core.sweeps.spec import SweepSpec, check
+from core.tables import Dataset, Job, JobLog, Sweep
+from tests.integration.cli.conftest import (
+    assert_one_error_line,
+    finish_job,
+    tutorial_points,
+)
 
 
 def crafted_ids() -> tuple[str, str, str]:
@@ -144,6 +151,45 @@ def test_an_upload_by_the_start_of_its_id(cli, http):
     assert f"prefix-dogs ({second})" in shown.stdout
 
 
+def sweep_row(sweep_id: str, name: str) -> None:
+    """An ended sweep of no trial (no scheduler takes a step of it)."""
+    stored = check(SweepSpec.model_validate({
+        "name": name, "base": {"model": "lenet", "dataset": "digits"}, "strategy": "grid",
+        "space": {"hyperparameters.lr": {"grid": [0.1]}}}))[0].stored()
+    with session_scope() as session:
+        session.add(Sweep(id=sweep_id, name=name, status="cancelled", strategy="grid",
+                          metric="eval_accuracy", mode="max", max_trials=1, max_concurrent=1,
+                          seed=0, spec=stored))
+
+
+def test_every_sweep_verb_takes_the_start_of_its_id(cli, http):
+    shared, first, second = crafted_ids()
+    sweep_row(first, "prefix-sweep-first")
+    sweep_row(second, "prefix-sweep-second")
+    assert [s["id"] for s in http.get("/sweeps", params={"id_prefix": shared.upper()})
+            .json()["items"]] == [second, first]
+    start = first[:13]
+    shown = cli("sweep", "show", start)
+    assert shown.exit_code == 0 and first in shown.stdout, shown.stderr
+    assert "prefix-sweep-first" in shown.stdout
+    assert json.loads(cli("sweep", "show", start, "--json").stdout)["id"] == first
+    assert assert_one_error_line(cli("sweep", "best", start)).startswith(
+        f"error: sweep {first} (cancelled): no trial has succeeded yet")
+    assert first in assert_one_error_line(cli("sweep", "cancel", start))  # 409: it ended
+    for verb in ("show", "best", "cancel", "delete"):
+        assert_one_error_line(cli("sweep", verb, shared),
+                              f"error: sweep id '{shared}' starts 2 sweeps: {second} "
+                              f"(prefix-sweep-second), {first} (prefix-sweep-first); give "
+                              "more of its digits")
+        unknown = uuid.uuid4().hex[:12]
+        assert assert_one_error_line(cli("sweep", verb, unknown)).startswith(
+            "error: 404 "), verb
+    deleted = cli("sweep", "delete", start)
+    assert deleted.lines == [f"sweep {first} deleted, with its trial jobs"], deleted.stderr
+    assert http.get(f"/sweeps/{first}").status_code == 404
+    assert cli("sweep", "delete", second[:13]).exit_code == 0
+
+
 def test_the_api_filters_by_id_prefix_and_refuses_anything_but_hex(http, jobs):
     listed = http.get("/jobs", params={"id_prefix": jobs["shared"].upper()}).json()["jobs"]
     assert [j["id"] for j in listed] == [jobs["queued"], jobs["done"]]
@@ -151,7 +197,7 @@ def test_the_api_filters_by_id_prefix_and_refuses_anything_but_hex(http, jobs):
         "id_prefix": jobs["done"], "status": "succeeded"}).json()["jobs"]] == [jobs["done"]]
     none = http.get("/datasets", params={"id_prefix": jobs["shared"]}).json()["datasets"]
     assert none == []  # and no built-in: their ids are their names
-    for path in ("/jobs", "/datasets"):
+    for path in ("/jobs", "/datasets", "/sweeps"):
         for bad in ("", "8c7g", "x" * 5, "a" * 33, "8c 7a", "8c%"):
             answer = http.get(path, params={"id_prefix": bad})
             assert answer.status_code == 422, (path, bad, answer.text)
