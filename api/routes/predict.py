@@ -86,6 +86,9 @@ def _prepare(session, tenant, image: list[UploadFile], job_id: str, checkpoint: 
     is read (and its limits checked) before any is decoded."""
     job = load_job(session, job_id, tenant)
     row = ckpt.find(session, job, checkpoint, none_yet=Conflict)
+    # The rows are read: the connection goes back to the pool now rather than after the
+    # forward pass (a request waiting for its batch held one, and 16 at once outgrew it).
+    session.close()
     opened = _open_images(image)
     predictor = get_predictor()
     try:
