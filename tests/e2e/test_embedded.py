@@ -52,10 +52,15 @@ def running_make(tmp_path, data_dir=None, port: int | None = None, **settings: s
         log.close()
 
 
-# The README's blocks that a user runs in a second terminal beside `make run`, in order.
-# Not run: the quick start's own `make run` (the server here) and `make test` (this suite),
-# docker compose and the distributed block (tests/e2e/test_compose_*.py), and the server
-# verbs' synopsis (the first block of "The command line").
+# The README's blocks that a user runs in a second terminal beside `make run`, in order
+# (a ### section, e.g. "Search hyperparameters", is part of the ## section above it).
+# Not run: the quick start's own `make run` (the server here) and `make test` (this suite);
+# "Many machines and GPUs": docker compose (test_compose_up.py brings up api and worker-cpu
+# for real, not the GPU worker) and the block without containers, whose bucket
+# (s3://my-bucket) the user brings, as the upload's archive (its parts: make services in
+# tests/test_services_script.py, trainhub api and worker on Postgres and Redis in
+# test_compose_commands.py, the S3 store in test_object_store.py); and the server verbs'
+# synopsis, optional flags in brackets (the first block of "The command line").
 README_BLOCKS = [("## API keys", None), ("## Train a model", None),
                  ("## Bring your own images", None), ("## The command line", 1)]
 
