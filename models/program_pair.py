@@ -46,8 +46,31 @@ class _Graph:
                                 if spec.kind == OutputKind.BUFFER_MUTATION else None)
         self.output = next(i for i, spec in enumerate(program.graph_signature.output_specs)
                            if spec.kind == OutputKind.USER_OUTPUT)
+        self.device: torch.device | None = None  # what the graph's device arguments name
+
+    def _follow(self, device: torch.device) -> None:
+        """The graph's device arguments (stochastic depth's noise is made by
+        `aten.empty(..., device=cpu)`, as exported) made the images' device: the network
+        runs on whichever device it is moved to, as the eager module would."""
+        from torch.fx.node import map_aggregate
+
+        def moved(value):
+            return device if isinstance(value, torch.device) else value
+
+        changed = False
+        for node in self.module.graph.nodes:
+            if node.op != "call_function":
+                continue
+            args, kwargs = map_aggregate(node.args, moved), map_aggregate(node.kwargs, moved)
+            if args != node.args or kwargs != node.kwargs:
+                node.args, node.kwargs, changed = args, kwargs, True
+        if changed:
+            self.module.recompile()
+        self.device = device
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device != self.device:
+            self._follow(images.device)
         args = [images if slot is None else getattr(*slot) for slot in self.inputs]
         outputs = self.module(*args)
         for slot, value in zip(self.updates, outputs):

@@ -133,3 +133,26 @@ def test_a_deep_copy_keeps_one_set_of_tensors(pair):
     with torch.no_grad():
         assert torch.equal(twin(images(2)), torch.ones(2, CLASSES))
     assert not torch.equal(pair.head.weight, twin.head.weight)
+
+
+def test_it_runs_on_the_device_it_is_moved_to(pair):
+    """The train graph makes stochastic depth's noise with aten.empty(..., device=cpu), as
+    exported: moved to another device (meta here, standing in for a GPU) the pair makes it
+    there, in both modes, and back on the CPU it computes what it did."""
+    x = images(4)
+    pair.eval()
+    with torch.no_grad():
+        before = pair(x)
+    state = copy.deepcopy(pair.state_dict())
+    pair.to("meta")
+    for training in (True, False):
+        pair.set_mode(training)
+        out = pair(torch.zeros(4, *programs.SHAPE, device="meta"))
+        assert out.device.type == "meta" and out.shape == (4, CLASSES)
+    pair.to_empty(device="cpu")
+    pair.load_state_dict(state)
+    pair.eval()
+    with torch.no_grad():
+        assert torch.equal(pair(x), before)
+    pair.train()
+    assert pair(x).shape == (4, CLASSES)
