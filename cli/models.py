@@ -161,7 +161,7 @@ def show(model: ModelArg,
 
 @app.command("delete")
 def delete(model: ModelArg, url: UrlOption = None, key: KeyOption = None) -> None:
-    """Delete one of your models and its files (not while a queued or running job names it)."""
+    """Delete one of your models and its files (not while a queued, running or paused job names it)."""
     with Api(url, key) as api:
         target = model_id(api, model)
         api.request("DELETE", f"/models/{quote(target, safe='')}")

@@ -131,7 +131,7 @@ def _store_and_queue(session: Session, tenant: Tenant, dataset_id: str, file: Bi
 
 def delete_upload(session: Session, dataset_id: str, tenant: Tenant) -> None:
     """An upload of the tenant's and its files; Conflict for a built-in, an upload still
-    processing, or one a queued or running job uses."""
+    processing, or one a queued, running or paused job uses."""
     if dataset_id in BUILTIN_DATASETS:
         raise Conflict(f"{dataset_id} is built in and cannot be deleted")
     row = get_owned(session, Dataset, dataset_id, tenant)

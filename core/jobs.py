@@ -15,7 +15,13 @@ from sqlalchemy.orm import Session
 from core.config import get_settings
 from core.errors import Conflict
 from core.ids import new_id
-from core.states import ALLOWED, InvalidTransition, JobStatus, check_transition
+from core.states import (
+    ALLOWED,
+    TERMINAL,
+    InvalidTransition,
+    JobStatus,
+    check_transition,
+)
 from core.tables import Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -164,13 +170,14 @@ def requeue(session: Session, job_id: str, attempt: int | None, graceful: bool,
 
 
 def refuse_if_used(session: Session, noun: str, ref: str, column) -> None:
-    """Conflict listing the queued or running jobs whose `column` (Job.dataset, Job.model)
-    names ref: a dataset or a model they use cannot be deleted."""
+    """Conflict listing the unfinished jobs (queued, running, or paused: an asha trial that
+    may be promoted) whose `column` (Job.dataset, Job.model) names ref: a dataset or a model
+    they use cannot be deleted."""
     active = session.scalars(select(Job.id).where(
-        column == ref, Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))).all()
+        column == ref, Job.status.not_in([s.value for s in TERMINAL]))).all()
     if active:
-        raise Conflict(f"{noun} {ref} is used by {len(active)} queued or running job(s): "
-                       f"{', '.join(active[:5])}")
+        raise Conflict(f"{noun} {ref} is used by {len(active)} queued, running or paused "
+                       f"job(s): {', '.join(active[:5])}")
 
 
 def mark_enqueued(session: Session, job_id: str) -> None:

@@ -191,8 +191,8 @@ def check_fits(program: Program, num_classes: int, dataset: str, max_parameters:
 
 
 def delete_program(session: Session, program_id: str, tenant: Tenant) -> None:
-    """A program of the tenant's and its files; Conflict while a queued or running job
-    names it."""
+    """A program of the tenant's and its files; Conflict while a queued, running or
+    paused job names it."""
     row = get_owned(session, Program, program_id, tenant)
     jobs.refuse_if_used(session, "model", program_id, Job.model)
     session.delete(row)

@@ -53,7 +53,7 @@ def test_an_upload_a_queued_job_uses_stays_until_the_job_ends():
     with session_scope() as session:
         spec = {**JobSpec(model="mlp", dataset="digits").resolved(), "dataset": dataset_id}
         job_id = jobs.create_job(session, spec).id
-    with pytest.raises(Conflict, match=f"used by 1 queued or running job.*{job_id}"), \
+    with pytest.raises(Conflict, match=f"used by 1 queued, running or paused job.*{job_id}"), \
             session_scope() as session:
         delete_upload(session, dataset_id, LOCAL_ADMIN)
     with session_scope() as session:
@@ -62,3 +62,23 @@ def test_an_upload_a_queued_job_uses_stays_until_the_job_ends():
         delete_upload(session, dataset_id, LOCAL_ADMIN)
     assert not exists(dataset_id)
     assert not get_store().path(dataset_prefix(dataset_id)).exists()
+
+
+def test_an_upload_a_paused_trial_uses_stays():
+    """A paused asha trial may be promoted and train again: its dataset is still in use."""
+    dataset_id = upload("ready")
+    with session_scope() as session:
+        spec = {**JobSpec(model="mlp", dataset="digits").resolved(), "dataset": dataset_id}
+        job_id = jobs.create_job(session, spec).id
+    with session_scope() as session:
+        jobs.claim(session, job_id, "w1", "cpu", 60)
+    with session_scope() as session:
+        jobs.pause(session, job_id, 1, None)
+    with pytest.raises(Conflict, match=f"paused job.*{job_id}"), session_scope() as session:
+        delete_upload(session, dataset_id, LOCAL_ADMIN)
+    assert exists(dataset_id)
+    with session_scope() as session:
+        jobs.transition(session, job_id, JobStatus.stopped)
+    with session_scope() as session:
+        delete_upload(session, dataset_id, LOCAL_ADMIN)
+    assert not exists(dataset_id)
