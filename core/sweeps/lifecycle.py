@@ -75,7 +75,7 @@ def delete_sweep(session: Session, sweep: Sweep, settings: Settings) -> None:
     if sweep.status == SweepStatus.running.value:
         raise Conflict(f"sweep {sweep.id} is running; cancel it first")
     trials = list(session.scalars(select(Job).where(Job.sweep_id == sweep.id)))
-    busy = [job.id for job in trials if job.status in scheduler.ACTIVE]
+    busy = [job.id for job in trials if job.status in scheduler.UNFINISHED]
     if busy:
         raise Conflict(f"sweep {sweep.id} has {len(busy)} trial(s) still stopping: "
                        f"{', '.join(busy[:5])}; retry in a few seconds")

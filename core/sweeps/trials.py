@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # A paused trial holds no slot: only these count against max_concurrent.
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+UNFINISHED = (*ACTIVE, JobStatus.paused.value)  # a paused trial may yet be promoted
 
 
 def trial_key(sweep_id: str, trial: int) -> str:
@@ -169,7 +170,7 @@ def cancel_trials(session: Session, sweep_id: str) -> list[str]:
     """Cancel the sweep's queued, paused and running trials (a running one stops at its
     loop's next check); their ids. Commits."""
     ids = list(session.scalars(select(Job.id).where(
-        Job.sweep_id == sweep_id, Job.status.in_([*ACTIVE, JobStatus.paused.value]))))
+        Job.sweep_id == sweep_id, Job.status.in_(UNFINISHED))))
     for job_id in ids:
         try:
             jobs.request_cancel(session, job_id)
@@ -180,8 +181,9 @@ def cancel_trials(session: Session, sweep_id: str) -> list[str]:
 
 
 def advance_running(session: Session, settings: Settings) -> None:
-    """advance() every running sweep (the reaper's pass: recovers a crash between a trial's
-    end and its sweep's next step)."""
+    """advance() every running sweep, and cancel what a cancelled sweep left unfinished (the
+    reaper's pass: recovers a crash between a trial's end and its sweep's next step, or
+    between a sweep's cancel and its trials')."""
     for sweep_id in session.scalars(select(Sweep.id).where(
             Sweep.status == SweepStatus.running.value)).all():
         try:
@@ -190,6 +192,12 @@ def advance_running(session: Session, settings: Settings) -> None:
             session.rollback()
             log.warning("sweep %s: could not advance it: %s", sweep_id,
                         str(exc).splitlines()[0][:200])
+    for sweep_id in session.scalars(select(Job.sweep_id).distinct().join(
+            Sweep, Sweep.id == Job.sweep_id).where(
+            Sweep.status == SweepStatus.cancelled.value, Job.cancel_requested.is_(False),
+            Job.status.in_(UNFINISHED))).all():
+        log.info("sweep %s: cancelling the trials its cancel left: %s", sweep_id,
+                 cancel_trials(session, sweep_id))
 
 
 def advance_after(session: Session, job_id: str, settings: Settings) -> None:

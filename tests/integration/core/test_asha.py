@@ -10,12 +10,12 @@ from sqlalchemy import select
 from core import jobs
 from core.config import get_settings
 from core.db import session_scope, upgrade_schema
-from core.states import JobStatus
+from core.states import JobStatus, SweepStatus
 from core.sweeps.asha import rung_epochs
 from core.sweeps.lifecycle import create_sweep
 from core.sweeps.spec import SweepSpec
 from core.sweeps.summary import summarize
-from core.sweeps.trials import advance
+from core.sweeps.trials import advance, advance_running, finish
 from core.tables import Job, Sweep, SweepRung
 from core.tenancy import LOCAL_ADMIN
 from tests.integration.core.conftest import advance_at_once
@@ -116,3 +116,19 @@ def test_four_schedulers_at_once_promote_once(sent):
         queued = session.scalars(select(Job.trial).where(
             Job.sweep_id == sweep_id, Job.status == "queued")).all()
     assert promoted == [1] and queued == [1]
+
+
+def test_the_reaper_cancels_what_a_crashed_cancel_left(sent):
+    """A process that ends the sweep and dies before cancelling its trials (cancel_sweep's
+    two commits): the reaper's pass cancels the paused and queued trials it left."""
+    settings = get_settings()
+    sweep_id = asha_sweep(max_concurrent=2)
+    play_queued(sweep_id)  # trials 0 and 1 paused at rung 0
+    with session_scope() as session:
+        advance(session, sweep_id, settings)  # trials 2 and 3 queued
+        assert finish(session, sweep_id, SweepStatus.cancelled)  # ...and the process dies
+    with session_scope() as session:
+        advance_running(session, settings)
+        statuses = dict(session.execute(
+            select(Job.trial, Job.status).where(Job.sweep_id == sweep_id)).all())
+    assert statuses == {0: "cancelled", 1: "cancelled", 2: "cancelled", 3: "cancelled"}
