@@ -207,7 +207,7 @@ WHATS_LEFT = BENCH / "whats_left.md"
 
 # Issue #12's figures first, in its table's order; other rows after them.
 SUMMARY_ORDER = ["P1", "P2", "P3-ingest-no-redis", "P3-ingest-with-redis", "P3-read",
-                 "P4-job", "P4-metrics", "post-jobs"]
+                 "P4-job", "P4-metrics", "post-jobs", "post-jobs-tenant"]
 
 
 def summary_rows(results: list[dict]) -> list[dict]:
