@@ -21,8 +21,6 @@ Env: BENCH_PG (a Postgres server's admin URL), BENCH_REDIS (the Redis for events
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import re
 import shutil
@@ -33,10 +31,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import httpx
+from post_burst import TENANT, Burst, post_at_once
 
 TITLE = "API reads: metric history, GET /jobs/{id}, POST /jobs at once (Postgres, auth on)"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +46,6 @@ TARGETS = {"history_s": 0.3, "job_rps": 1500, "job_p99_ms": 50, "metrics_rps": 8
 # The tenant's raised limits (TRAINHUB_RATE_LIMIT_JOBS_PER_MINUTE and
 # TRAINHUB_TENANT_MAX_ACTIVE_JOBS): far above what the bursts submit, yet counted as usual.
 TENANT_RAISED = 1_000_000
-TENANT = "bench-tenant"
 KEYS = ("admin", "tenant")
 
 
@@ -85,11 +82,6 @@ def _start_api(env: dict, log, log_path: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
     api.kill()
     raise RuntimeError(f"the API did not start: {log_path.read_text()[-3000:]}")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def _wrk_binary(progress) -> str | None:
@@ -269,7 +261,7 @@ def _measure(base, db_url, keys, n_points, seconds, n_clients, runs, repeats,
         for who in KEYS:
             tag = f"{who}-{i + 1}"
             before = burst.queued()
-            post = asyncio.run(_post_at_once(base, {"Authorization": f"Bearer {keys[who]}"},
+            post = asyncio.run(post_at_once(base, {"Authorization": f"Bearer {keys[who]}"},
                                              n_clients, tag))
             burst.check(tag, who, post.pop("answers"), before)
             posts[who].append(post)
@@ -283,78 +275,6 @@ def _measure(base, db_url, keys, n_points, seconds, n_clients, runs, repeats,
             "post": {who: _over_runs(posts[who]) for who in KEYS}, "post_runs": posts,
             "exactly_once": {"bursts": burst.bursts, "jobs": burst.jobs},
             "wrk": wrk is not None}
-
-
-class Burst:
-    """Exactly once, checked after each burst against the bench's database and its broker
-    queue (one seeded job before the bursts: its row and its message)."""
-
-    def __init__(self, db_url: str, broker: str, queue: str):
-        self.db_url = db_url.replace("postgresql+psycopg://", "postgresql://")
-        self.broker, self.queue = broker, queue
-        self.bursts, self.jobs = 0, 0
-
-    def queued(self) -> Counter:
-        """How many messages of the queue (all its priority lists) name each job id."""
-        import redis
-
-        client, ids = redis.Redis.from_url(self.broker), Counter()
-        for name in client.scan_iter(match=f"{self.queue}*"):
-            if client.type(name) != b"list":
-                continue
-            for message in client.lrange(name, 0, -1):
-                message = json.loads(message)
-                body = message["body"]
-                if message.get("properties", {}).get("body_encoding") == "base64":
-                    body = base64.b64decode(body)
-                if message["headers"].get("task") != "trainhub.run_job":
-                    raise RuntimeError(f"an unexpected message in {self.queue}: {message}")
-                ids[json.loads(body)[0][0]] += 1
-        return ids
-
-    def check(self, tag: str, who: str, answers: list[tuple[int, bytes]],
-              before: Counter) -> None:
-        import psycopg
-
-        n, problems = len(answers), []
-        names = {f"bench-{tag}-{i}" for i in range(n)}
-        bodies = [json.loads(body) if code == 201 else None for code, body in answers]
-        refused = [(code, body[:300]) for code, body in answers if code != 201]
-        if refused:
-            problems.append(f"{len(refused)} answers not 201, e.g. {refused[:3]}")
-        ids = [b["id"] for b in bodies if b]
-        if len(set(ids)) != len(ids):
-            problems.append(f"{len(ids) - len(set(ids))} job ids answered more than once")
-        if {b["name"] for b in bodies if b} - names:
-            problems.append("answers name jobs that were not asked for")
-        with psycopg.connect(self.db_url) as conn:
-            rows = conn.execute(
-                "SELECT j.id, j.name, j.status, j.enqueued_at IS NOT NULL, u.name FROM jobs j "
-                "LEFT JOIN users u ON u.id = j.owner WHERE j.name LIKE %s",
-                (f"bench-{tag}-%",)).fetchall()
-            total = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
-        owner = "admin" if who == "admin" else TENANT
-        if sorted(r[1] for r in rows) != sorted(names):
-            problems.append(f"{len(rows)} jobs named bench-{tag}-* in the database, "
-                            f"{len({r[1] for r in rows})} distinct names, for {n} requests")
-        if {r[0] for r in rows} != set(ids):
-            problems.append("the database's job ids are not the answered ones")
-        bad = [r for r in rows if r[2] != "queued" or not r[3] or r[4] != owner]
-        if bad:
-            problems.append(f"{len(bad)} jobs not queued, not marked enqueued, or not owned "
-                            f"by {owner}, e.g. {bad[:3]}")
-        if total != 1 + self.jobs + n:  # the seeded job, the bursts before, this one
-            problems.append(f"{total} jobs in the database, expected {1 + self.jobs + n}")
-        added = self.queued()
-        added.subtract(before)
-        added = +added  # nothing may go either: no consumer
-        if added != Counter(ids) or sum(before.values()) != 1 + self.jobs:
-            problems.append(f"the queue gained {sum(added.values())} messages for "
-                            f"{len(added)} jobs, expected one for each of {len(ids)}")
-        if problems:
-            raise RuntimeError(f"POST /jobs burst {tag} was not exactly once: "
-                               + "; ".join(problems))
-        self.bursts, self.jobs = self.bursts + 1, self.jobs + n
 
 
 def _over_runs(runs: list[dict]) -> dict:
@@ -372,50 +292,6 @@ def _over_runs(runs: list[dict]) -> dict:
     if statuses:
         out["statuses"] = statuses
     return out
-
-
-async def _post_at_once(base: str, auth: dict, n: int, tag: str) -> dict:
-    """n POST /jobs sent at the same moment, each on its own connection opened beforehand.
-
-    The client is raw asyncio streams with the requests' bytes built in advance: httpx's
-    AsyncClient spent more CPU than the API on 2 cores (4.6 s for 200 posts), so it measured
-    itself, and connections it reached after uvicorn's 5 s keep-alive were closed under it."""
-    host, port = base.removeprefix("http://").rsplit(":", 1)
-    headers = "".join(f"{k}: {v}\r\n" for k, v in auth.items())
-
-    def request(i: int) -> bytes:
-        body = json.dumps({"model": "lenet", "dataset": "digits",
-                           "name": f"bench-{tag}-{i}"}).encode()
-        return (f"POST /jobs HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                ).encode() + body
-
-    connections = await asyncio.gather(*(asyncio.open_connection(host, int(port))
-                                         for _ in range(n)))
-    gate = asyncio.Event()
-
-    async def one(i: int, reader, writer) -> tuple[float, int, bytes]:
-        payload = request(i)
-        await gate.wait()
-        started = time.perf_counter()
-        writer.write(payload)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = re.search(rb"(?i)content-length: *(\d+)", head)
-        body = await reader.readexactly(int(length.group(1)) if length else 0)
-        elapsed = (time.perf_counter() - started) * 1000
-        writer.close()
-        return elapsed, status, body
-
-    tasks = [asyncio.create_task(one(i, r, w)) for i, (r, w) in enumerate(connections)]
-    await asyncio.sleep(0.05)
-    gate.set()
-    answers = await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
-    latencies = [ms for ms, _, _ in answers]
-    statuses = dict(Counter(str(code) for _, code, _ in answers))
-    return {"p50_ms": _percentile(latencies, 0.5), "p99_ms": _percentile(latencies, 0.99),
-            "max_ms": max(latencies), "statuses": statuses,
-            "answers": [(code, body) for _, code, body in answers]}
 
 
 def _mmm(s: dict, fmt: str = "{:,.0f}") -> str:
