@@ -148,3 +148,32 @@ def test_asha_benchmark_judges_the_median_gap(asha_bests, met, gap):
     assert "Epochs: 63 against 243 (0.26); wall time: 31.0 s against 90.0 s (0.34)." \
         in report["markdown"]
     assert "| **median** |" in report["markdown"]
+
+
+_FINETUNE_REPORT = """
+import json, sys
+sys.path[:0] = [{bench!r}]
+import gpu_finetune_bench as g, run
+measured = dict(gpu="NVIDIA H100", quick=False, setup=g.GPU_RUN,
+                plain=dict(samples_per_second=2000.0), fit=dict(samples_per_second=1900.0))
+rows = g.summary(measured) + g.summary(dict(gpu=None))
+print(json.dumps(dict(markdown=g.markdown(measured), unmeasured=g.markdown(dict(gpu=None)),
+                      table="\\n".join(run.summary_table(rows)))))
+"""
+
+
+def test_finetune_benchmark_gives_both_arms_or_says_it_measured_nothing():
+    """Issue #22's GPU figure: fit's samples/s beside the plain loop's on a GPU; elsewhere a
+    'not measured' row and section, never a CPU figure."""
+    done = subprocess.run([sys.executable, "-c", _FINETUNE_REPORT.format(bench=str(BENCH))],
+                          capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(done.stdout)
+    assert "Device: NVIDIA H100; `torchvision.resnet50`, random weights" in report["markdown"]
+    assert "| plain torchvision loop | 2,000.0 |" in report["markdown"]
+    assert "trainhub at 0.95× the plain loop." in report["markdown"]
+    assert "| 1,900.0 samples/s on NVIDIA H100 | plain loop: 2,000.0 samples/s |" \
+        in report["table"]
+    assert report["unmeasured"].startswith("**Not measured: this machine has no CUDA device**")
+    assert ("Not measured on this machine: GPU: torchvision.resnet50 fine-tuning in process "
+            "(bf16, channels_last), samples/s (no CUDA device on this machine).") \
+        in report["table"]
