@@ -5,15 +5,22 @@ The headers must show one top-level folder, torch.export's own layout and nothin
 AOTInductor shared objects, no pickled weights or custom objects, no ExecuTorch payload),
 and an unpacked total within budget. Each entry read is bounded by its header and the
 budget; the sample inputs (a torch.save pickle) are never read at all.
+
+ProgramZip.copy_without_ignored writes the copy trainhub stores: every entry it reads, byte
+for byte, in order, each entry's data 64-byte aligned as torch's own writer leaves it, and
+the entries it never reads dropped (`extra/`) or emptied (the sample inputs: torch.export.load
+needs the entry, and takes an empty one as "no sample inputs" without unpickling anything).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 from core.program_limits import ProgramLimits, ProgramRejected
 
@@ -27,7 +34,12 @@ _REFUSED_DIRS = {
     "data/mtia": "an MTIA payload",
     "xl_model_weights/": "external weights",
 }
-_IGNORED_DIRS = ("data/sample_inputs/", "extra/")
+_SAMPLE_INPUTS = "data/sample_inputs/"
+_IGNORED_DIRS = (_SAMPLE_INPUTS, "extra/")
+# torch's PyTorchFileWriter aligns each entry's data at 64 bytes (for mmap), padding the
+# local header's extra field with an "FB" block; a copy does the same.
+_ALIGN, _PAD_ID = 64, 0x4246
+PAD_MAX = _ALIGN + 3  # the most a copy's padding adds to an entry
 
 
 def _relative_names(zf: zipfile.ZipFile, limits: ProgramLimits) -> tuple[str, dict]:
@@ -145,41 +157,87 @@ class ProgramZip:
     def size(self, name: str) -> int:
         return self.entries[name].file_size
 
-    def read(self, name: str, cap: int) -> bytearray:
-        """The entry's bytes: its header's size at most cap, streamed, every byte counted
-        against the archive's unpacked budget (headers that lie are caught here)."""
+    def _info(self, name: str, cap: int) -> zipfile.ZipInfo:
         info = self.entries.get(name)
         if info is None:
             raise ProgramRejected(f"the archive has no entry {name}")
         if info.file_size > cap:
             raise ProgramRejected(f"the archive's entry {name} is {info.file_size} bytes; "
                                   f"the limit is {cap}")
-        out, got = bytearray(info.file_size), 0
-        view = memoryview(out)
+        return info
+
+    def _chunks(self, name: str, info: zipfile.ZipInfo) -> Iterator[bytes]:
+        """The entry's bytes, streamed, every byte counted against the archive's unpacked
+        budget (headers that lie are caught here)."""
+        got = 0
         try:
             with self.zip.open(info) as stream:
                 while chunk := stream.read(_CHUNK):
-                    if got + len(chunk) > info.file_size:
+                    got += len(chunk)
+                    if got > info.file_size:
                         raise ProgramRejected(f"the archive's entry {name} unpacks to more "
                                               "than its header says")
-                    view[got:got + len(chunk)] = chunk
-                    got += len(chunk)
                     self.read_total += len(chunk)
                     if self.read_total > self.limits.max_unpacked_bytes:
                         raise ProgramRejected(
                             "the archive unpacks to more than its budget of "
                             f"{self.limits.max_unpacked_bytes} bytes")
+                    yield chunk
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
             raise ProgramRejected(f"the archive is corrupt ({name}: {exc})") from None
-        finally:
-            view.release()
         if got != info.file_size:
             raise ProgramRejected(f"the archive is corrupt ({name}: {got} bytes of "
                                   f"{info.file_size})")
+
+    def read(self, name: str, cap: int) -> bytearray:
+        """The entry's bytes: its header's size at most cap, streamed as _chunks does."""
+        info = self._info(name, cap)
+        out, got = bytearray(info.file_size), 0
+        for chunk in self._chunks(name, info):
+            out[got:got + len(chunk)] = chunk
+            got += len(chunk)
         return out
+
+    def copy_without_ignored(self, target: Path | str) -> None:
+        """A copy of the archive at target holding every entry this module reads, each
+        byte for byte (its name and compression kept), in the same order; `extra/` dropped
+        and the sample inputs an empty entry, in their place (at the end if the archive had
+        none). Every byte copied counts against the budget as read() counts it."""
+        sample_inputs = f"{_SAMPLE_INPUTS}{self.model}.pt"
+        emptied, self.read_total = False, 0  # each entry is read once more: a budget anew
+        with open(target, "wb") as raw, zipfile.ZipFile(raw, "w") as out:
+            for info in self.zip.infolist():
+                name = info.filename.split("/", 1)[-1]
+                if info.is_dir() or (name.startswith(_IGNORED_DIRS) and name != sample_inputs):
+                    continue
+                if name == sample_inputs:
+                    out.writestr(_aligned(info.filename, raw.tell(), 0, info), b"")
+                    emptied = True
+                    continue
+                with out.open(_aligned(info.filename, raw.tell(), info.file_size, info),
+                              "w") as sink:
+                    for chunk in self._chunks(name, info):
+                        sink.write(chunk)
+            if not emptied:
+                out.writestr(_aligned(f"{self.root}/{sample_inputs}", raw.tell(), 0), b"")
 
     def read_json(self, name: str, cap: int):
         try:
             return json.loads(self.read(name, cap))
         except (ValueError, RecursionError) as exc:
             raise ProgramRejected(f"the archive's {name} is not JSON: {exc}") from None
+
+
+def _aligned(filename: str, offset: int, size: int,
+             like: zipfile.ZipInfo | None = None) -> zipfile.ZipInfo:
+    """An entry's header to be written at offset, its data starting on a 64-byte boundary
+    (stored, unless like, the entry copied, was deflated)."""
+    info = zipfile.ZipInfo(filename, like.date_time if like else (1980, 1, 1, 0, 0, 0))
+    info.compress_type = like.compress_type if like and size else zipfile.ZIP_STORED
+    info.file_size, info.compress_size, info.CRC = size, 0, 0
+    header = len(info.FileHeader(size * 1.05 > zipfile.ZIP64_LIMIT))  # as ZipFile decides
+    pad = -(offset + header) % _ALIGN
+    if pad:
+        pad += _ALIGN if pad < 4 else 0
+        info.extra = struct.pack("<HH", _PAD_ID, pad - 4) + b"Z" * (pad - 4)
+    return info

@@ -5,7 +5,10 @@ Plain functions, no HTTP.
 
 The archives are copied to a private temporary folder and checked there: nothing in them
 is deserialised here (core.program_archive reads the zip's entries and the graph's JSON,
-never a pickle), and the copies are gone when the request ends, refused or not.
+never a pickle), and the copies are gone when the request ends, refused or not. What is
+stored is not the upload but its rewrite without the entries trainhub never reads: the
+sample inputs (a torch.save pickle) emptied, `extra/` dropped, every other entry byte for
+byte (core.program_zip); the row's sha256 and size are the stored files'.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import hashlib
 import logging
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -25,6 +28,7 @@ from core.config import Settings
 from core.dataset_uploads import MAX_NAME, checked_filename
 from core.errors import FieldError
 from core.ids import new_id
+from core.program_zip import PAD_MAX, ProgramZip
 from core.tables import Job, Program
 from core.tenancy import Tenant, get_owned
 from core.text import echo, storable
@@ -97,21 +101,37 @@ def _too_large(field: str, limit: int) -> FieldError:
 
 
 def _check(upload: Upload, folder: Path, digest, settings: Settings) -> Checked:
-    """The upload copied (capped) under folder, hashed into digest, and checked."""
+    """The upload copied (capped) under folder and rewritten without the entries trainhub
+    never reads, its sample inputs above all (ProgramZip.copy_without_ignored, once the
+    zip's headers passed); the rewrite checked and hashed into digest: it is what is
+    stored."""
     limits = program_archive.ProgramLimits.from_settings(settings)
     if upload.size is not None and upload.size > limits.max_file_bytes:
         raise _too_large(upload.field, limits.max_file_bytes)
-    path = folder / f"{upload.field}.pt2"
+    received, path = folder / f"{upload.field}.upload.pt2", folder / f"{upload.field}.pt2"
     upload.file.seek(0)
     copied = 0
-    with open(path, "wb") as out:
+    with open(received, "wb") as out:
         while chunk := upload.file.read(1 << 20):
             copied += len(chunk)
             if copied > limits.max_file_bytes:
                 raise _too_large(upload.field, limits.max_file_bytes)
-            digest.update(chunk)
             out.write(chunk)
-    return Checked(upload, path, program_archive.check_archive(path, limits, upload.field))
+    try:
+        with ProgramZip(received, limits) as archive:
+            archive.copy_without_ignored(path)
+    except program_archive.ProgramRejected as exc:
+        exc.field = upload.field
+        raise
+    received.unlink()
+    # The rewrite aligns each entry's data: a few bytes an entry more than the upload.
+    padded = replace(limits, max_file_bytes=limits.max_file_bytes
+                     + PAD_MAX * limits.max_entries)
+    info = program_archive.check_archive(path, padded, upload.field)
+    with open(path, "rb") as stored:
+        while chunk := stored.read(1 << 20):
+            digest.update(chunk)
+    return Checked(upload, path, info)
 
 
 def _check_modes(train: Checked, eval_: Checked | None) -> program_archive.ProgramInfo:

@@ -4,7 +4,7 @@ tests/integration/api/test_programs.py): a job naming a program is checked at su
 (its owner's only: another tenant's is the unknown model's 422; its classes against the
 dataset's, both numbers named), a program a queued job names cannot be deleted, and a
 deleted one leaves no file; on an S3 artifact store (moto's
-server) as on a local one."""
+server) as on a local one. An upload is stored without its sample inputs (issue 23)."""
 from __future__ import annotations
 
 import uuid
@@ -180,9 +180,10 @@ def test_an_upload_past_the_stored_bytes_cap_is_refused_and_leaves_nothing(tmp_p
 
     path = save(export(PlainNet(), training=True), tmp_path / "plain.pt2")
     data = path.read_bytes()
+    stored = stored_copy(path, tmp_path / "stored.pt2").stat().st_size  # what counts
     alice = tenant("alice")
     upload = programs.Upload("file", BytesIO(data), len(data), "plain.pt2")
-    for cap, taken in ((len(data) - 1, False), (len(data), True)):
+    for cap, taken in ((stored - 1, False), (stored, True)):
         settings = get_settings().model_copy(update={"tenant_max_stored_bytes": cap})
         before = sorted((get_settings().artifacts_dir / "programs").rglob("*"))
         with session_scope() as session:
@@ -193,10 +194,80 @@ def test_an_upload_past_the_stored_bytes_cap_is_refused_and_leaves_nothing(tmp_p
                 assert stored_bytes(session, alice.user_id) == 0
             else:
                 row = programs.accept_program(session, alice, upload, None, None, settings)
-                assert row.size_bytes == len(data) and row.name == "plain"
-                assert stored_bytes(session, alice.user_id) == len(data)
+                assert row.size_bytes == stored and row.name == "plain"
+                assert stored_bytes(session, alice.user_id) == stored
                 programs.delete_program(session, row.id, alice)
     assert not list((get_settings().data_dir / "tmp").glob("program-*"))
+
+
+def stored_copy(source, target):
+    """What core.programs stores for an upload of source."""
+    from core.program_archive import ProgramLimits
+    from core.program_zip import ProgramZip
+
+    with ProgramZip(source, ProgramLimits()) as archive:
+        archive.copy_without_ignored(target)
+    return target
+
+
+def test_a_stored_program_holds_no_sample_inputs_and_torch_export_load_runs_nothing(
+        tmp_path):
+    """Issue 23: the sample inputs (here a crafted pickle) and extra/ are not stored; the
+    sample inputs entry is stored empty, so plain torch.export.load on a stored file loads
+    it, unpickles nothing, and (with no sample inputs) its module() compiles no guard from
+    the graph's guards_code (here Python that leaves a marker too). sha256 and size_bytes
+    are the stored files'."""
+    import hashlib
+    import logging
+    import zipfile
+    from io import BytesIO
+
+    import torch
+
+    from tests.programs import CLASSES, images, marker_pickle, residual_pair, rewrite
+
+    pickled, guarded = tmp_path / "unpickled", tmp_path / "guarded"
+    train, eval_ = residual_pair(tmp_path)
+    crafted = {"data/sample_inputs/model.pt": marker_pickle(pickled)}
+
+    def add_guard(document):
+        document["guards_code"] = [f"open({str(guarded)!r}, 'w') is None"]
+
+    paths = [rewrite(train, tmp_path / "evil-train.pt2", replace=crafted,
+                     add={"extra/notes.txt": b"hello"}),
+             rewrite(eval_, tmp_path / "evil-eval.pt2", replace=crafted, graph=add_guard)]
+    uploads = [programs.Upload(field, BytesIO(path.read_bytes()), None, path.name)
+               for field, path in zip(("file", "eval_file"), paths)]
+    alice = tenant("alice")
+    with session_scope() as session:
+        row = programs.accept_program(session, alice, *uploads, None, get_settings())
+        MADE.append(row.id)
+        program_id, sha256, size = row.id, row.sha256, row.size_bytes
+    stored = [get_store().path(program_key(program_id, mode)) for mode in ("train", "eval")]
+    assert sha256 == hashlib.sha256(b"".join(p.read_bytes() for p in stored)).hexdigest()
+    assert size == sum(p.stat().st_size for p in stored)
+    for path in stored:
+        with zipfile.ZipFile(path) as zf:
+            sample_inputs = [i for i in zf.infolist() if "/data/sample_inputs/" in i.filename]
+            assert [i.file_size for i in sample_inputs] == [0]
+            assert not any("/extra/" in name for name in zf.namelist())
+    serde_log = logging.getLogger("torch._export.serde.serialize")
+    serde_log.disabled = True  # torch's fallback warning (its format string is broken)
+    try:
+        loaded = torch.export.load(stored[1])
+        assert loaded.example_inputs is None
+        assert loaded.module()(images(2)).shape == (2, CLASSES)
+        assert not pickled.exists() and not guarded.exists()
+        torch.export.load(paths[1])  # the upload itself runs the pickle...
+        assert pickled.exists()
+        guard_only = rewrite(eval_, tmp_path / "guard.pt2", graph=add_guard)
+        with pytest.raises(AssertionError):  # ...and, with sample inputs, the guard
+            torch.export.load(guard_only).module()(images(2))
+        assert guarded.exists()
+    finally:
+        serde_log.disabled = False
+    with session_scope() as session:
+        programs.delete_program(session, program_id, alice)
 
 
 def test_a_programs_files_live_in_an_s3_store_too(s3_server, monkeypatch, tmp_path):  # noqa: F811
