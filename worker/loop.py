@@ -21,7 +21,7 @@ from worker.feed import place
 from worker.recipe import make_criterion, new_state
 from worker.reporting import Metric
 from worker.state import EpochEnd, TrainState
-from worker.tuning import cpu_kernels, use_onednn
+from worker.tuning import CpuPlan, cpu_kernels, cpu_plan
 
 if TYPE_CHECKING:
     from worker.ddp.group import Distributed
@@ -152,13 +152,13 @@ def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tens
     return total_loss.item() / n, correct.item() / n
 
 
-def _conv_backend(model: nn.Module, train: Split, hp, dist: Distributed | None,
-                  accel: Accel) -> bool:
-    """Whether the training steps use oneDNN convolutions (worker.tuning), worked out on one
+def _cpu_plan(model: nn.Module, train: Split, hp, dist: Distributed | None,
+                  accel: Accel) -> CpuPlan:
+    """The training steps' CPU kernels and threads (worker.tuning), worked out on one
     mini-batch's shape (and memory format) before DDP wraps the model."""
     per_rank = hp.batch_size // (dist.world_size if dist is not None else 1)
     sample = torch.zeros((per_rank, *train.images.shape[1:]), device=accel.device)
-    return use_onednn(model, accel.inputs(sample))
+    return cpu_plan(model, accel.inputs(sample))
 
 
 def _epoch_batches(state: TrainState, train: Split, mean: torch.Tensor, std: torch.Tensor,
@@ -236,7 +236,7 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
     if resume_from is not None:
         state.load_state_dict(resume_from, device)
     criterion = make_criterion(hp.loss, len(dataset.classes))
-    onednn = _conv_backend(model, train, hp, dist, accel)
+    cpu = _cpu_plan(model, train, hp, dist, accel)
     if dist is not None:
         accel.use(dist.wrap(model))
         if not dist.is_main:  # rank 0's saved sums are the whole group's (merge_sums)
@@ -252,7 +252,7 @@ def fit(model: nn.Module, dataset: ImageDataset, hp, device: torch.device,
         return result("pause")
     while state.epoch <= hp.epochs:
         epoch = state.epoch
-        with cpu_kernels(onednn):
+        with cpu_kernels(cpu):
             epoch_metrics, reason = train_one_epoch(
                 state, _epoch_batches(state, train, mean, std, hp, dist, accel), criterion,
                 hp, control, accel)

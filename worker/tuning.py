@@ -17,7 +17,7 @@ time it runs on a machine. Both compute the same convolution; only the rounding 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -26,21 +26,36 @@ from models import set_mode
 
 # Up to this many convolution multiply-adds per batch the native kernels are faster.
 NATIVE_CONV_MAX_MACS = 5_000_000
+# Up to this many multiply-adds of convolutions and linear layers together, one thread is
+# (2 idle cores, a step: LeNet on 8x8 digits at batch 64, 5.7M: 2.9 ms on one thread, 3.1
+# on two; swin_t at 32x32, batch 16, 4.7M in its one convolution and ~960M in its linear
+# layers: 0.80 s on one, 0.48 s on two).
+ONE_THREAD_MAX_MACS = 20_000_000
 
 
-def conv_macs(model: nn.Module, inputs: torch.Tensor) -> int:
-    """Multiply-adds of model's Conv2d layers for one forward pass of inputs, by one dry pass
-    in eval mode (no batch-norm statistics change, no dropout draws)."""
-    macs = 0
+class CpuPlan(NamedTuple):
+    onednn: bool  # oneDNN convolutions, else PyTorch's native ones
+    one_thread: bool  # one intra-op thread: each op of the step is too short to share
 
-    def count(module: nn.Conv2d, _args, output: torch.Tensor) -> None:
-        nonlocal macs
+
+def layer_macs(model: nn.Module, inputs: torch.Tensor) -> tuple[int, int]:
+    """Multiply-adds of model's Conv2d and of its Linear layers for one forward pass of
+    inputs, by one dry pass in eval mode (no batch-norm statistics change, no dropout draws)."""
+    macs = {nn.Conv2d: 0, nn.Linear: 0}
+
+    def count_conv(module: nn.Conv2d, _args, output: torch.Tensor) -> None:
         per_output = module.in_channels // module.groups
         for size in module.kernel_size:
             per_output *= size
-        macs += output.numel() * per_output
+        macs[nn.Conv2d] += output.numel() * per_output
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    def count_linear(module: nn.Linear, _args, output: torch.Tensor) -> None:
+        macs[nn.Linear] += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count_conv) for m in model.modules()
+             if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(count_linear) for m in model.modules()
+              if isinstance(m, nn.Linear)]
     was_training = model.training
     try:
         set_mode(model, training=False)
@@ -51,29 +66,46 @@ def conv_macs(model: nn.Module, inputs: torch.Tensor) -> int:
         set_mode(model, training=was_training)
         for hook in hooks:
             hook.remove()
-    return macs
+    return macs[nn.Conv2d], macs[nn.Linear]
+
+
+def conv_macs(model: nn.Module, inputs: torch.Tensor) -> int:
+    return layer_macs(model, inputs)[0]
+
+
+def cpu_plan(model: nn.Module, inputs: torch.Tensor) -> CpuPlan:
+    """How training steps on batches like inputs run on the CPU. One thread only where the
+    convolutions are small enough for the native kernels AND the linear layers are small
+    too: swin_t's one convolution (its 4x4 patch embedding) is small at 32x32, but its
+    attention's linear layers are most of its work and train faster on two."""
+    unchanged = CpuPlan(torch.backends.mkldnn.enabled, False)
+    if (inputs.device.type != "cpu" or not torch.backends.mkldnn.is_available()
+            or not any(isinstance(m, nn.Conv2d) for m in model.modules())):
+        return unchanged  # no convolution to choose kernels for: no dry pass either
+    conv, linear = layer_macs(model, inputs)
+    if conv == 0:
+        return unchanged
+    onednn = conv > NATIVE_CONV_MAX_MACS
+    return CpuPlan(onednn, not onednn and conv + linear <= ONE_THREAD_MAX_MACS)
 
 
 def use_onednn(model: nn.Module, inputs: torch.Tensor) -> bool:
     """Whether training steps on batches like inputs should use oneDNN convolutions."""
-    if inputs.device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return torch.backends.mkldnn.enabled
-    macs = conv_macs(model, inputs)
-    return torch.backends.mkldnn.enabled if macs == 0 else macs > NATIVE_CONV_MAX_MACS
+    return cpu_plan(model, inputs).onednn
 
 
 @contextlib.contextmanager
-def cpu_kernels(onednn: bool) -> Iterator[None]:
+def cpu_kernels(plan: CpuPlan) -> Iterator[None]:
     """The training steps' CPU settings for a block, put back after it (process-wide: a
-    worker process runs one job at a time): oneDNN convolutions on or off and, with native
-    ones (small work), one intra-op thread. At that size each op is too short to share: two
+    worker process runs one job at a time): oneDNN convolutions on or off and, where the
+    step's work is small, one intra-op thread. At that size each op is too short to share: two
     threads stall at every op's barrier, the more so beside another busy process (the API,
     Postgres), and LeNet at batch 4 on CIFAR-10 trained 20% faster on one (0.79 against
     0.99 ms a step, real images, 2 cores). torch.backends.mkldnn.flags() would set the
     switch too but warns about TF32 on every entry."""
     before = torch.backends.mkldnn.enabled, torch.get_num_threads()
-    torch.backends.mkldnn.enabled = onednn
-    if not onednn:
+    torch.backends.mkldnn.enabled = plan.onednn
+    if plan.one_thread:
         torch.set_num_threads(1)
     try:
         yield

@@ -11,7 +11,15 @@ from worker import loop
 from worker.control import RunControl
 from worker.loop import fit
 from worker.reporting import NullReporter
-from worker.tuning import NATIVE_CONV_MAX_MACS, conv_macs, cpu_kernels, use_onednn
+from worker.tuning import (
+    NATIVE_CONV_MAX_MACS,
+    CpuPlan,
+    conv_macs,
+    cpu_kernels,
+    cpu_plan,
+    layer_macs,
+    use_onednn,
+)
 
 
 def test_conv_macs_counts_lenets_two_convolutions():
@@ -47,7 +55,7 @@ def test_the_settings_are_put_back_after_the_block_even_on_error():
     before = torch.backends.mkldnn.enabled, torch.get_num_threads()
     for onednn in (True, False):
         try:
-            with cpu_kernels(onednn):
+            with cpu_kernels(CpuPlan(onednn, not onednn)):
                 assert torch.backends.mkldnn.enabled is onednn
                 assert torch.get_num_threads() == (before[1] if onednn else 1)
                 raise RuntimeError("boom")
@@ -80,8 +88,27 @@ def test_fit_trains_lenet_at_batch_4_with_native_convolutions(monkeypatch):
 def test_native_and_cpu_kernels_agree():
     torch.manual_seed(0)
     conv, x = nn.Conv2d(3, 6, 5), torch.randn(4, 3, 32, 32)
-    with cpu_kernels(False):
+    with cpu_kernels(CpuPlan(False, True)):
         native = conv(x)
-    with cpu_kernels(True):
+    with cpu_kernels(CpuPlan(True, False)):
         onednn = conv(x)
     assert torch.allclose(native, onednn, atol=1e-5)
+
+
+def test_one_thread_only_where_the_linear_layers_are_small_too():
+    """A small convolution in front of large linear layers (swin_t's patch embedding and
+    attention at 32x32): native convolutions, but both threads."""
+    lenet = models.build("lenet", (3, 32, 32), 10)
+    assert cpu_plan(lenet, torch.zeros(4, 3, 32, 32)) == CpuPlan(False, True)  # unchanged
+    assert cpu_plan(lenet, torch.zeros(32, 3, 32, 32)) == CpuPlan(True, False)
+    # LeNet on digits at batch 64: 3.1M + 2.7M, still one thread.
+    assert cpu_plan(models.build("lenet", (1, 8, 8), 10),
+                    torch.zeros(64, 1, 8, 8)) == CpuPlan(False, True)
+    patchy = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.Flatten(), nn.Linear(256, 8192),
+                           nn.ReLU(), nn.Linear(8192, 10))
+    inputs = torch.zeros(16, 3, 32, 32)
+    assert layer_macs(patchy, inputs) == (16 * 4 * 8 * 8 * 48, 16 * (8192 * 256 + 10 * 8192))
+    assert cpu_plan(patchy, inputs) == CpuPlan(False, False)
+    mlp = models.build("mlp", (1, 8, 8), 10)  # no convolution: nothing changes
+    assert cpu_plan(mlp, torch.zeros(4, 1, 8, 8)) == CpuPlan(torch.backends.mkldnn.enabled,
+                                                              False)
