@@ -23,7 +23,13 @@ from pathlib import Path
 import httpx
 from predict_bench import Server
 from training_bench import run_script, seconds_between
-from tutorial_job import add_archive_argument, decode_to_npy, run_job, upload, write_subset
+from tutorial_job import (
+    add_archive_argument,
+    decode_to_npy,
+    run_job,
+    upload,
+    write_subset,
+)
 
 TITLE = "GPU: ResNet-18 on CIFAR-10 through the API vs a plain DataLoader loop"
 BENCH = Path(__file__).resolve().parent

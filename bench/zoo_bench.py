@@ -4,7 +4,7 @@ against a plain PyTorch loop of the same model, data, batch, thread count and st
 CPU, each run in a fresh process (bench/zoo_arm.py, which says what each arm runs and what
 it times).
 
-For each model, --zoo-pairs pairs of runs (default 3, quick 1), the two arms alternating
+For each model, --zoo-pairs pairs of runs (default 7, quick 1), the two arms alternating
 which goes first; per pair the ratio trainhub samples/s / plain samples/s, and the median of
 those ratios is judged against the target: trainhub at most 5% slower (ratio >= 0.95).
 
@@ -25,14 +25,17 @@ TARGET_RATIO = 0.95  # trainhub's samples/s at least 95% of the plain loop's
 DEFAULT_BATCH = 16
 # (torchvision name, untimed warm-up mini-batches, timed mini-batches: full run, --quick).
 # Sized from step times measured here at one thread (batch 16: mobilenet_v3_small 0.08 s,
-# resnet50 0.33 s, swin_t 0.84 s) and about 4 s to start each process: at most about 5
-# minutes in all on 2 cores, --quick about one (1.5 beside other tests).
-PLAN = (("mobilenet_v3_small", 2, 80, 8), ("resnet50", 2, 30, 4), ("swin_t", 2, 16, 2))
+# resnet50 0.33 s, swin_t 0.84 s) and about 4 s to start each process: about 8 minutes in
+# all on 2 cores, --quick about one (1.5 beside other tests). Many short pairs rather than
+# a few long ones: this machine's speed drifts by 10-15% from one run to the next (resnet50's
+# plain loop, back to back: 68 to 80 samples/s), and a pair's ratio cancels the drift only
+# while its two runs are close in time.
+PLAN = (("mobilenet_v3_small", 2, 40, 8), ("resnet50", 2, 16, 4), ("swin_t", 2, 8, 2))
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--zoo-pairs", type=int, default=None,
-                        help="zoo: pairs of runs (trainhub, plain) per model (default 3, "
+                        help="zoo: pairs of runs (trainhub, plain) per model (default 7, "
                              "quick 1)")
     parser.add_argument("--zoo-batch", type=int, default=DEFAULT_BATCH,
                         help=f"zoo: the mini-batch of both arms (default {DEFAULT_BATCH})")
@@ -44,7 +47,7 @@ def add_arguments(parser) -> None:
 def run(args, progress) -> dict:
     import torch
 
-    pairs = args.zoo_pairs or (1 if args.quick else 3)
+    pairs = args.zoo_pairs or (1 if args.quick else 7)
     threads = args.zoo_threads or torch.get_num_threads()
     if pairs <= 0 or threads <= 0 or args.zoo_batch <= 1:
         raise SystemExit("--zoo-pairs and --zoo-threads must be > 0, --zoo-batch > 1")
