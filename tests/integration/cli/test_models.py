@@ -77,14 +77,21 @@ def test_a_module_is_exported_uploaded_listed_shown_and_deleted(cli, http, tmp_p
 
 
 def test_a_pt2_pair_made_by_hand_is_uploaded_as_it_is(cli, http, tmp_path):
+    from core.program_limits import ProgramLimits
+    from core.program_zip import ProgramZip
     from tests.programs import residual_pair
 
     train, eval_ = residual_pair(tmp_path)
     run = cli("models", "upload", train, "--eval-file", eval_, "--name", "by-hand")
     assert run.exit_code == 0, run.stderr
     program = http.get(f"/models/{run.lines[-1]}").json()
-    assert program["name"] == "by-hand" and program["size_bytes"] == (
-        train.stat().st_size + eval_.stat().st_size)
+    # The files as they are stored: without their sample inputs (core.program_zip).
+    stored = []
+    for archive in (train, eval_):
+        with ProgramZip(archive, ProgramLimits()) as opened:
+            opened.copy_without_ignored(archive.with_suffix(".stored.pt2"))
+        stored.append(archive.with_suffix(".stored.pt2").stat().st_size)
+    assert program["name"] == "by-hand" and program["size_bytes"] == sum(stored)
     assert http.delete(f"/models/{program['id']}").status_code == 204
     # The train program alone holds mode-dependent ops: the server's 422, on one line.
     line = assert_one_error_line(cli("models", "upload", train))
