@@ -12,8 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.sweep_schemas import SweepPublic
 from core.db import session_scope
-from core.states import JobStatus, SweepStatus
+from core.states import SweepStatus
 from core.sweeps.history import snapshot
+from core.sweeps.trials import UNFINISHED
 
 POLL_S = 1.0
 KEEPALIVE_S = 15.0
@@ -38,7 +39,7 @@ def _ended(state: dict) -> bool:
     """The sweep and every trial of it have ended (core.states' terminal states: a trial
     still paused, say of a sweep just cancelled, has not)."""
     return SweepStatus(state["status"]).is_terminal and not any(
-        state["trials"].get(s.value) for s in JobStatus if not s.is_terminal)
+        state["trials"].get(status) for status in UNFINISHED)
 
 
 def _frame(event: dict) -> str:

@@ -69,10 +69,6 @@ def layer_macs(model: nn.Module, inputs: torch.Tensor) -> tuple[int, int]:
     return macs[nn.Conv2d], macs[nn.Linear]
 
 
-def conv_macs(model: nn.Module, inputs: torch.Tensor) -> int:
-    return layer_macs(model, inputs)[0]
-
-
 def cpu_plan(model: nn.Module, inputs: torch.Tensor) -> CpuPlan:
     """How training steps on batches like inputs run on the CPU. One thread only where the
     convolutions are small enough for the native kernels AND the linear layers are small
@@ -88,10 +84,6 @@ def cpu_plan(model: nn.Module, inputs: torch.Tensor) -> CpuPlan:
     onednn = conv > NATIVE_CONV_MAX_MACS
     return CpuPlan(onednn, not onednn and conv + linear <= ONE_THREAD_MAX_MACS)
 
-
-def use_onednn(model: nn.Module, inputs: torch.Tensor) -> bool:
-    """Whether training steps on batches like inputs should use oneDNN convolutions."""
-    return cpu_plan(model, inputs).onednn
 
 
 @contextlib.contextmanager

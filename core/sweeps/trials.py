@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # A paused trial holds no slot: only these count against max_concurrent.
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
-UNFINISHED = (*ACTIVE, JobStatus.paused.value)  # a paused trial may yet be promoted
+# Not ended (core.states): a paused trial too, which may yet be promoted.
+UNFINISHED = tuple(s.value for s in JobStatus if not s.is_terminal)
 
 
 def trial_key(sweep_id: str, trial: int) -> str:

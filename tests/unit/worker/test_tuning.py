@@ -14,28 +14,26 @@ from worker.reporting import NullReporter
 from worker.tuning import (
     NATIVE_CONV_MAX_MACS,
     CpuPlan,
-    conv_macs,
     cpu_kernels,
     cpu_plan,
     layer_macs,
-    use_onednn,
 )
 
 
 def test_conv_macs_counts_lenets_two_convolutions():
     lenet = models.build("lenet", (3, 32, 32), 10)
     # conv1: 6x28x28 outputs x 3x5x5; conv2: 16x10x10 outputs x 6x5x5; per image.
-    assert conv_macs(lenet, torch.zeros(4, 3, 32, 32)) == 4 * (6 * 28 * 28 * 75 + 16 * 10 * 10 * 150)
-    assert conv_macs(models.build("mlp", (1, 8, 8), 10), torch.zeros(4, 1, 8, 8)) == 0
+    assert layer_macs(lenet, torch.zeros(4, 3, 32, 32))[0] == 4 * (6 * 28 * 28 * 75 + 16 * 10 * 10 * 150)
+    assert layer_macs(models.build("mlp", (1, 8, 8), 10), torch.zeros(4, 1, 8, 8))[0] == 0
 
 
 def test_small_convolutions_go_native_large_ones_onednn():
     lenet = models.build("lenet", (3, 32, 32), 10)
-    assert use_onednn(lenet, torch.zeros(4, 3, 32, 32)) is False  # the tutorial's batch
-    assert use_onednn(lenet, torch.zeros(32, 3, 32, 32)) is True
+    assert cpu_plan(lenet, torch.zeros(4, 3, 32, 32)).onednn is False  # the tutorial's batch
+    assert cpu_plan(lenet, torch.zeros(32, 3, 32, 32)).onednn is True
     resnet = models.build("resnet18", (3, 32, 32), 10)
-    assert use_onednn(resnet, torch.zeros(2, 3, 32, 32)) is True
-    assert conv_macs(lenet, torch.zeros(8, 3, 32, 32)) < NATIVE_CONV_MAX_MACS
+    assert cpu_plan(resnet, torch.zeros(2, 3, 32, 32)).onednn is True
+    assert layer_macs(lenet, torch.zeros(8, 3, 32, 32))[0] < NATIVE_CONV_MAX_MACS
 
 
 def test_counting_leaves_weights_statistics_mode_and_rng_alone():
@@ -44,7 +42,7 @@ def test_counting_leaves_weights_statistics_mode_and_rng_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     inputs = torch.randn(2, 3, 16, 16)
     rng = torch.get_rng_state()
-    conv_macs(model, inputs)
+    layer_macs(model, inputs)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state())
